@@ -1,0 +1,196 @@
+//! The component's options, checked once at load so that a bad value is an error that
+//! names the option instead of a failure at the first stanza.
+
+use crate::jat::Mode;
+use std::fmt;
+
+/// Validated options of one `client_proxy` component.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Config {
+    /// The component host (`proxy.example`).
+    pub host: String,
+    /// The implementing client's bare JID, normalised as Prosody prepares JIDs.
+    pub target: String,
+    /// How requesters are written into resources.
+    pub jat: Mode,
+    /// Seconds before an unanswered request gets remote-server-timeout.
+    pub timeout: f64,
+    /// Most requests outstanding at once.
+    pub max_pending: usize,
+    /// Most requests one requester may have outstanding.
+    pub max_pending_per_requester: u32,
+}
+
+/// A bad option: which one and why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The option's name as written in the config file.
+    pub option: &'static str,
+    /// What is wrong with it.
+    pub reason: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.option, self.reason)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+fn bad(option: &'static str, reason: impl Into<String>) -> ConfigError {
+    ConfigError {
+        option,
+        reason: reason.into(),
+    }
+}
+
+/// Defaults of the optional settings, as documented in the README.
+pub const DEFAULT_TIMEOUT: f64 = 60.0;
+/// Default of `client_proxy_max_pending`.
+pub const DEFAULT_MAX_PENDING: usize = 100_000;
+/// Default of `client_proxy_max_pending_per_requester`.
+pub const DEFAULT_MAX_PER_REQUESTER: u32 = 64;
+
+impl Config {
+    /// Checks and normalises the raw option values (None = not set).
+    pub fn new(
+        host: &str,
+        target: Option<&str>,
+        jat: Option<&str>,
+        timeout: Option<f64>,
+        max_pending: Option<f64>,
+        max_pending_per_requester: Option<f64>,
+    ) -> Result<Config, ConfigError> {
+        let target = target.ok_or_else(|| {
+            bad(
+                "target_address",
+                "is required (the implementing client's bare JID)",
+            )
+        })?;
+        let parsed = jid::Jid::new(target).map_err(|e| {
+            bad(
+                "target_address",
+                format!("{target:?} is not a valid JID ({e})"),
+            )
+        })?;
+        if !parsed.is_bare() {
+            return Err(bad(
+                "target_address",
+                format!("{target:?} must be a bare JID (no resource)"),
+            ));
+        }
+        let bare = parsed;
+        if bare.node().is_none() {
+            return Err(bad(
+                "target_address",
+                format!("{target:?} must be an account (user@host), not a host"),
+            ));
+        }
+        if bare.domain().as_str() == host {
+            return Err(bad(
+                "target_address",
+                format!("{target:?} is on the component's own host"),
+            ));
+        }
+        let jat = match jat {
+            None => Mode::Plain,
+            Some(name) => Mode::parse(name).ok_or_else(|| {
+                bad(
+                    "client_proxy_jat",
+                    format!("{name:?} is not one of \"plain\", \"base64\""),
+                )
+            })?,
+        };
+        let timeout = match timeout {
+            None => DEFAULT_TIMEOUT,
+            Some(t) if t.is_finite() && t > 0.0 => t,
+            Some(t) => {
+                return Err(bad(
+                    "client_proxy_timeout",
+                    format!("{t} is not a positive number of seconds"),
+                ))
+            }
+        };
+        let max_pending = count(
+            "client_proxy_max_pending",
+            max_pending,
+            DEFAULT_MAX_PENDING as f64,
+        )?;
+        let max_per = count(
+            "client_proxy_max_pending_per_requester",
+            max_pending_per_requester,
+            DEFAULT_MAX_PER_REQUESTER as f64,
+        )?;
+        Ok(Config {
+            host: host.to_owned(),
+            target: bare.to_string(),
+            jat,
+            timeout,
+            max_pending: max_pending as usize,
+            max_pending_per_requester: max_per.min(u32::MAX as u64) as u32,
+        })
+    }
+}
+
+fn count(option: &'static str, value: Option<f64>, default: f64) -> Result<u64, ConfigError> {
+    let v = value.unwrap_or(default);
+    if v.is_finite() && v >= 1.0 && v.fract() == 0.0 {
+        Ok(v as u64)
+    } else {
+        Err(bad(option, format!("{v} is not a positive whole number")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(target: Option<&str>) -> Result<Config, ConfigError> {
+        Config::new("proxy.example", target, None, None, None, None)
+    }
+
+    #[test]
+    fn target_is_required_and_normalised() {
+        assert_eq!(cfg(None).unwrap_err().option, "target_address");
+        let c = cfg(Some("Service@Example.ORG")).unwrap();
+        assert_eq!(c.target, "service@example.org");
+        assert_eq!(c.jat, Mode::Plain);
+        assert_eq!(c.timeout, 60.0);
+        assert_eq!((c.max_pending, c.max_pending_per_requester), (100_000, 64));
+    }
+
+    #[test]
+    fn malformed_targets_name_the_option() {
+        for bad in ["", "a@b/c", "example.org", "@x", "a@proxy.example", "a b@c"] {
+            let err = cfg(Some(bad)).unwrap_err();
+            assert_eq!(err.option, "target_address", "{bad:?}");
+            assert!(err.to_string().starts_with("target_address: "));
+        }
+    }
+
+    #[test]
+    fn other_options_are_checked() {
+        let e = Config::new("h", Some("a@b"), Some("rot13"), None, None, None).unwrap_err();
+        assert_eq!(e.option, "client_proxy_jat");
+        let e = Config::new("h", Some("a@b"), None, Some(0.0), None, None).unwrap_err();
+        assert_eq!(e.option, "client_proxy_timeout");
+        let e = Config::new("h", Some("a@b"), None, None, Some(1.5), None).unwrap_err();
+        assert_eq!(e.option, "client_proxy_max_pending");
+        let e = Config::new("h", Some("a@b"), None, None, None, Some(-1.0)).unwrap_err();
+        assert_eq!(e.option, "client_proxy_max_pending_per_requester");
+        let c = Config::new(
+            "h",
+            Some("a@b"),
+            Some("base64"),
+            Some(2.5),
+            Some(10.0),
+            Some(3.0),
+        )
+        .unwrap();
+        assert_eq!(
+            (c.jat, c.timeout, c.max_pending, c.max_pending_per_requester),
+            (Mode::Base64, 2.5, 10, 3)
+        );
+    }
+}

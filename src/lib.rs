@@ -1,0 +1,207 @@
+//! mod_client_proxy's native core. This file is the only one that knows Lua: it converts
+//! between Lua values and the plain Rust core (`router`, `pending`, `resources`, `jat`).
+
+pub mod config;
+pub mod jat;
+pub mod pending;
+pub mod resources;
+pub mod router;
+
+use config::Config;
+use mlua::prelude::*;
+use once_cell::sync::Lazy;
+use router::{Answer, Head, Proxy, Verdict};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+/// State per component host, kept in the library so that a `module:reload` (which builds
+/// a new shim but finds the same loaded library) keeps online resources and outstanding
+/// requests.
+static PROXIES: Lazy<Mutex<HashMap<String, Arc<Mutex<Proxy>>>>> =
+    Lazy::new(|| Mutex::new(HashMap::new()));
+
+/// A poisoned lock (a panic while held) still holds consistent-enough state to go on.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// The Lua handle on one component's state.
+struct LuaProxy(Arc<Mutex<Proxy>>);
+
+fn opt_str(v: &Option<LuaString>) -> LuaResult<Option<mlua::BorrowedStr>> {
+    v.as_ref().map(|s| s.to_str()).transpose()
+}
+
+fn answers_to_lua(lua: &Lua, answers: Vec<Answer>) -> LuaResult<LuaTable> {
+    let t = lua.create_table_with_capacity(answers.len() * 5, 0)?;
+    for a in answers {
+        t.raw_push(a.to)?;
+        t.raw_push(a.id)?;
+        t.raw_push(a.error.kind)?;
+        t.raw_push(a.error.condition)?;
+        t.raw_push(a.error.text)?;
+    }
+    Ok(t)
+}
+
+impl LuaUserData for LuaProxy {
+    fn add_methods<M: LuaUserDataMethods<Self>>(methods: &mut M) {
+        // route(name, type, from, to, id, now, priority) -> action, a, b, c
+        methods.add_method(
+            "route",
+            |lua,
+             this,
+             (name, kind, from, to, id, now, priority): (
+                LuaString,
+                Option<LuaString>,
+                Option<LuaString>,
+                Option<LuaString>,
+                Option<LuaString>,
+                f64,
+                Option<i32>,
+            )| {
+                let name = name.to_str()?;
+                let (kind, from, to, id) = (
+                    opt_str(&kind)?,
+                    opt_str(&from)?,
+                    opt_str(&to)?,
+                    opt_str(&id)?,
+                );
+                let head = Head {
+                    name: &name,
+                    kind: kind.as_deref(),
+                    from: from.as_deref(),
+                    to: to.as_deref(),
+                    id: id.as_deref(),
+                    priority: priority.unwrap_or(0),
+                };
+                let verdict = lock(&this.0).route(head, now);
+                let nil = LuaValue::Nil;
+                Ok(match verdict {
+                    Verdict::Send { to, from } => (
+                        "send",
+                        LuaValue::String(lua.create_string(to)?),
+                        LuaValue::String(lua.create_string(from)?),
+                        nil,
+                    ),
+                    Verdict::Error(e) => (
+                        "error",
+                        LuaValue::String(lua.create_string(e.kind)?),
+                        LuaValue::String(lua.create_string(e.condition)?),
+                        LuaValue::String(lua.create_string(e.text)?),
+                    ),
+                    Verdict::Drop(why) => (
+                        "drop",
+                        LuaValue::String(lua.create_string(why)?),
+                        nil.clone(),
+                        nil,
+                    ),
+                    Verdict::Presence(why) => (
+                        "presence",
+                        LuaValue::String(lua.create_string(why)?),
+                        nil.clone(),
+                        nil,
+                    ),
+                })
+            },
+        );
+        // take_answers() -> {to, id, etype, condition, text, ...}
+        methods.add_method("take_answers", |lua, this, ()| {
+            let answers = lock(&this.0).take_answers();
+            answers_to_lua(lua, answers)
+        });
+        // expire(now) -> {to, id, etype, condition, text, ...}
+        methods.add_method("expire", |lua, this, now: f64| {
+            let answers = lock(&this.0).expire(now);
+            answers_to_lua(lua, answers)
+        });
+        // status() -> { target, jat, pending, resources = { {name, priority, pending}, ... } }
+        methods.add_method("status", |lua, this, ()| {
+            let p = lock(&this.0);
+            let t = lua.create_table()?;
+            t.set("host", p.config.host.as_str())?;
+            t.set("target", p.config.target.as_str())?;
+            t.set("pending", p.pending.len())?;
+            let list = lua.create_table()?;
+            for r in p.resources.iter() {
+                let row = lua.create_table()?;
+                row.set("name", r.name.as_str())?;
+                row.set("priority", r.priority)?;
+                row.set("pending", p.pending.of_resource(&r.name))?;
+                list.raw_push(row)?;
+            }
+            t.set("resources", list)?;
+            Ok(t)
+        });
+    }
+}
+
+/// new_proxy{ host=, target=, jat=, timeout=, max_pending=, max_pending_per_requester= }
+fn new_proxy(_: &Lua, opts: LuaTable) -> LuaResult<LuaProxy> {
+    let host: String = opts.get("host")?;
+    let target: Option<String> = opts.get("target")?;
+    let jat: Option<String> = opts.get("jat")?;
+    let config = Config::new(
+        &host,
+        target.as_deref(),
+        jat.as_deref(),
+        opts.get("timeout")?,
+        opts.get("max_pending")?,
+        opts.get("max_pending_per_requester")?,
+    )
+    .map_err(|e| LuaError::runtime(e.to_string()))?;
+    let mut all = lock(&PROXIES);
+    if let Some(existing) = all.get(&host) {
+        let mut p = lock(existing);
+        if p.config.target == config.target {
+            p.reconfigure(config);
+            drop(p);
+            return Ok(LuaProxy(existing.clone()));
+        }
+    }
+    let proxy = Arc::new(Mutex::new(Proxy::new(config)));
+    all.insert(host, proxy.clone());
+    Ok(LuaProxy(proxy))
+}
+
+fn jat_mode(mode: &str) -> LuaResult<jat::Mode> {
+    jat::Mode::parse(mode).ok_or_else(|| LuaError::runtime(format!("unknown JAT mode {mode:?}")))
+}
+
+/// jat_encode(mode, full_jid) -> resource | nil, err
+fn jat_encode(
+    _: &Lua,
+    (mode, jid): (String, LuaString),
+) -> LuaResult<(Option<String>, Option<String>)> {
+    let jid = jid.to_str()?;
+    Ok(match jat::encode(jat_mode(&mode)?, &jid) {
+        Ok(r) => (Some(r), None),
+        Err(e) => (None, Some(e.to_string())),
+    })
+}
+
+/// jat_decode(mode, resource) -> full_jid | nil, err
+fn jat_decode(
+    _: &Lua,
+    (mode, resource): (String, LuaString),
+) -> LuaResult<(Option<String>, Option<String>)> {
+    let mode = jat_mode(&mode)?;
+    let Ok(resource) = resource.to_str() else {
+        return Ok((None, Some("not a JAT resource: not UTF-8".into())));
+    };
+    Ok(match jat::decode(mode, &resource) {
+        Ok(j) => (Some(j), None),
+        Err(e) => (None, Some(e.to_string())),
+    })
+}
+
+/// Entry point: `package.loadlib(path, "luaopen_client_proxy")()`.
+#[mlua::lua_module]
+fn client_proxy(lua: &Lua) -> LuaResult<LuaTable> {
+    let exports = lua.create_table()?;
+    exports.set("version", env!("CARGO_PKG_VERSION"))?;
+    exports.set("new_proxy", lua.create_function(new_proxy)?)?;
+    exports.set("jat_encode", lua.create_function(jat_encode)?)?;
+    exports.set("jat_decode", lua.create_function(jat_decode)?)?;
+    Ok(exports)
+}

@@ -1,0 +1,330 @@
+//! Outstanding requests: what was forwarded to which resource, until when.
+//!
+//! This is what lets the proxy keep RFC 6120's promise (every get/set gets exactly one
+//! answer): a reply is accepted only from the resource the request went to, for the id it
+//! carried and the requester who sent it; what is never answered is timed out.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+/// Whether the forwarded request was a get (safe to retry) or a set.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// `type='get'`
+    Get,
+    /// `type='set'`
+    Set,
+}
+
+/// Why a request could not be tracked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// The same requester already has a request with this id outstanding.
+    DuplicateId,
+    /// The requester has `max_per_requester` requests outstanding.
+    RequesterFull,
+    /// The table holds `max_total` requests.
+    TableFull,
+}
+
+/// Why a reply was not accepted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mismatch {
+    /// No outstanding request from that requester with that id (never sent, answered, expired).
+    Unknown,
+    /// The request went to another resource.
+    WrongResource,
+}
+
+/// An outstanding request taken out of the table.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Request {
+    /// The requester's full JID.
+    pub requester: String,
+    /// The iq id, as the requester sent it.
+    pub id: String,
+    /// The resource of the target it went to.
+    pub resource: Arc<str>,
+    /// Get or set.
+    pub kind: Kind,
+}
+
+struct Entry {
+    resource: Arc<str>,
+    kind: Kind,
+    deadline: (u64, u64),
+}
+
+/// The table of outstanding requests, bounded in total and per requester.
+pub struct PendingTable {
+    /// Key: requester, NUL, id (NUL cannot occur in XML, so the split is unambiguous).
+    entries: HashMap<Arc<str>, Entry>,
+    /// (deadline in ms, sequence) -> key: expiry in deadline order, O(log n).
+    deadlines: BTreeMap<(u64, u64), Arc<str>>,
+    per_requester: HashMap<String, u32>,
+    resources: HashMap<Arc<str>, ()>,
+    seq: u64,
+    /// Seconds a request may stay unanswered.
+    pub timeout: f64,
+    /// Most requests outstanding at once.
+    pub max_total: usize,
+    /// Most requests one requester may have outstanding.
+    pub max_per_requester: u32,
+}
+
+fn key_of(requester: &str, id: &str) -> String {
+    let mut key = String::with_capacity(requester.len() + id.len() + 1);
+    key.push_str(requester);
+    key.push('\0');
+    key.push_str(id);
+    key
+}
+
+fn split_key(key: &str) -> (&str, &str) {
+    key.split_once('\0').unwrap_or((key, ""))
+}
+
+fn millis(seconds: f64) -> u64 {
+    if seconds.is_finite() && seconds > 0.0 {
+        (seconds * 1000.0) as u64
+    } else {
+        0
+    }
+}
+
+impl PendingTable {
+    /// An empty table with these limits.
+    pub fn new(timeout: f64, max_total: usize, max_per_requester: u32) -> Self {
+        PendingTable {
+            entries: HashMap::new(),
+            deadlines: BTreeMap::new(),
+            per_requester: HashMap::new(),
+            resources: HashMap::new(),
+            seq: 0,
+            timeout,
+            max_total,
+            max_per_requester,
+        }
+    }
+
+    /// Number of outstanding requests.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// True when nothing is outstanding.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Outstanding requests of one requester.
+    pub fn of_requester(&self, requester: &str) -> u32 {
+        self.per_requester.get(requester).copied().unwrap_or(0)
+    }
+
+    /// Outstanding requests held by one resource (O(n): for status output only).
+    pub fn of_resource(&self, resource: &str) -> usize {
+        self.entries
+            .values()
+            .filter(|e| &*e.resource == resource)
+            .count()
+    }
+
+    /// Records a forwarded request, or says why it may not be forwarded.
+    pub fn insert(
+        &mut self,
+        requester: &str,
+        id: &str,
+        resource: &str,
+        kind: Kind,
+        now: f64,
+    ) -> Result<(), Refusal> {
+        let key = key_of(requester, id);
+        if self.entries.contains_key(key.as_str()) {
+            return Err(Refusal::DuplicateId);
+        }
+        if self.of_requester(requester) >= self.max_per_requester {
+            return Err(Refusal::RequesterFull);
+        }
+        if self.entries.len() >= self.max_total {
+            return Err(Refusal::TableFull);
+        }
+        let resource = self.intern(resource);
+        self.seq += 1;
+        let deadline = (millis(now + self.timeout), self.seq);
+        let key: Arc<str> = Arc::from(key);
+        self.deadlines.insert(deadline, key.clone());
+        self.entries.insert(
+            key,
+            Entry {
+                resource,
+                kind,
+                deadline,
+            },
+        );
+        *self.per_requester.entry(requester.to_owned()).or_insert(0) += 1;
+        Ok(())
+    }
+
+    /// Takes the request a reply answers, if the reply comes from the right resource.
+    pub fn take_reply(
+        &mut self,
+        requester: &str,
+        id: &str,
+        from_resource: &str,
+    ) -> Result<Request, Mismatch> {
+        let key = key_of(requester, id);
+        match self.entries.get(key.as_str()) {
+            None => Err(Mismatch::Unknown),
+            Some(e) if &*e.resource != from_resource => Err(Mismatch::WrongResource),
+            Some(_) => Ok(self.remove(&key).expect("entry just seen")),
+        }
+    }
+
+    /// Takes every request held by a resource that went away (O(n); rare).
+    pub fn take_resource(&mut self, resource: &str) -> Vec<Request> {
+        let keys: Vec<Arc<str>> = self
+            .entries
+            .iter()
+            .filter(|(_, e)| &*e.resource == resource)
+            .map(|(k, _)| k.clone())
+            .collect();
+        self.resources.remove(resource);
+        keys.iter().filter_map(|k| self.remove(k)).collect()
+    }
+
+    /// Takes every outstanding request (the target revoked or errored).
+    pub fn take_all(&mut self) -> Vec<Request> {
+        let keys: Vec<Arc<str>> = self.entries.keys().cloned().collect();
+        self.resources.clear();
+        keys.iter().filter_map(|k| self.remove(k)).collect()
+    }
+
+    /// Takes the requests whose deadline has passed, oldest first.
+    pub fn expire(&mut self, now: f64) -> Vec<Request> {
+        let limit = millis(now);
+        let mut out = Vec::new();
+        while let Some(entry) = self.deadlines.first_entry() {
+            if entry.key().0 > limit {
+                break;
+            }
+            let key = entry.remove();
+            if let Some(request) = self.remove(&key) {
+                out.push(request);
+            }
+        }
+        out
+    }
+
+    fn intern(&mut self, resource: &str) -> Arc<str> {
+        if let Some((k, _)) = self.resources.get_key_value(resource) {
+            return k.clone();
+        }
+        let k: Arc<str> = Arc::from(resource);
+        self.resources.insert(k.clone(), ());
+        k
+    }
+
+    fn remove(&mut self, key: &str) -> Option<Request> {
+        let (key, entry) = self.entries.remove_entry(key)?;
+        self.deadlines.remove(&entry.deadline);
+        let (requester, id) = split_key(&key);
+        if let Some(n) = self.per_requester.get_mut(requester) {
+            *n -= 1;
+            if *n == 0 {
+                self.per_requester.remove(requester);
+            }
+        }
+        Some(Request {
+            requester: requester.to_owned(),
+            id: id.to_owned(),
+            resource: entry.resource,
+            kind: entry.kind,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table() -> PendingTable {
+        PendingTable::new(10.0, 4, 2)
+    }
+
+    #[test]
+    fn reply_accepted_once_from_the_right_resource() {
+        let mut t = table();
+        t.insert("u@x/a", "1", "res1", Kind::Get, 0.0).unwrap();
+        assert_eq!(
+            t.take_reply("u@x/a", "1", "res2"),
+            Err(Mismatch::WrongResource)
+        );
+        assert_eq!(t.take_reply("u@x/b", "1", "res1"), Err(Mismatch::Unknown));
+        assert_eq!(t.take_reply("u@x/a", "2", "res1"), Err(Mismatch::Unknown));
+        let r = t.take_reply("u@x/a", "1", "res1").unwrap();
+        assert_eq!((r.requester.as_str(), r.id.as_str()), ("u@x/a", "1"));
+        assert_eq!(t.take_reply("u@x/a", "1", "res1"), Err(Mismatch::Unknown));
+        assert!(t.is_empty());
+    }
+
+    #[test]
+    fn limits_and_duplicates() {
+        let mut t = table();
+        t.insert("u@x/a", "1", "r", Kind::Get, 0.0).unwrap();
+        assert_eq!(
+            t.insert("u@x/a", "1", "r", Kind::Get, 0.0),
+            Err(Refusal::DuplicateId)
+        );
+        t.insert("u@x/a", "2", "r", Kind::Set, 0.0).unwrap();
+        assert_eq!(
+            t.insert("u@x/a", "3", "r", Kind::Get, 0.0),
+            Err(Refusal::RequesterFull)
+        );
+        t.insert("v@x/a", "1", "r", Kind::Get, 0.0).unwrap();
+        t.insert("w@x/a", "1", "r", Kind::Get, 0.0).unwrap();
+        assert_eq!(
+            t.insert("z@x/a", "1", "r", Kind::Get, 0.0),
+            Err(Refusal::TableFull)
+        );
+        t.take_reply("u@x/a", "1", "r").unwrap();
+        assert_eq!(t.of_requester("u@x/a"), 1);
+        t.insert("u@x/a", "3", "r", Kind::Get, 0.0).unwrap();
+    }
+
+    #[test]
+    fn expiry_in_deadline_order() {
+        let mut t = table();
+        t.insert("u@x/a", "1", "r", Kind::Get, 0.0).unwrap();
+        t.insert("v@x/a", "1", "r", Kind::Get, 5.0).unwrap();
+        assert!(t.expire(9.9).is_empty());
+        let gone = t.expire(10.0);
+        assert_eq!(gone.len(), 1);
+        assert_eq!(gone[0].requester, "u@x/a");
+        assert_eq!(t.expire(100.0).len(), 1);
+        assert!(t.is_empty() && t.deadlines.is_empty() && t.per_requester.is_empty());
+    }
+
+    #[test]
+    fn resource_loss_takes_only_its_requests() {
+        let mut t = table();
+        t.insert("u@x/a", "1", "r1", Kind::Get, 0.0).unwrap();
+        t.insert("v@x/a", "1", "r2", Kind::Set, 0.0).unwrap();
+        t.insert("w@x/a", "1", "r1", Kind::Set, 0.0).unwrap();
+        let lost = t.take_resource("r1");
+        assert_eq!(lost.len(), 2);
+        assert_eq!(t.len(), 1);
+        assert_eq!(t.of_resource("r2"), 1);
+        assert_eq!(t.take_all().len(), 1);
+        assert!(t.is_empty() && t.deadlines.is_empty());
+    }
+
+    #[test]
+    fn ids_with_nul_free_text_keep_requesters_apart() {
+        let mut t = PendingTable::new(10.0, 10, 10);
+        t.insert("a@x/b", "c", "r", Kind::Get, 0.0).unwrap();
+        t.insert("a@x", "b/c", "r", Kind::Get, 0.0).unwrap();
+        assert_eq!(t.take_reply("a@x", "b/c", "r").unwrap().requester, "a@x");
+        assert_eq!(t.take_reply("a@x/b", "c", "r").unwrap().id, "c");
+    }
+}

@@ -1,0 +1,726 @@
+//! The decision: given a stanza's head (name, type, from, to, id) and the time, what the
+//! component does with it. No I/O and no clock: the shim applies the verdict.
+
+use crate::config::Config;
+use crate::jat::{TokenMap, Translator};
+use crate::pending::{Kind, Mismatch, PendingTable, Refusal, Request};
+use crate::resources::ResourceSet;
+use rand::rngs::SmallRng;
+use rand::SeedableRng;
+
+/// A stanza error the proxy sends: RFC 6120 type, defined condition and a human text.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StanzaError {
+    /// "cancel", "wait", "modify", "auth".
+    pub kind: &'static str,
+    /// The defined condition element name.
+    pub condition: &'static str,
+    /// Explanation for the human reading the client's log.
+    pub text: &'static str,
+}
+
+const fn err(kind: &'static str, condition: &'static str, text: &'static str) -> StanzaError {
+    StanzaError {
+        kind,
+        condition,
+        text,
+    }
+}
+
+/// No implementing resource is online (the original's answer, with a text).
+pub const NO_RESOURCE: StanzaError = err(
+    "cancel",
+    "service-unavailable",
+    "No implementing resource is online",
+);
+/// The resource holding the request went offline before answering.
+pub const RESOURCE_GONE: StanzaError = err(
+    "wait",
+    "recipient-unavailable",
+    "The implementing resource went offline before answering",
+);
+/// Nobody answered in time.
+pub const TIMED_OUT: StanzaError = err(
+    "wait",
+    "remote-server-timeout",
+    "The implementing client did not answer in time",
+);
+/// Presence to the proxy (the original's answer).
+pub const NO_PRESENCE: StanzaError = err("cancel", "bad-request", "This service takes no presence");
+/// Messages through the proxy (the original's answer).
+pub const NO_MESSAGES: StanzaError = err(
+    "cancel",
+    "feature-not-implemented",
+    "This service does not proxy messages",
+);
+/// Requests started by the implementing client (the original's answer).
+pub const NO_OUTBOUND: StanzaError = err(
+    "cancel",
+    "feature-not-implemented",
+    "Requests from the implementing client are not proxied",
+);
+/// The implementing client addressed the component without a JAT resource.
+pub const NOT_ADDRESSED: StanzaError = err(
+    "cancel",
+    "bad-request",
+    "Address a requester through its translated resource",
+);
+/// An iq without an id cannot be answered properly.
+pub const NO_ID: StanzaError = err("modify", "bad-request", "An iq request needs an id");
+/// Same requester, same id, still outstanding.
+pub const DUPLICATE_ID: StanzaError = err(
+    "modify",
+    "bad-request",
+    "A request with this id from you is still outstanding",
+);
+/// Too many outstanding requests from this requester.
+pub const REQUESTER_FULL: StanzaError = err(
+    "wait",
+    "resource-constraint",
+    "Too many outstanding requests from you",
+);
+/// Too many outstanding requests in all.
+pub const TABLE_FULL: StanzaError = err(
+    "wait",
+    "resource-constraint",
+    "Too many outstanding requests",
+);
+/// The native core failed (used by the shim, listed here so all texts live together).
+pub const INTERNAL: StanzaError = err(
+    "cancel",
+    "internal-server-error",
+    "The proxy failed to handle this request",
+);
+
+/// What arrived: the parts of a stanza the decision needs.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Head<'a> {
+    /// "iq", "message" or "presence".
+    pub name: &'a str,
+    /// The type attribute.
+    pub kind: Option<&'a str>,
+    /// The from attribute (prepped by Prosody).
+    pub from: Option<&'a str>,
+    /// The to attribute (prepped by Prosody).
+    pub to: Option<&'a str>,
+    /// The id attribute.
+    pub id: Option<&'a str>,
+    /// Presence priority (0 when absent).
+    pub priority: i32,
+}
+
+/// What to do with the stanza.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Verdict {
+    /// Readdress the stanza and send it on.
+    Send {
+        /// New to.
+        to: String,
+        /// New from.
+        from: String,
+    },
+    /// Answer the sender with this error (never produced for a stanza of type error).
+    Error(StanzaError),
+    /// Nothing to send; the reason is for a debug log line.
+    Drop(&'static str),
+    /// Target presence processed; answers for lost requests may be waiting.
+    Presence(&'static str),
+}
+
+/// An iq error the proxy must send for a request it can no longer forward an answer to.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Answer {
+    /// The requester.
+    pub to: String,
+    /// The request's id.
+    pub id: String,
+    /// Why.
+    pub error: StanzaError,
+}
+
+/// The state of one component: who is online, what is outstanding, how to translate.
+pub struct Proxy {
+    /// The checked options.
+    pub config: Config,
+    /// Online resources of the target.
+    pub resources: ResourceSet,
+    /// Outstanding requests.
+    pub pending: PendingTable,
+    jat: Translator,
+    rng: SmallRng,
+    answers: Vec<Answer>,
+}
+
+fn split_resource(jid: &str) -> (&str, Option<&str>) {
+    match jid.split_once('/') {
+        Some((bare, res)) => (bare, Some(res)),
+        None => (jid, None),
+    }
+}
+
+impl Proxy {
+    /// A proxy with nothing online and nothing outstanding.
+    pub fn new(config: Config) -> Self {
+        let pending = PendingTable::new(
+            config.timeout,
+            config.max_pending,
+            config.max_pending_per_requester,
+        );
+        // Tokens live at least as long as a request may wait for its answer.
+        let tokens = TokenMap::new(10_000, (config.timeout * 2.0).max(600.0));
+        Proxy {
+            jat: Translator::new(config.jat, tokens),
+            config,
+            resources: ResourceSet::new(),
+            pending,
+            rng: SmallRng::from_rng(&mut rand::rng()),
+            answers: Vec::new(),
+        }
+    }
+
+    /// Seeds the random choice, for reproducible tests.
+    pub fn seed(&mut self, seed: u64) {
+        self.rng = SmallRng::seed_from_u64(seed);
+    }
+
+    /// Applies options changed by a reload, keeping state where the target is the same.
+    pub fn reconfigure(&mut self, config: Config) {
+        self.pending.timeout = config.timeout;
+        self.pending.max_total = config.max_pending;
+        self.pending.max_per_requester = config.max_pending_per_requester;
+        if config.jat != self.jat.mode() {
+            self.jat = Translator::new(
+                config.jat,
+                TokenMap::new(10_000, (config.timeout * 2.0).max(600.0)),
+            );
+        }
+        self.config = config;
+    }
+
+    /// The decision for one stanza.
+    pub fn route(&mut self, head: Head<'_>, now: f64) -> Verdict {
+        let Some(from) = head.from else {
+            return Verdict::Drop("stanza without from");
+        };
+        let (from_bare, from_res) = split_resource(from);
+        let to_res = head.to.and_then(|to| split_resource(to).1);
+        let is_error = head.kind == Some("error");
+        if from_bare == self.config.target {
+            return match head.name {
+                "presence" if to_res.is_none() => self.target_presence(head, from_res),
+                "iq" => self.iq_from_target(head, from_res, to_res, now),
+                _ if is_error => Verdict::Drop("error from the target"),
+                "message" if to_res.is_some() => Verdict::Error(NO_MESSAGES),
+                "message" => Verdict::Error(NOT_ADDRESSED),
+                _ => Verdict::Drop("directed presence from the target"),
+            };
+        }
+        if is_error {
+            return Verdict::Drop("error stanza from a requester");
+        }
+        match head.name {
+            "iq" => match head.kind {
+                Some("get") => self.forward(from, head.id, Kind::Get, now),
+                Some("set") => self.forward(from, head.id, Kind::Set, now),
+                _ => Verdict::Drop("iq result from a requester answers nothing"),
+            },
+            "message" => Verdict::Error(NO_MESSAGES),
+            "presence" => Verdict::Error(NO_PRESENCE),
+            _ => Verdict::Drop("unknown stanza"),
+        }
+    }
+
+    fn forward(&mut self, requester: &str, id: Option<&str>, kind: Kind, now: f64) -> Verdict {
+        let Some(id) = id else {
+            return Verdict::Error(NO_ID);
+        };
+        let Some(resource) = self.resources.choose_random(&mut self.rng, None) else {
+            return Verdict::Error(NO_RESOURCE);
+        };
+        let to = format!("{}/{}", self.config.target, resource);
+        if let Err(refusal) = self.pending.insert(requester, id, resource, kind, now) {
+            return Verdict::Error(match refusal {
+                Refusal::DuplicateId => DUPLICATE_ID,
+                Refusal::RequesterFull => REQUESTER_FULL,
+                Refusal::TableFull => TABLE_FULL,
+            });
+        }
+        let from = format!("{}/{}", self.config.host, self.jat.encode(requester, now));
+        Verdict::Send { to, from }
+    }
+
+    fn iq_from_target(
+        &mut self,
+        head: Head<'_>,
+        from_res: Option<&str>,
+        to_res: Option<&str>,
+        now: f64,
+    ) -> Verdict {
+        let is_reply = matches!(head.kind, Some("result") | Some("error"));
+        let Some(jat) = to_res else {
+            return if is_reply {
+                Verdict::Drop("reply from the target to the bare component")
+            } else {
+                Verdict::Error(NOT_ADDRESSED)
+            };
+        };
+        if !is_reply {
+            return Verdict::Error(NO_OUTBOUND);
+        }
+        let (Some(resource), Some(id)) = (from_res, head.id) else {
+            return Verdict::Drop("reply without resource or id");
+        };
+        let requester = match self.jat.decode(jat, now) {
+            Ok(r) => r,
+            Err(_) => return Verdict::Drop("reply to an address this proxy did not produce"),
+        };
+        match self.pending.take_reply(&requester, id, resource) {
+            Ok(request) => Verdict::Send {
+                to: request.requester,
+                from: self.config.host.clone(),
+            },
+            Err(Mismatch::Unknown) => Verdict::Drop("reply to no outstanding request"),
+            Err(Mismatch::WrongResource) => {
+                Verdict::Drop("reply from a resource the request was not sent to")
+            }
+        }
+    }
+
+    fn target_presence(&mut self, head: Head<'_>, from_res: Option<&str>) -> Verdict {
+        match (head.kind, from_res) {
+            (None, Some(res)) => {
+                if self.resources.upsert(res, head.priority) {
+                    Verdict::Presence("resource online")
+                } else {
+                    Verdict::Presence("resource updated")
+                }
+            }
+            (Some("unavailable"), Some(res)) => {
+                if self.resources.remove(res) {
+                    let lost = self.pending.take_resource(res);
+                    self.lose(lost, RESOURCE_GONE);
+                    Verdict::Presence("resource offline")
+                } else {
+                    Verdict::Presence("unknown resource offline")
+                }
+            }
+            (Some("error"), _) | (Some("unsubscribed"), _) => {
+                self.resources.clear();
+                let lost = self.pending.take_all();
+                self.lose(lost, RESOURCE_GONE);
+                if head.kind == Some("error") {
+                    Verdict::Presence("presence error from the target: all resources dropped")
+                } else {
+                    Verdict::Presence("target revoked the subscription: all resources dropped")
+                }
+            }
+            (Some("subscribed"), _) => Verdict::Presence("target approved the subscription"),
+            _ => Verdict::Presence("ignored target presence"),
+        }
+    }
+
+    fn lose(&mut self, lost: Vec<Request>, error: StanzaError) {
+        self.answers.extend(lost.into_iter().map(|r| Answer {
+            to: r.requester,
+            id: r.id,
+            error,
+        }));
+    }
+
+    /// Answers owed to requesters whose requests were lost (drained by the shim).
+    pub fn take_answers(&mut self) -> Vec<Answer> {
+        std::mem::take(&mut self.answers)
+    }
+
+    /// Requests past their deadline, answered remote-server-timeout by the shim.
+    pub fn expire(&mut self, now: f64) -> Vec<Answer> {
+        self.jat.expire(now);
+        self.pending
+            .expire(now)
+            .into_iter()
+            .map(|r| Answer {
+                to: r.requester,
+                id: r.id,
+                error: TIMED_OUT,
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const H: &str = "proxy.example";
+    const T: &str = "service@example.org";
+    const R: &str = "user@example.org/abc";
+
+    fn proxy() -> Proxy {
+        let mut p = Proxy::new(Config::new(H, Some(T), None, Some(10.0), None, None).unwrap());
+        p.seed(1);
+        p
+    }
+
+    fn head<'a>(
+        name: &'a str,
+        kind: Option<&'a str>,
+        from: &'a str,
+        to: &'a str,
+        id: &'a str,
+    ) -> Head<'a> {
+        Head {
+            name,
+            kind,
+            from: Some(from),
+            to: Some(to),
+            id: Some(id),
+            priority: 0,
+        }
+    }
+
+    fn online(p: &mut Proxy, res: &str) {
+        let from = format!("{T}/{res}");
+        assert!(matches!(
+            p.route(head("presence", None, &from, H, ""), 0.0),
+            Verdict::Presence(_)
+        ));
+    }
+
+    fn offline(p: &mut Proxy, res: &str) -> Vec<Answer> {
+        let from = format!("{T}/{res}");
+        p.route(head("presence", Some("unavailable"), &from, H, ""), 0.0);
+        p.take_answers()
+    }
+
+    fn request(p: &mut Proxy, from: &str, id: &str, to: &str) -> Verdict {
+        p.route(head("iq", Some("get"), from, to, id), 0.0)
+    }
+
+    fn reply(p: &mut Proxy, res: &str, kind: &str, to: &str, id: &str) -> Verdict {
+        let from = format!("{T}/{res}");
+        p.route(head("iq", Some(kind), &from, to, id), 1.0)
+    }
+
+    #[test]
+    fn request_is_forwarded_from_the_jat_address_as_in_the_original_readme() {
+        let mut p = proxy();
+        online(&mut p, "a");
+        for to in [H, "proxy.example/x", "node@proxy.example"] {
+            let v = request(&mut p, R, to, to);
+            assert_eq!(
+                v,
+                Verdict::Send {
+                    to: "service@example.org/a".into(),
+                    from: "proxy.example/user@example.org/abc".into()
+                }
+            );
+        }
+    }
+
+    #[test]
+    fn no_resource_is_service_unavailable() {
+        let mut p = proxy();
+        assert_eq!(request(&mut p, R, "1", H), Verdict::Error(NO_RESOURCE));
+        assert_eq!(NO_RESOURCE.condition, "service-unavailable");
+        assert!(p.pending.is_empty());
+    }
+
+    #[test]
+    fn reply_is_delivered_from_the_host_only_for_a_tracked_request() {
+        let mut p = proxy();
+        online(&mut p, "a");
+        request(&mut p, R, "1234", H);
+        let jat = "proxy.example/user@example.org/abc";
+        assert_eq!(
+            reply(&mut p, "a", "result", jat, "1234"),
+            Verdict::Send {
+                to: R.into(),
+                from: H.into()
+            }
+        );
+        assert!(
+            matches!(reply(&mut p, "a", "result", jat, "1234"), Verdict::Drop(_)),
+            "answered once"
+        );
+        assert!(
+            matches!(reply(&mut p, "a", "result", jat, "999"), Verdict::Drop(_)),
+            "never sent"
+        );
+    }
+
+    #[test]
+    fn error_reply_is_passed_back() {
+        let mut p = proxy();
+        online(&mut p, "a");
+        request(&mut p, R, "7", H);
+        let v = reply(
+            &mut p,
+            "a",
+            "error",
+            "proxy.example/user@example.org/abc",
+            "7",
+        );
+        assert_eq!(
+            v,
+            Verdict::Send {
+                to: R.into(),
+                from: H.into()
+            }
+        );
+    }
+
+    #[test]
+    fn reply_from_another_resource_is_dropped_and_the_request_stays() {
+        let mut p = proxy();
+        online(&mut p, "a");
+        request(&mut p, R, "1", H);
+        online(&mut p, "b");
+        let jat = "proxy.example/user@example.org/abc";
+        assert!(matches!(
+            reply(&mut p, "b", "result", jat, "1"),
+            Verdict::Drop(_)
+        ));
+        assert!(matches!(
+            reply(&mut p, "a", "result", jat, "1"),
+            Verdict::Send { .. }
+        ));
+    }
+
+    #[test]
+    fn reply_to_garbage_jat_is_dropped() {
+        let mut p = proxy();
+        online(&mut p, "a");
+        for to in [
+            "proxy.example/@deadbeef",
+            "proxy.example/not a jid@",
+            "proxy.example/",
+        ] {
+            assert!(
+                matches!(reply(&mut p, "a", "result", to, "1"), Verdict::Drop(_)),
+                "{to}"
+            );
+        }
+    }
+
+    #[test]
+    fn presence_adds_and_removes_resources() {
+        let mut p = proxy();
+        online(&mut p, "a");
+        online(&mut p, "b");
+        online(&mut p, "a");
+        assert_eq!(p.resources.len(), 2);
+        offline(&mut p, "a");
+        assert_eq!(p.resources.len(), 1);
+        for i in 0..20 {
+            let v = request(&mut p, R, &i.to_string(), H);
+            assert_eq!(
+                v,
+                Verdict::Send {
+                    to: format!("{T}/b"),
+                    from: format!("{H}/{R}")
+                }
+            );
+        }
+    }
+
+    #[test]
+    fn resource_coming_back_is_used_again() {
+        let mut p = proxy();
+        online(&mut p, "a");
+        online(&mut p, "b");
+        offline(&mut p, "a");
+        online(&mut p, "a");
+        let mut seen = std::collections::HashSet::new();
+        for i in 0..40 {
+            if let Verdict::Send { to, .. } = request(&mut p, R, &i.to_string(), H) {
+                seen.insert(to);
+            }
+        }
+        assert_eq!(seen.len(), 2);
+    }
+
+    #[test]
+    fn resource_going_offline_answers_its_requests_at_once() {
+        let mut p = proxy();
+        online(&mut p, "a");
+        request(&mut p, R, "1", H);
+        request(&mut p, "other@example.org/x", "2", H);
+        let answers = offline(&mut p, "a");
+        assert_eq!(answers.len(), 2);
+        assert!(answers.iter().all(|a| a.error == RESOURCE_GONE));
+        assert!(p.pending.is_empty());
+    }
+
+    #[test]
+    fn presence_error_or_unsubscribed_drops_all() {
+        for kind in ["error", "unsubscribed"] {
+            let mut p = proxy();
+            online(&mut p, "a");
+            online(&mut p, "b");
+            request(&mut p, R, "1", H);
+            let v = p.route(head("presence", Some(kind), T, H, ""), 0.0);
+            assert!(matches!(v, Verdict::Presence(_)));
+            assert!(p.resources.is_empty());
+            assert_eq!(p.take_answers().len(), 1);
+            assert_eq!(request(&mut p, R, "2", H), Verdict::Error(NO_RESOURCE));
+        }
+    }
+
+    #[test]
+    fn target_requests_to_a_requester_are_not_implemented_yet() {
+        let mut p = proxy();
+        online(&mut p, "a");
+        let v = reply(
+            &mut p,
+            "a",
+            "get",
+            "proxy.example/user@example.org/abc",
+            "q",
+        );
+        assert_eq!(v, Verdict::Error(NO_OUTBOUND));
+        assert_eq!(
+            reply(&mut p, "a", "set", H, "q"),
+            Verdict::Error(NOT_ADDRESSED)
+        );
+    }
+
+    #[test]
+    fn target_messages_are_not_implemented_yet() {
+        let mut p = proxy();
+        let v = p.route(
+            head(
+                "message",
+                Some("chat"),
+                "service@example.org/a",
+                "proxy.example/u@x/y",
+                "",
+            ),
+            0.0,
+        );
+        assert_eq!(v, Verdict::Error(NO_MESSAGES));
+    }
+
+    #[test]
+    fn requester_message_and_presence_get_the_original_errors() {
+        let mut p = proxy();
+        assert_eq!(
+            p.route(head("message", Some("chat"), R, H, ""), 0.0),
+            Verdict::Error(NO_MESSAGES)
+        );
+        assert_eq!(
+            p.route(head("message", None, R, H, ""), 0.0),
+            Verdict::Error(NO_MESSAGES)
+        );
+        assert_eq!(
+            p.route(head("presence", Some("subscribe"), R, H, ""), 0.0),
+            Verdict::Error(NO_PRESENCE)
+        );
+        assert_eq!(
+            p.route(head("presence", None, R, H, ""), 0.0),
+            Verdict::Error(NO_PRESENCE)
+        );
+    }
+
+    #[test]
+    fn error_stanzas_are_never_answered() {
+        let mut p = proxy();
+        for name in ["iq", "message", "presence"] {
+            for from in [R, "service@example.org/a"] {
+                for to in [H, "proxy.example/u@x/y"] {
+                    let v = p.route(head(name, Some("error"), from, to, "e"), 0.0);
+                    assert!(
+                        !matches!(v, Verdict::Error(_)),
+                        "{name} from {from} to {to}: {v:?}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn unanswered_request_times_out_once() {
+        let mut p = proxy();
+        online(&mut p, "a");
+        request(&mut p, R, "1", H);
+        assert!(p.expire(9.0).is_empty());
+        let gone = p.expire(10.0);
+        assert_eq!(
+            gone,
+            vec![Answer {
+                to: R.into(),
+                id: "1".into(),
+                error: TIMED_OUT
+            }]
+        );
+        assert!(p.expire(100.0).is_empty());
+        let late = reply(
+            &mut p,
+            "a",
+            "result",
+            "proxy.example/user@example.org/abc",
+            "1",
+        );
+        assert!(matches!(late, Verdict::Drop(_)), "late reply not delivered");
+    }
+
+    #[test]
+    fn iq_without_id_or_from() {
+        let mut p = proxy();
+        online(&mut p, "a");
+        let mut h = head("iq", Some("get"), R, H, "");
+        h.id = None;
+        assert_eq!(p.route(h, 0.0), Verdict::Error(NO_ID));
+        h.from = None;
+        assert!(matches!(p.route(h, 0.0), Verdict::Drop(_)));
+    }
+
+    #[test]
+    fn duplicate_id_and_limits() {
+        let mut p = Proxy::new(Config::new(H, Some(T), None, None, Some(2.0), Some(1.0)).unwrap());
+        online(&mut p, "a");
+        assert!(matches!(request(&mut p, R, "1", H), Verdict::Send { .. }));
+        assert_eq!(request(&mut p, R, "1", H), Verdict::Error(DUPLICATE_ID));
+        assert_eq!(request(&mut p, R, "2", H), Verdict::Error(REQUESTER_FULL));
+        assert!(matches!(
+            request(&mut p, "b@x/y", "1", H),
+            Verdict::Send { .. }
+        ));
+        assert_eq!(request(&mut p, "c@x/y", "1", H), Verdict::Error(TABLE_FULL));
+    }
+
+    #[test]
+    fn overlong_requester_gets_a_token_that_maps_back() {
+        let mut p = proxy();
+        online(&mut p, "a");
+        let long = format!("user@example.org/{}", "r".repeat(1023));
+        let Verdict::Send { from, .. } = request(&mut p, &long, "1", H) else {
+            panic!("not forwarded")
+        };
+        let res = from.strip_prefix("proxy.example/").unwrap();
+        assert!(res.starts_with('@') && res.len() < 64);
+        assert_eq!(
+            reply(&mut p, "a", "result", &from, "1"),
+            Verdict::Send {
+                to: long,
+                from: H.into()
+            }
+        );
+    }
+
+    #[test]
+    fn base64_mode_round_trips() {
+        let mut p = Proxy::new(Config::new(H, Some(T), Some("base64"), None, None, None).unwrap());
+        online(&mut p, "a");
+        let Verdict::Send { from, .. } = request(&mut p, R, "1", H) else {
+            panic!()
+        };
+        assert_eq!(from, "proxy.example/dXNlckBleGFtcGxlLm9yZy9hYmM");
+        assert_eq!(
+            reply(&mut p, "a", "result", &from, "1"),
+            Verdict::Send {
+                to: R.into(),
+                from: H.into()
+            }
+        );
+    }
+}
