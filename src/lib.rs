@@ -149,7 +149,7 @@ fn new_proxy(_: &Lua, opts: LuaTable) -> LuaResult<LuaProxy> {
         opts.get("max_pending")?,
         opts.get("max_pending_per_requester")?,
     )
-    .map_err(|e| LuaError::runtime(e.to_string()))?;
+    .map_err(LuaError::external)?;
     let mut all = lock(&PROXIES);
     if let Some(existing) = all.get(&host) {
         let mut p = lock(existing);
