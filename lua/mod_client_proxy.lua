@@ -33,8 +33,8 @@ local ok, proxy = pcall(native.new_proxy, {
 	max_pending_per_requester = module:get_option_number("client_proxy_max_pending_per_requester");
 });
 if not ok then
-	-- The core names the option: "target_address: is required ..."
-	error(tostring(proxy), 0);
+	-- The core names the option ("target_address: is required ..."); keep the first line only.
+	error((tostring(proxy):match("^[^\n]*")), 0);
 end
 
 local target = proxy:status().target;

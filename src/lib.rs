@@ -115,7 +115,7 @@ impl LuaUserData for LuaProxy {
             let answers = lock(&this.0).expire(now);
             answers_to_lua(lua, answers)
         });
-        // status() -> { target, jat, pending, resources = { {name, priority, pending}, ... } }
+        // status() -> { host, target, pending, resources = { {name, priority, pending}, ... } }
         methods.add_method("status", |lua, this, ()| {
             let p = lock(&this.0);
             let t = lua.create_table()?;

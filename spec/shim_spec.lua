@@ -1,0 +1,610 @@
+-- The Prosody shim lua/mod_client_proxy.lua, loaded against a fake `module` object with
+-- Prosody's real util.stanza / util.jid / util.time (from /usr/lib/prosody, see .busted)
+-- and the real native library (CLIENT_PROXY_SO, else ./target/release/libclient_proxy.so),
+-- installed the way `make install` does it: client_proxy.so next to the shim, found
+-- through module:get_directory().
+--
+-- The one thing not taken as is: util.time is handed to the shim wrapped, so that a test
+-- can move its clock forward (timeouts) or make it return nothing (a native failure).
+-- By default the wrapper returns the real util.time's values.
+--
+-- State is kept per host inside the library (one per process), so each test uses a host
+-- of its own, except the README exchange, which uses proxy.example as written.
+
+local st = require "util.stanza";
+local jid_util = require "util.jid";
+local real_time = require "util.time";
+
+local SHIM = "lua/mod_client_proxy.lua";
+
+local function cwd()
+	local p = assert(io.popen("pwd"));
+	local dir = p:read("l");
+	p:close();
+	return dir;
+end
+
+local SO = os.getenv("CLIENT_PROXY_SO");
+if SO == nil or SO == "" then
+	SO = "./target/release/libclient_proxy.so";
+end
+if SO:sub(1, 1) ~= "/" then
+	SO = cwd() .. "/" .. SO:gsub("^%./", "");
+end
+
+local function sh_quote(s)
+	return "'" .. s:gsub("'", "'\\''") .. "'";
+end
+
+local function make_temp_dir()
+	local p = assert(io.popen("mktemp -d"));
+	local dir = p:read("l");
+	p:close();
+	assert(dir and dir:match("^/"), "mktemp -d failed");
+	return dir;
+end
+
+-- A clock the test can move: the shim reads util.time.monotonic (or now).
+local clock = { offset = 0, broken = false };
+local function shifted(f)
+	return function ()
+		if clock.broken then return nil; end
+		return f() + clock.offset;
+	end
+end
+local time_for_shim = setmetatable({
+	now = shifted(real_time.now);
+	monotonic = real_time.monotonic and shifted(real_time.monotonic) or nil;
+}, { __index = real_time });
+
+local function shim_require(name)
+	if name == "util.time" then
+		return time_for_shim;
+	end
+	return require(name);
+end
+
+local run_nonce = ("%x%x"):format(os.time() % 0x10000, math.random(0, 0xffffff));
+local host_counter = 0;
+local function fresh_host()
+	host_counter = host_counter + 1;
+	return ("shim-%d-%s.example"):format(host_counter, run_nonce);
+end
+
+local TARGET = "service@example.org";
+local USER = "user@example.org/abc";
+local STANZAS = "urn:ietf:params:xml:ns:xmpp-stanzas";
+
+local plugin_dir, empty_dir;
+
+-- The fake module API: records hooks, timers, log lines and sent stanzas.
+local function fake_module(host, opts)
+	local m = {
+		host = host;
+		name = "client_proxy";
+		options = opts.options or {};
+		hooks = {}; -- { event=, handler=, priority= } in order
+		handlers = {}; -- event -> handler
+		global_hooks = {}; -- event -> handler
+		timers = {}; -- { delay=, callback= }
+		logs = {}; -- { level=, text= }
+		sent = {}; -- stanza objects, in order
+	};
+	function m:get_host_type()
+		return opts.host_type or "component";
+	end
+	function m:get_directory()
+		return opts.directory or plugin_dir;
+	end
+	-- As Prosody 0.12: strings as they are, numbers made strings, nil -> default.
+	function m:get_option_string(name, default)
+		local v = self.options[name];
+		if v == nil then return default; end
+		if type(v) == "table" then v = v[1]; end
+		return tostring(v);
+	end
+	-- As Prosody 0.12: tonumber(), with an error line for what is not a number.
+	function m:get_option_number(name, default)
+		local v = self.options[name];
+		if v == nil then return default; end
+		local n = tonumber(v);
+		if n == nil then
+			self:log("error", "Config option '%s' not understood, expecting a number", name);
+		end
+		return n;
+	end
+	function m:hook(event, handler, priority)
+		assert(type(event) == "string", "hook: event name");
+		assert(type(handler) == "function", "hook: handler");
+		table.insert(self.hooks, { event = event, handler = handler, priority = priority });
+		self.handlers[event] = handler;
+	end
+	function m:hook_global(event, handler, priority)
+		assert(type(handler) == "function", "hook_global: handler");
+		self.global_hooks[event] = handler;
+	end
+	function m:add_timer(delay, callback)
+		assert(type(callback) == "function", "add_timer: callback");
+		table.insert(self.timers, { delay = delay, callback = callback });
+	end
+	function m:log(level, fmt, ...)
+		local ok, text = pcall(string.format, fmt, ...);
+		table.insert(self.logs, { level = level, text = ok and text or fmt });
+	end
+	function m:send(stanza)
+		assert(st.is_stanza(stanza), "module:send given something that is not a stanza: " .. tostring(stanza));
+		table.insert(self.sent, stanza);
+		return true;
+	end
+	return m;
+end
+
+-- Loads the shim as Prosody would for a component `host`. Returns the fake module,
+-- and false + the error when the load failed.
+local function load_shim(opts)
+	opts = opts or {};
+	local host = opts.host or fresh_host();
+	local options = opts.options;
+	if options == nil then
+		options = { target_address = TARGET };
+	end
+	local m = fake_module(host, { options = options, host_type = opts.host_type, directory = opts.directory });
+	local prosody = { start_time = opts.start_time };
+	if opts.started ~= false and prosody.start_time == nil then
+		prosody.start_time = os.time();
+	end
+	local env = setmetatable({ module = m, prosody = prosody, require = shim_require }, { __index = _G });
+	local chunk = assert(loadfile(SHIM, "t", env));
+	local ok, err = pcall(chunk);
+	if not ok then
+		return m, false, tostring(err);
+	end
+	return m, true;
+end
+
+-- Delivers a stanza to the component as Prosody would: the event follows the to address.
+local function deliver(m, stanza)
+	local node, _, resource = jid_util.split(stanza.attr.to);
+	local kind = node and (resource and "full" or "bare") or "host";
+	local event = stanza.name .. "/" .. kind;
+	local handler = assert(m.handlers[event], "nothing hooked on " .. event);
+	return handler({ stanza = stanza, origin = { type = "component", host = m.host } });
+end
+
+-- Same as deliver, but returns ok + the result instead of raising.
+local function try_deliver(m, stanza)
+	return pcall(deliver, m, stanza);
+end
+
+-- A canonical serialisation (attributes sorted) to compare stanzas whatever the order
+-- of their attributes.
+local function xml_escape(s)
+	return (tostring(s):gsub("[&<>'\"]", { ["&"] = "&amp;", ["<"] = "&lt;", [">"] = "&gt;", ["'"] = "&apos;", ['"'] = "&quot;" }));
+end
+local function canon(node)
+	if type(node) == "string" then return xml_escape(node); end
+	local keys = {};
+	for k in pairs(node.attr) do keys[#keys + 1] = k; end
+	table.sort(keys);
+	local out = { "<", node.name };
+	for _, k in ipairs(keys) do
+		out[#out + 1] = (" %s='%s'"):format(k, xml_escape(node.attr[k]));
+	end
+	if #node == 0 then
+		out[#out + 1] = "/>";
+	else
+		out[#out + 1] = ">";
+		for _, child in ipairs(node) do out[#out + 1] = canon(child); end
+		out[#out + 1] = "</" .. node.name .. ">";
+	end
+	return table.concat(out);
+end
+
+local function target_online(m, resource, priority)
+	local p = st.presence({ from = TARGET .. "/" .. resource, to = m.host });
+	if priority then p:text_tag("priority", tostring(priority)); end
+	return deliver(m, p);
+end
+
+local function target_offline(m, resource)
+	return deliver(m, st.presence({ from = TARGET .. "/" .. resource, to = m.host, type = "unavailable" }));
+end
+
+local function request(m, from, id, payload_ns)
+	return st.iq({ type = "get", id = id, to = m.host, from = from })
+		:tag("query", { xmlns = payload_ns or "urn:example" }):up();
+end
+
+-- Checks an error reply: addresses, id and the error's type, condition and text.
+local function assert_error_reply(s, to, from, id, etype, condition, text)
+	assert.is_true(st.is_stanza(s));
+	assert.are.equal("error", s.attr.type);
+	assert.are.equal(to, s.attr.to);
+	assert.are.equal(from, s.attr.from);
+	assert.are.equal(id, s.attr.id);
+	local got_type, got_condition, got_text = s:get_error();
+	assert.are.equal(etype, got_type);
+	assert.are.equal(condition, got_condition);
+	if text ~= nil then assert.are.equal(text, got_text); end
+end
+
+local function logged(m, level, pattern)
+	for _, line in ipairs(m.logs) do
+		if line.level == level and line.text:find(pattern) then return line.text; end
+	end
+	return nil;
+end
+
+setup(function ()
+	local f = io.open(SO, "rb");
+	assert(f, ("native library %s not found (run `cargo build --release`)"):format(SO));
+	f:close();
+	plugin_dir = make_temp_dir();
+	empty_dir = make_temp_dir();
+	-- make install copies the library as client_proxy.so; a symlink is the same file
+	assert(os.execute("ln -s " .. sh_quote(SO) .. " " .. sh_quote(plugin_dir .. "/client_proxy.so")));
+end);
+
+teardown(function ()
+	for _, dir in ipairs({ plugin_dir, empty_dir }) do
+		if dir and dir:match("^/tmp/") then
+			os.execute("rm -rf " .. sh_quote(dir));
+		end
+	end
+end);
+
+before_each(function ()
+	clock.offset = 0;
+	clock.broken = false;
+end);
+
+describe("loading", function ()
+	it("hooks the nine stanza events at priority -1, adds a timer and logs", function ()
+		local m, ok, err = load_shim();
+		assert.is_true(ok, err);
+		local expected = {};
+		for _, kind in ipairs({ "iq", "message", "presence" }) do
+			for _, to in ipairs({ "host", "bare", "full" }) do
+				expected[kind .. "/" .. to] = true;
+			end
+		end
+		assert.are.equal(9, #m.hooks);
+		local handler = m.hooks[1].handler;
+		for _, h in ipairs(m.hooks) do
+			assert.is_true(expected[h.event], "unexpected hook " .. h.event);
+			expected[h.event] = nil;
+			assert.are.equal(-1, h.priority);
+			assert.are.equal(handler, h.handler);
+		end
+		assert.are.same({}, expected);
+		assert.are.equal(1, #m.timers);
+		assert.are.equal("number", type(m.timers[1].delay));
+		assert.is_true(m.timers[1].delay > 0);
+		assert.is_string(logged(m, "info", "Proxying " .. m.host:gsub("%p", "%%%0") .. " to service@example%.org"));
+	end);
+
+	it("refuses to load on a host that is not a component", function ()
+		local _, ok, err = load_shim({ host_type = "local" });
+		assert.is_false(ok);
+		assert.matches("component", err);
+	end);
+
+	it("refuses to load without target_address, naming the option", function ()
+		local _, ok, err = load_shim({ options = {} });
+		assert.is_false(ok);
+		assert.matches("^target_address: ", err);
+	end);
+
+	it("refuses bad option values, naming the option", function ()
+		local cases = {
+			{ { target_address = "service@example.org/res" }, "^target_address: " },
+			{ { target_address = "example.org" }, "^target_address: " },
+			{ { target_address = TARGET, client_proxy_jat = "rot13" }, "^client_proxy_jat: " },
+			{ { target_address = TARGET, client_proxy_timeout = 0 }, "^client_proxy_timeout: " },
+			{ { target_address = TARGET, client_proxy_max_pending = 2.5 }, "^client_proxy_max_pending: " },
+		};
+		for _, case in ipairs(cases) do
+			local _, ok, err = load_shim({ options = case[1] });
+			assert.is_false(ok);
+			assert.matches(case[2], err);
+		end
+	end);
+
+	it("explains a missing native library", function ()
+		local _, ok, err = load_shim({ directory = empty_dir });
+		assert.is_false(ok);
+		assert.matches("cannot load the native library", err, 1, true);
+		assert.matches(empty_dir .. "/client_proxy.so", err, 1, true);
+	end);
+end);
+
+describe("subscription to the target", function ()
+	local function assert_subscription(m)
+		assert.are.equal(2, #m.sent);
+		local sub, probe = m.sent[1], m.sent[2];
+		assert.are.equal("presence", sub.name);
+		assert.are.equal("subscribe", sub.attr.type);
+		assert.are.equal(m.host, sub.attr.from);
+		assert.are.equal(TARGET, sub.attr.to);
+		assert.are.equal("presence", probe.name);
+		assert.are.equal("probe", probe.attr.type);
+		assert.are.equal(m.host, probe.attr.from);
+		assert.are.equal(TARGET, probe.attr.to);
+	end
+
+	it("waits for server-started when the server is starting", function ()
+		local m, ok, err = load_shim({ started = false });
+		assert.is_true(ok, err);
+		assert.are.equal(0, #m.sent);
+		local on_started = m.global_hooks["server-started"];
+		assert.is_function(on_started);
+		on_started({});
+		assert_subscription(m);
+	end);
+
+	it("is sent at load when the server is running (module reload)", function ()
+		local m, ok, err = load_shim({ start_time = os.time() });
+		assert.is_true(ok, err);
+		assert.is_nil(m.global_hooks["server-started"]);
+		assert_subscription(m);
+	end);
+end);
+
+describe("the README exchange, stanza for stanza", function ()
+	it("forwards the request from the JAT address and the result back from the host", function ()
+		local m, ok, err = load_shim({ host = "proxy.example" });
+		assert.is_true(ok, err);
+		m.sent = {}; -- subscription and probe
+
+		-- the implementing client comes online
+		assert.is_true(deliver(m, st.presence({ from = "service@example.org/a", to = "proxy.example" })));
+		assert.are.equal(0, #m.sent);
+
+		-- user -> component
+		local req = st.iq({ type = "get", id = "1234", to = "proxy.example", from = "user@example.org/abc" })
+			:tag("query", { xmlns = "urn:example" }):up();
+		assert.is_true(deliver(m, req));
+		assert.are.equal(1, #m.sent);
+		-- component -> implementing client
+		local fwd = m.sent[1];
+		assert.is_true(st.is_stanza(fwd));
+		local expected = st.iq({ type = "get", id = "1234", to = "service@example.org/a",
+			from = "proxy.example/user@example.org/abc" }):tag("query", { xmlns = "urn:example" }):up();
+		assert.are.equal(canon(expected), canon(fwd));
+		assert.are.equal("<query xmlns='urn:example'/>", tostring(fwd.tags[1]));
+
+		-- implementing client -> component
+		local res = st.iq({ type = "result", id = "1234", to = "proxy.example/user@example.org/abc",
+			from = "service@example.org/a" }):tag("query", { xmlns = "urn:example" })
+			:text_tag("item", "answer"):up();
+		assert.is_true(deliver(m, res));
+		assert.are.equal(2, #m.sent);
+		-- component -> user
+		local back = m.sent[2];
+		local expected_back = st.iq({ type = "result", id = "1234", to = "user@example.org/abc",
+			from = "proxy.example" }):tag("query", { xmlns = "urn:example" })
+			:text_tag("item", "answer"):up();
+		assert.are.equal(canon(expected_back), canon(back));
+		assert.are.equal("<query xmlns='urn:example'><item>answer</item></query>", tostring(back.tags[1]));
+
+		-- the same result again answers nothing
+		local again = st.iq({ type = "result", id = "1234", to = "proxy.example/user@example.org/abc",
+			from = "service@example.org/a" });
+		assert.is_true(deliver(m, again));
+		assert.are.equal(2, #m.sent);
+	end);
+end);
+
+describe("stanza handling", function ()
+	local m;
+	before_each(function ()
+		local ok, err;
+		m, ok, err = load_shim();
+		assert.is_true(ok, err);
+		m.sent = {};
+	end);
+
+	it("passes an iq error through with its condition, text and application child", function ()
+		target_online(m, "a");
+		deliver(m, request(m, USER, "e1"));
+		local fwd = assert(m.sent[1]);
+		local jat = fwd.attr.from;
+		assert.are.equal(m.host .. "/" .. USER, jat);
+		local reply = st.iq({ type = "error", id = "e1", to = jat, from = TARGET .. "/a" })
+			:tag("error", { type = "modify" })
+				:tag("bad-request", { xmlns = STANZAS }):up()
+				:text_tag("text", "Your query is wrong", { xmlns = STANZAS })
+				:tag("too-many-widgets", { xmlns = "urn:example:errors", max = "3" }):up()
+			:up();
+		assert.is_true(deliver(m, reply));
+		assert.are.equal(2, #m.sent);
+		local back = m.sent[2];
+		assert_error_reply(back, USER, m.host, "e1", "modify", "bad-request", "Your query is wrong");
+		local _, _, _, app = back:get_error();
+		assert.is_true(st.is_stanza(app));
+		assert.are.equal("too-many-widgets", app.name);
+		assert.are.equal("urn:example:errors", app.attr.xmlns);
+		assert.are.equal("3", app.attr.max);
+	end);
+
+	it("answers service-unavailable when no resource is online", function ()
+		assert.is_true(deliver(m, request(m, USER, "n1")));
+		assert.are.equal(1, #m.sent);
+		assert_error_reply(m.sent[1], USER, m.host, "n1", "cancel", "service-unavailable",
+			"No implementing resource is online");
+	end);
+
+	it("never answers a stanza of type error, and raises nothing", function ()
+		target_online(m, "a");
+		local errors = {
+			st.iq({ type = "error", id = "x1", to = m.host, from = USER }),
+			st.iq({ type = "error", id = "x2", to = m.host .. "/" .. USER, from = TARGET .. "/a" }),
+			st.message({ type = "error", to = m.host, from = USER }),
+			st.message({ type = "error", to = m.host .. "/" .. USER, from = TARGET .. "/a" }),
+			st.presence({ type = "error", to = "node@" .. m.host, from = USER }),
+			st.iq({ type = "error", id = "x3", to = "node@" .. m.host .. "/r", from = USER }),
+		};
+		for _, s in ipairs(errors) do
+			s:tag("error", { type = "cancel" }):tag("service-unavailable", { xmlns = STANZAS }):up():up();
+			local ok, handled = try_deliver(m, s);
+			assert.is_true(ok, tostring(handled));
+			assert.is_true(handled);
+		end
+		assert.are.equal(0, #m.sent);
+		assert.is_nil(logged(m, "error", ""));
+	end);
+
+	it("answers a message with feature-not-implemented", function ()
+		local msg = st.message({ type = "chat", id = "m1", to = m.host, from = USER }):text_tag("body", "hi");
+		assert.is_true(deliver(m, msg));
+		assert.are.equal(1, #m.sent);
+		assert_error_reply(m.sent[1], USER, m.host, "m1", "cancel", "feature-not-implemented");
+		assert.are.equal("message", m.sent[1].name);
+	end);
+
+	it("answers presence from a user with bad-request", function ()
+		assert.is_true(deliver(m, st.presence({ type = "subscribe", to = m.host, from = "user@example.org" })));
+		assert.are.equal(1, #m.sent);
+		assert_error_reply(m.sent[1], "user@example.org", m.host, nil, "cancel", "bad-request");
+		assert.are.equal("presence", m.sent[1].name);
+	end);
+
+	it("answers recipient-unavailable when the resource holding a request goes offline", function ()
+		target_online(m, "a");
+		deliver(m, request(m, USER, "held-1"));
+		deliver(m, request(m, "other@example.org/x", "held-2"));
+		assert.are.equal(2, #m.sent);
+		assert.is_true(target_offline(m, "a"));
+		assert.are.equal(4, #m.sent);
+		local by_id = {};
+		for i = 3, 4 do by_id[m.sent[i].attr.id] = m.sent[i]; end
+		local text = "The implementing resource went offline before answering";
+		assert_error_reply(by_id["held-1"], USER, m.host, "held-1", "wait", "recipient-unavailable", text);
+		assert_error_reply(by_id["held-2"], "other@example.org/x", m.host, "held-2", "wait", "recipient-unavailable", text);
+		assert.are.equal("iq", by_id["held-1"].name);
+		-- nothing is left to answer them twice
+		m.timers[1].callback();
+		clock.offset = 3600;
+		m.timers[1].callback();
+		assert.are.equal(4, #m.sent);
+	end);
+
+	it("answers remote-server-timeout from the timer after the timeout", function ()
+		local t, ok, err = load_shim({ options = { target_address = TARGET, client_proxy_timeout = 30 } });
+		assert.is_true(ok, err);
+		t.sent = {};
+		target_online(t, "a");
+		deliver(t, request(t, USER, "slow"));
+		assert.are.equal(1, #t.sent);
+		local tick = t.timers[1].callback;
+		tick();
+		assert.are.equal(1, #t.sent);
+		clock.offset = 29;
+		tick();
+		assert.are.equal(1, #t.sent);
+		clock.offset = 31;
+		local again = tick();
+		assert.are.equal(1, again); -- the timer repeats
+		assert.are.equal(2, #t.sent);
+		assert_error_reply(t.sent[2], USER, t.host, "slow", "wait", "remote-server-timeout",
+			"The implementing client did not answer in time");
+		assert.are.equal("iq", t.sent[2].name);
+		tick();
+		assert.are.equal(2, #t.sent);
+	end);
+
+	it("turns a native failure on an iq get into internal-server-error, logged", function ()
+		target_online(m, "a");
+		clock.broken = true; -- the native route refuses the missing time: it raises
+		local ok, handled = try_deliver(m, request(m, USER, "boom"));
+		clock.broken = false;
+		assert.is_true(ok, tostring(handled));
+		assert.is_true(handled);
+		assert.are.equal(1, #m.sent);
+		assert_error_reply(m.sent[1], USER, m.host, "boom", "cancel", "internal-server-error",
+			"The proxy failed to handle this request");
+		assert.is_string(logged(m, "error", "Native router failed on iq from user@example%.org/abc"));
+	end);
+
+	it("a native failure on anything but a request is logged, not answered", function ()
+		clock.broken = true;
+		local ok, handled = try_deliver(m, st.message({ type = "chat", to = m.host, from = USER }));
+		assert.is_true(ok, tostring(handled));
+		assert.is_true(handled);
+		clock.broken = false;
+		assert.are.equal(0, #m.sent);
+		assert.is_string(logged(m, "error", "Native router failed on message"));
+	end);
+
+	it("a native failure in the timer is logged and the timer goes on", function ()
+		clock.broken = true;
+		local ok, again = pcall(m.timers[1].callback);
+		clock.broken = false;
+		assert.is_true(ok, tostring(again));
+		assert.are.equal(1, again);
+		assert.is_string(logged(m, "error", "Native expiry failed"));
+	end);
+
+	it("passes the presence priority to the core, clamped to -128..127", function ()
+		-- The state of this host, as the core sees it: new_proxy with the same host and
+		-- target hands back the same state (the library behind the symlink is the same).
+		local native = package.loadlib(plugin_dir .. "/client_proxy.so", "luaopen_client_proxy")();
+		local function priorities()
+			local out = {};
+			for _, r in ipairs(native.new_proxy({ host = m.host, target = TARGET }):status().resources) do
+				out[r.name] = r.priority;
+			end
+			return out;
+		end
+		target_online(m, "plain");
+		target_online(m, "low", -5);
+		target_online(m, "high", 500);
+		target_online(m, "lowest", -1000);
+		target_online(m, "fraction", 2.7);
+		target_online(m, "junk", "abc");
+		assert.are.same({ plain = 0, low = -5, high = 127, lowest = -128, fraction = 2, junk = 0 }, priorities());
+		-- an update changes it
+		target_online(m, "low", 9);
+		assert.are.equal(9, priorities().low);
+		assert.are.equal(0, #m.sent);
+	end);
+end);
+
+describe("module reload", function ()
+	it("keeps online resources and outstanding requests", function ()
+		local host = fresh_host();
+		local m1, ok, err = load_shim({ host = host });
+		assert.is_true(ok, err);
+		target_online(m1, "a");
+		deliver(m1, request(m1, USER, "r1"));
+		local jat = m1.sent[#m1.sent].attr.from;
+
+		local m2;
+		m2, ok, err = load_shim({ host = host });
+		assert.is_true(ok, err);
+		m2.sent = {};
+		-- the answer to the request made before the reload is delivered
+		deliver(m2, st.iq({ type = "result", id = "r1", to = jat, from = TARGET .. "/a" }));
+		assert.are.equal(1, #m2.sent);
+		assert.are.equal(USER, m2.sent[1].attr.to);
+		assert.are.equal(host, m2.sent[1].attr.from);
+		assert.are.equal("result", m2.sent[1].attr.type);
+		-- and the resource is still known without a new presence
+		deliver(m2, request(m2, USER, "r2"));
+		assert.are.equal(TARGET .. "/a", m2.sent[2].attr.to);
+	end);
+
+	it("two components keep separate state", function ()
+		local a, ok, err = load_shim();
+		assert.is_true(ok, err);
+		local b;
+		b, ok, err = load_shim();
+		assert.is_true(ok, err);
+		a.sent, b.sent = {}, {};
+		target_online(a, "a");
+		deliver(b, request(b, USER, "1"));
+		assert_error_reply(b.sent[1], USER, b.host, "1", "cancel", "service-unavailable");
+		deliver(a, request(a, USER, "1"));
+		assert.are.equal(TARGET .. "/a", a.sent[1].attr.to);
+	end);
+end);
