@@ -41,13 +41,34 @@ local target = proxy:status().target;
 local route = proxy.route;
 local host = module.host;
 
--- Errors for requests whose answer can no longer come (resource gone, timed out).
+-- Gets forwarded and not yet answered, by request number, so that a get whose resource
+-- went away can be sent to another one. Carried across module:reload.
+local held = {};
+
+-- Errors for requests whose answer can no longer come (resource gone, timed out):
+-- flat list of seq, to, id, error type, condition, text.
 local function send_answers(list)
-	for i = 1, #list, 5 do
-		local to, id, etype, condition, text = list[i], list[i+1], list[i+2], list[i+3], list[i+4];
+	for i = 1, #list, 6 do
+		local seq, to, id, etype, condition, text = list[i], list[i+1], list[i+2], list[i+3], list[i+4], list[i+5];
+		held[seq] = nil;
 		module:log("debug", "Answering %s (id %s) with %s: %s", to, id, condition, text);
 		local request = st.iq({ type = "get", id = id, from = to, to = host });
 		module:send(st.error_reply(request, etype, condition, text));
+	end
+end
+
+-- Gets to send again to another resource: flat list of seq, to, from.
+local function send_retries(list)
+	for i = 1, #list, 3 do
+		local stanza = held[list[i]];
+		if stanza then
+			module:log("debug", "Retrying request %s on %s", stanza.attr.id, list[i+1]);
+			stanza.attr.to, stanza.attr.from = list[i+1], list[i+2];
+			module:send(stanza);
+		else
+			-- Not expected; the request stays tracked and is answered at its timeout.
+			module:log("warn", "Request %s to retry on %s is no longer held", list[i], list[i+1]);
+		end
 	end
 end
 
@@ -74,15 +95,22 @@ local function handle_stanza(event)
 		end
 		return true;
 	end
-	if action == "send" then
+	if action == "forward" then
+		if attr.type == "get" then held[c] = stanza; end
+		attr.to, attr.from = a, b;
+		module:send(stanza);
+	elseif action == "deliver" then
+		held[c] = nil;
 		attr.to, attr.from = a, b;
 		module:send(stanza);
 	elseif action == "error" then
 		module:log("debug", "Refusing %s/%s from %s: %s", stanza.name, attr.type or "normal", attr.from, c);
 		module:send(st.error_reply(stanza, a, b, c));
-	elseif action == "presence" then
-		module:log("debug", "Presence from %s: %s", attr.from, a);
-		send_answers(proxy:take_answers());
+	elseif action == "consumed" then
+		module:log("debug", "%s from %s: %s", stanza.name, attr.from, a);
+		local answers, retries = proxy:take_answers();
+		send_retries(retries);
+		send_answers(answers);
 	else
 		module:log("debug", "Dropped %s/%s from %s to %s: %s", stanza.name, attr.type or "normal", attr.from, attr.to, a);
 	end
@@ -115,6 +143,16 @@ for _, kind in ipairs({ "iq", "message", "presence" }) do
 end
 
 module:add_timer(1, tick);
+
+function module.save()
+	return { held = held };
+end
+
+function module.restore(data)
+	for seq, stanza in pairs(data.held or {}) do
+		held[seq] = stanza;
+	end
+end
 
 if prosody.start_time then
 	subscribe();

@@ -11,6 +11,7 @@ use config::Config;
 use mlua::prelude::*;
 use once_cell::sync::Lazy;
 use router::{Answer, Head, Proxy, Verdict};
+
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -33,8 +34,9 @@ fn opt_str(v: &Option<LuaString>) -> LuaResult<Option<mlua::BorrowedStr>> {
 }
 
 fn answers_to_lua(lua: &Lua, answers: Vec<Answer>) -> LuaResult<LuaTable> {
-    let t = lua.create_table_with_capacity(answers.len() * 5, 0)?;
+    let t = lua.create_table_with_capacity(answers.len() * 6, 0)?;
     for a in answers {
+        t.raw_push(a.seq as i64)?;
         t.raw_push(a.to)?;
         t.raw_push(a.id)?;
         t.raw_push(a.error.kind)?;
@@ -76,41 +78,42 @@ impl LuaUserData for LuaProxy {
                     priority: priority.unwrap_or(0),
                 };
                 let verdict = lock(&this.0).route(head, now);
-                let nil = LuaValue::Nil;
+                let text = |s: &str| lua.create_string(s).map(LuaValue::String);
                 Ok(match verdict {
-                    Verdict::Send { to, from } => (
-                        "send",
-                        LuaValue::String(lua.create_string(to)?),
-                        LuaValue::String(lua.create_string(from)?),
-                        nil,
+                    Verdict::Forward { to, from, seq } => (
+                        "forward",
+                        text(&to)?,
+                        text(&from)?,
+                        LuaValue::Integer(seq as i64),
                     ),
-                    Verdict::Error(e) => (
-                        "error",
-                        LuaValue::String(lua.create_string(e.kind)?),
-                        LuaValue::String(lua.create_string(e.condition)?),
-                        LuaValue::String(lua.create_string(e.text)?),
+                    Verdict::Deliver { to, from, seq } => (
+                        "deliver",
+                        text(&to)?,
+                        text(&from)?,
+                        LuaValue::Integer(seq as i64),
                     ),
-                    Verdict::Drop(why) => (
-                        "drop",
-                        LuaValue::String(lua.create_string(why)?),
-                        nil.clone(),
-                        nil,
-                    ),
-                    Verdict::Presence(why) => (
-                        "presence",
-                        LuaValue::String(lua.create_string(why)?),
-                        nil.clone(),
-                        nil,
-                    ),
+                    Verdict::Error(e) => {
+                        ("error", text(e.kind)?, text(e.condition)?, text(e.text)?)
+                    }
+                    Verdict::Drop(why) => ("drop", text(why)?, LuaValue::Nil, LuaValue::Nil),
+                    Verdict::Consumed(why) => {
+                        ("consumed", text(why)?, LuaValue::Nil, LuaValue::Nil)
+                    }
                 })
             },
         );
-        // take_answers() -> {to, id, etype, condition, text, ...}
+        // take_answers() -> {seq, to, id, etype, condition, text, ...}, {seq, to, from, ...}
         methods.add_method("take_answers", |lua, this, ()| {
-            let answers = lock(&this.0).take_answers();
-            answers_to_lua(lua, answers)
+            let (answers, retries) = lock(&this.0).take_answers();
+            let list = lua.create_table_with_capacity(retries.len() * 3, 0)?;
+            for r in retries {
+                list.raw_push(r.seq as i64)?;
+                list.raw_push(r.to)?;
+                list.raw_push(r.from)?;
+            }
+            Ok((answers_to_lua(lua, answers)?, list))
         });
-        // expire(now) -> {to, id, etype, condition, text, ...}
+        // expire(now) -> {seq, to, id, etype, condition, text, ...}
         methods.add_method("expire", |lua, this, now: f64| {
             let answers = lock(&this.0).expire(now);
             answers_to_lua(lua, answers)

@@ -47,11 +47,18 @@ pub struct Request {
     pub resource: Arc<str>,
     /// Get or set.
     pub kind: Kind,
+    /// Number the shim holds the request stanza under (for a retry).
+    pub seq: u64,
+    /// Already sent to a second resource once.
+    pub retried: bool,
+    /// (deadline in ms, seq): kept across a retry, so the timeout counts from arrival.
+    deadline: (u64, u64),
 }
 
 struct Entry {
     resource: Arc<str>,
     kind: Kind,
+    retried: bool,
     deadline: (u64, u64),
 }
 
@@ -130,7 +137,8 @@ impl PendingTable {
             .count()
     }
 
-    /// Records a forwarded request, or says why it may not be forwarded.
+    /// Records a forwarded request and returns its number, or says why it may not be
+    /// forwarded.
     pub fn insert(
         &mut self,
         requester: &str,
@@ -138,7 +146,7 @@ impl PendingTable {
         resource: &str,
         kind: Kind,
         now: f64,
-    ) -> Result<(), Refusal> {
+    ) -> Result<u64, Refusal> {
         let key = key_of(requester, id);
         if self.entries.contains_key(key.as_str()) {
             return Err(Refusal::DuplicateId);
@@ -149,9 +157,35 @@ impl PendingTable {
         if self.entries.len() >= self.max_total {
             return Err(Refusal::TableFull);
         }
-        let resource = self.intern(resource);
         self.seq += 1;
         let deadline = (millis(now + self.timeout), self.seq);
+        self.put(key, requester, resource, kind, false, deadline);
+        Ok(self.seq)
+    }
+
+    /// Puts a request taken out of the table back, now held by another resource; it keeps
+    /// its number and deadline and is marked as retried.
+    pub fn retarget(&mut self, request: Request, resource: &str) {
+        let key = key_of(&request.requester, &request.id);
+        let Request {
+            requester,
+            kind,
+            deadline,
+            ..
+        } = request;
+        self.put(key, &requester, resource, kind, true, deadline);
+    }
+
+    fn put(
+        &mut self,
+        key: String,
+        requester: &str,
+        resource: &str,
+        kind: Kind,
+        retried: bool,
+        deadline: (u64, u64),
+    ) {
+        let resource = self.intern(resource);
         let key: Arc<str> = Arc::from(key);
         self.deadlines.insert(deadline, key.clone());
         self.entries.insert(
@@ -159,11 +193,11 @@ impl PendingTable {
             Entry {
                 resource,
                 kind,
+                retried,
                 deadline,
             },
         );
         *self.per_requester.entry(requester.to_owned()).or_insert(0) += 1;
-        Ok(())
     }
 
     /// Takes the request a reply answers, if the reply comes from the right resource.
@@ -240,6 +274,9 @@ impl PendingTable {
             id: id.to_owned(),
             resource: entry.resource,
             kind: entry.kind,
+            seq: entry.deadline.1,
+            retried: entry.retried,
+            deadline: entry.deadline,
         })
     }
 }
@@ -317,6 +354,20 @@ mod tests {
         assert_eq!(t.of_resource("r2"), 1);
         assert_eq!(t.take_all().len(), 1);
         assert!(t.is_empty() && t.deadlines.is_empty());
+    }
+
+    #[test]
+    fn retarget_keeps_number_and_deadline() {
+        let mut t = table();
+        let seq = t.insert("u@x/a", "1", "r1", Kind::Get, 0.0).unwrap();
+        let lost = t.take_resource("r1").pop().unwrap();
+        assert!(!lost.retried);
+        t.retarget(lost, "r2");
+        assert_eq!(t.of_resource("r2"), 1);
+        assert_eq!(t.of_requester("u@x/a"), 1);
+        assert!(t.expire(9.0).is_empty());
+        let gone = t.expire(10.0).pop().unwrap();
+        assert_eq!((gone.seq, gone.retried, &*gone.resource), (seq, true, "r2"));
     }
 
     #[test]

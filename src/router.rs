@@ -112,19 +112,31 @@ pub struct Head<'a> {
 /// What to do with the stanza.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Verdict {
-    /// Readdress the stanza and send it on.
-    Send {
-        /// New to.
+    /// A request: readdress it and send it to the implementing resource; the shim holds
+    /// a get under `seq` so that it can be retried elsewhere.
+    Forward {
+        /// New to: the chosen resource of the target.
         to: String,
-        /// New from.
+        /// New from: the component host with the requester's JAT resource.
         from: String,
+        /// Number of the request in the pending table.
+        seq: u64,
+    },
+    /// An answer: readdress it and send it to the requester; the shim lets go of `seq`.
+    Deliver {
+        /// New to: the requester.
+        to: String,
+        /// New from: the component host.
+        from: String,
+        /// Number of the request it answers.
+        seq: u64,
     },
     /// Answer the sender with this error (never produced for a stanza of type error).
     Error(StanzaError),
     /// Nothing to send; the reason is for a debug log line.
     Drop(&'static str),
-    /// Target presence processed; answers for lost requests may be waiting.
-    Presence(&'static str),
+    /// Consumed (target presence, a bounce); answers or retries may be waiting.
+    Consumed(&'static str),
 }
 
 /// An iq error the proxy must send for a request it can no longer forward an answer to.
@@ -136,6 +148,19 @@ pub struct Answer {
     pub id: String,
     /// Why.
     pub error: StanzaError,
+    /// Number of the request (the shim lets go of the stanza it holds).
+    pub seq: u64,
+}
+
+/// A get whose resource went away, to be sent again to another resource.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Retry {
+    /// Number the shim holds the request under.
+    pub seq: u64,
+    /// The new resource of the target.
+    pub to: String,
+    /// The component host with the requester's JAT resource.
+    pub from: String,
 }
 
 /// The state of one component: who is online, what is outstanding, how to translate.
@@ -149,6 +174,7 @@ pub struct Proxy {
     jat: Translator,
     rng: SmallRng,
     answers: Vec<Answer>,
+    retries: Vec<Retry>,
 }
 
 fn split_resource(jid: &str) -> (&str, Option<&str>) {
@@ -175,6 +201,7 @@ impl Proxy {
             pending,
             rng: SmallRng::from_rng(&mut rand::rng()),
             answers: Vec::new(),
+            retries: Vec::new(),
         }
     }
 
@@ -207,7 +234,7 @@ impl Proxy {
         let is_error = head.kind == Some("error");
         if from_bare == self.config.target {
             return match head.name {
-                "presence" if to_res.is_none() => self.target_presence(head, from_res),
+                "presence" if to_res.is_none() => self.target_presence(head, from_res, now),
                 "iq" => self.iq_from_target(head, from_res, to_res, now),
                 _ if is_error => Verdict::Drop("error from the target"),
                 "message" if to_res.is_some() => Verdict::Error(NO_MESSAGES),
@@ -238,15 +265,18 @@ impl Proxy {
             return Verdict::Error(NO_RESOURCE);
         };
         let to = format!("{}/{}", self.config.target, resource);
-        if let Err(refusal) = self.pending.insert(requester, id, resource, kind, now) {
-            return Verdict::Error(match refusal {
-                Refusal::DuplicateId => DUPLICATE_ID,
-                Refusal::RequesterFull => REQUESTER_FULL,
-                Refusal::TableFull => TABLE_FULL,
-            });
-        }
+        let seq = match self.pending.insert(requester, id, resource, kind, now) {
+            Ok(seq) => seq,
+            Err(refusal) => {
+                return Verdict::Error(match refusal {
+                    Refusal::DuplicateId => DUPLICATE_ID,
+                    Refusal::RequesterFull => REQUESTER_FULL,
+                    Refusal::TableFull => TABLE_FULL,
+                })
+            }
+        };
         let from = format!("{}/{}", self.config.host, self.jat.encode(requester, now));
-        Verdict::Send { to, from }
+        Verdict::Forward { to, from, seq }
     }
 
     fn iq_from_target(
@@ -275,9 +305,21 @@ impl Proxy {
             Err(_) => return Verdict::Drop("reply to an address this proxy did not produce"),
         };
         match self.pending.take_reply(&requester, id, resource) {
-            Ok(request) => Verdict::Send {
+            Ok(request)
+                if head.kind == Some("error")
+                    && !self.resources.contains(resource)
+                    && request.kind == Kind::Get
+                    && !request.retried =>
+            {
+                // Bounced by Prosody (or a last word) from a resource that is gone:
+                // a get may still be answered by another resource.
+                self.lose(vec![request], now);
+                Verdict::Consumed("error from an offline resource: request retried or answered")
+            }
+            Ok(request) => Verdict::Deliver {
                 to: request.requester,
                 from: self.config.host.clone(),
+                seq: request.seq,
             },
             Err(Mismatch::Unknown) => Verdict::Drop("reply to no outstanding request"),
             Err(Mismatch::WrongResource) => {
@@ -286,50 +328,79 @@ impl Proxy {
         }
     }
 
-    fn target_presence(&mut self, head: Head<'_>, from_res: Option<&str>) -> Verdict {
+    fn target_presence(&mut self, head: Head<'_>, from_res: Option<&str>, now: f64) -> Verdict {
         match (head.kind, from_res) {
             (None, Some(res)) => {
                 if self.resources.upsert(res, head.priority) {
-                    Verdict::Presence("resource online")
+                    Verdict::Consumed("resource online")
                 } else {
-                    Verdict::Presence("resource updated")
+                    Verdict::Consumed("resource updated")
                 }
             }
             (Some("unavailable"), Some(res)) => {
                 if self.resources.remove(res) {
                     let lost = self.pending.take_resource(res);
-                    self.lose(lost, RESOURCE_GONE);
-                    Verdict::Presence("resource offline")
+                    self.lose(lost, now);
+                    Verdict::Consumed("resource offline")
                 } else {
-                    Verdict::Presence("unknown resource offline")
+                    Verdict::Consumed("unknown resource offline")
                 }
             }
             (Some("error"), _) | (Some("unsubscribed"), _) => {
                 self.resources.clear();
                 let lost = self.pending.take_all();
-                self.lose(lost, RESOURCE_GONE);
+                self.lose(lost, now);
                 if head.kind == Some("error") {
-                    Verdict::Presence("presence error from the target: all resources dropped")
+                    Verdict::Consumed("presence error from the target: all resources dropped")
                 } else {
-                    Verdict::Presence("target revoked the subscription: all resources dropped")
+                    Verdict::Consumed("target revoked the subscription: all resources dropped")
                 }
             }
-            (Some("subscribed"), _) => Verdict::Presence("target approved the subscription"),
-            _ => Verdict::Presence("ignored target presence"),
+            (Some("subscribed"), _) => Verdict::Consumed("target approved the subscription"),
+            _ => Verdict::Consumed("ignored target presence"),
         }
     }
 
-    fn lose(&mut self, lost: Vec<Request>, error: StanzaError) {
-        self.answers.extend(lost.into_iter().map(|r| Answer {
-            to: r.requester,
-            id: r.id,
-            error,
-        }));
+    /// Requests whose resource went away: a get not yet retried goes to another online
+    /// resource (it has no side effects); anything else is answered recipient-unavailable.
+    fn lose(&mut self, lost: Vec<Request>, now: f64) {
+        for request in lost {
+            let other = if request.kind == Kind::Get && !request.retried {
+                self.resources
+                    .choose_random(&mut self.rng, Some(&request.resource))
+            } else {
+                None
+            };
+            match other {
+                Some(resource) => {
+                    self.retries.push(Retry {
+                        seq: request.seq,
+                        to: format!("{}/{}", self.config.target, resource),
+                        from: format!(
+                            "{}/{}",
+                            self.config.host,
+                            self.jat.encode(&request.requester, now)
+                        ),
+                    });
+                    self.pending.retarget(request, resource);
+                }
+                None => self.answers.push(Answer {
+                    seq: request.seq,
+                    to: request.requester,
+                    id: request.id,
+                    error: RESOURCE_GONE,
+                }),
+            }
+        }
     }
 
-    /// Answers owed to requesters whose requests were lost (drained by the shim).
-    pub fn take_answers(&mut self) -> Vec<Answer> {
-        std::mem::take(&mut self.answers)
+    /// Answers owed to requesters whose requests were lost, and gets to send again
+    /// elsewhere (drained by the shim after a `Consumed` verdict).
+    pub fn take_answers(&mut self) -> (Vec<Answer>, Vec<Retry>) {
+        (
+            std::mem::take(&mut self.answers),
+            std::mem::take(&mut self.retries),
+        )
     }
 
     /// Requests past their deadline, answered remote-server-timeout by the shim.
@@ -339,6 +410,7 @@ impl Proxy {
             .expire(now)
             .into_iter()
             .map(|r| Answer {
+                seq: r.seq,
                 to: r.requester,
                 id: r.id,
                 error: TIMED_OUT,
@@ -354,6 +426,7 @@ mod tests {
     const H: &str = "proxy.example";
     const T: &str = "service@example.org";
     const R: &str = "user@example.org/abc";
+    const R_JAT: &str = "proxy.example/user@example.org/abc";
 
     fn proxy() -> Proxy {
         let mut p = Proxy::new(Config::new(H, Some(T), None, Some(10.0), None, None).unwrap());
@@ -378,22 +451,43 @@ mod tests {
         }
     }
 
-    fn online(p: &mut Proxy, res: &str) {
-        let from = format!("{T}/{res}");
-        assert!(matches!(
-            p.route(head("presence", None, &from, H, ""), 0.0),
-            Verdict::Presence(_)
-        ));
+    /// (to, from) of a forwarded request.
+    fn forwarded(v: Verdict) -> (String, String) {
+        match v {
+            Verdict::Forward { to, from, .. } => (to, from),
+            other => panic!("not forwarded: {other:?}"),
+        }
     }
 
-    fn offline(p: &mut Proxy, res: &str) -> Vec<Answer> {
+    /// (to, from) of a delivered answer.
+    fn delivered(v: Verdict) -> (String, String) {
+        match v {
+            Verdict::Deliver { to, from, .. } => (to, from),
+            other => panic!("not delivered: {other:?}"),
+        }
+    }
+
+    fn presence(p: &mut Proxy, res: &str, kind: Option<&str>) {
         let from = format!("{T}/{res}");
-        p.route(head("presence", Some("unavailable"), &from, H, ""), 0.0);
+        let v = p.route(head("presence", kind, &from, H, ""), 0.0);
+        assert!(matches!(v, Verdict::Consumed(_)), "{v:?}");
+    }
+
+    fn online(p: &mut Proxy, res: &str) {
+        presence(p, res, None);
+    }
+
+    fn offline(p: &mut Proxy, res: &str) -> (Vec<Answer>, Vec<Retry>) {
+        presence(p, res, Some("unavailable"));
         p.take_answers()
     }
 
     fn request(p: &mut Proxy, from: &str, id: &str, to: &str) -> Verdict {
         p.route(head("iq", Some("get"), from, to, id), 0.0)
+    }
+
+    fn set(p: &mut Proxy, from: &str, id: &str) -> Verdict {
+        p.route(head("iq", Some("set"), from, H, id), 0.0)
     }
 
     fn reply(p: &mut Proxy, res: &str, kind: &str, to: &str, id: &str) -> Verdict {
@@ -406,15 +500,10 @@ mod tests {
         let mut p = proxy();
         online(&mut p, "a");
         for to in [H, "proxy.example/x", "node@proxy.example"] {
-            let v = request(&mut p, R, to, to);
-            assert_eq!(
-                v,
-                Verdict::Send {
-                    to: "service@example.org/a".into(),
-                    from: "proxy.example/user@example.org/abc".into()
-                }
-            );
+            let v = forwarded(request(&mut p, R, to, to));
+            assert_eq!(v, ("service@example.org/a".into(), R_JAT.into()));
         }
+        assert_eq!(p.pending.len(), 3);
     }
 
     #[test]
@@ -429,21 +518,27 @@ mod tests {
     fn reply_is_delivered_from_the_host_only_for_a_tracked_request() {
         let mut p = proxy();
         online(&mut p, "a");
-        request(&mut p, R, "1234", H);
-        let jat = "proxy.example/user@example.org/abc";
+        let Verdict::Forward { seq, .. } = request(&mut p, R, "1234", H) else {
+            panic!()
+        };
+        let v = reply(&mut p, "a", "result", R_JAT, "1234");
         assert_eq!(
-            reply(&mut p, "a", "result", jat, "1234"),
-            Verdict::Send {
+            v,
+            Verdict::Deliver {
                 to: R.into(),
-                from: H.into()
+                from: H.into(),
+                seq
             }
         );
         assert!(
-            matches!(reply(&mut p, "a", "result", jat, "1234"), Verdict::Drop(_)),
+            matches!(
+                reply(&mut p, "a", "result", R_JAT, "1234"),
+                Verdict::Drop(_)
+            ),
             "answered once"
         );
         assert!(
-            matches!(reply(&mut p, "a", "result", jat, "999"), Verdict::Drop(_)),
+            matches!(reply(&mut p, "a", "result", R_JAT, "999"), Verdict::Drop(_)),
             "never sent"
         );
     }
@@ -453,19 +548,9 @@ mod tests {
         let mut p = proxy();
         online(&mut p, "a");
         request(&mut p, R, "7", H);
-        let v = reply(
-            &mut p,
-            "a",
-            "error",
-            "proxy.example/user@example.org/abc",
-            "7",
-        );
         assert_eq!(
-            v,
-            Verdict::Send {
-                to: R.into(),
-                from: H.into()
-            }
+            delivered(reply(&mut p, "a", "error", R_JAT, "7")),
+            (R.into(), H.into())
         );
     }
 
@@ -475,15 +560,24 @@ mod tests {
         online(&mut p, "a");
         request(&mut p, R, "1", H);
         online(&mut p, "b");
-        let jat = "proxy.example/user@example.org/abc";
         assert!(matches!(
-            reply(&mut p, "b", "result", jat, "1"),
+            reply(&mut p, "b", "result", R_JAT, "1"),
             Verdict::Drop(_)
         ));
+        delivered(reply(&mut p, "a", "result", R_JAT, "1"));
+    }
+
+    #[test]
+    fn reply_for_another_requester_is_dropped() {
+        let mut p = proxy();
+        online(&mut p, "a");
+        request(&mut p, R, "1", H);
+        let other = "proxy.example/other@example.org/x";
         assert!(matches!(
-            reply(&mut p, "a", "result", jat, "1"),
-            Verdict::Send { .. }
+            reply(&mut p, "a", "result", other, "1"),
+            Verdict::Drop(_)
         ));
+        assert_eq!(p.pending.len(), 1);
     }
 
     #[test]
@@ -512,14 +606,8 @@ mod tests {
         offline(&mut p, "a");
         assert_eq!(p.resources.len(), 1);
         for i in 0..20 {
-            let v = request(&mut p, R, &i.to_string(), H);
-            assert_eq!(
-                v,
-                Verdict::Send {
-                    to: format!("{T}/b"),
-                    from: format!("{H}/{R}")
-                }
-            );
+            let (to, _) = forwarded(request(&mut p, R, &i.to_string(), H));
+            assert_eq!(to, format!("{T}/b"));
         }
     }
 
@@ -530,12 +618,9 @@ mod tests {
         online(&mut p, "b");
         offline(&mut p, "a");
         online(&mut p, "a");
-        let mut seen = std::collections::HashSet::new();
-        for i in 0..40 {
-            if let Verdict::Send { to, .. } = request(&mut p, R, &i.to_string(), H) {
-                seen.insert(to);
-            }
-        }
+        let seen: std::collections::HashSet<_> = (0..40)
+            .map(|i| forwarded(request(&mut p, R, &i.to_string(), H)).0)
+            .collect();
         assert_eq!(seen.len(), 2);
     }
 
@@ -544,11 +629,81 @@ mod tests {
         let mut p = proxy();
         online(&mut p, "a");
         request(&mut p, R, "1", H);
-        request(&mut p, "other@example.org/x", "2", H);
-        let answers = offline(&mut p, "a");
-        assert_eq!(answers.len(), 2);
+        set(&mut p, "other@example.org/x", "2");
+        let (answers, retries) = offline(&mut p, "a");
+        assert_eq!(answers.len(), 2, "no other resource: nothing to retry on");
+        assert!(retries.is_empty());
         assert!(answers.iter().all(|a| a.error == RESOURCE_GONE));
         assert!(p.pending.is_empty());
+    }
+
+    #[test]
+    fn a_lost_get_is_retried_once_on_another_resource_and_a_set_is_not() {
+        let mut p = proxy();
+        online(&mut p, "a");
+        let Verdict::Forward { seq, .. } = request(&mut p, R, "g", H) else {
+            panic!()
+        };
+        set(&mut p, R, "s");
+        online(&mut p, "b");
+        let (answers, retries) = offline(&mut p, "a");
+        assert_eq!(
+            retries,
+            vec![Retry {
+                seq,
+                to: format!("{T}/b"),
+                from: R_JAT.into()
+            }]
+        );
+        assert_eq!(answers.len(), 1);
+        assert_eq!(
+            (answers[0].id.as_str(), answers[0].error),
+            ("s", RESOURCE_GONE)
+        );
+        online(&mut p, "c");
+        let (answers, retries) = offline(&mut p, "b");
+        assert!(retries.is_empty(), "retried once only");
+        assert_eq!((answers[0].id.as_str(), answers[0].seq), ("g", seq));
+    }
+
+    #[test]
+    fn a_retried_get_is_answered_by_its_new_resource() {
+        let mut p = proxy();
+        online(&mut p, "a");
+        request(&mut p, R, "g", H);
+        online(&mut p, "b");
+        offline(&mut p, "a");
+        assert!(matches!(
+            reply(&mut p, "a", "result", R_JAT, "g"),
+            Verdict::Drop(_)
+        ));
+        assert_eq!(
+            delivered(reply(&mut p, "b", "result", R_JAT, "g")),
+            (R.into(), H.into())
+        );
+    }
+
+    #[test]
+    fn a_bounce_from_a_resource_that_is_gone_retries_the_get() {
+        let mut p = proxy();
+        online(&mut p, "a");
+        online(&mut p, "b");
+        let mut on_a = None;
+        for i in 0..20 {
+            let id = i.to_string();
+            if forwarded(request(&mut p, R, &id, H)).0.ends_with("/a") {
+                on_a = Some(id);
+                break;
+            }
+        }
+        let id = on_a.expect("some request went to a");
+        // a vanished without its presence being processed yet: its session is gone.
+        p.resources.remove("a");
+        let v = reply(&mut p, "a", "error", R_JAT, &id);
+        assert!(matches!(v, Verdict::Consumed(_)), "{v:?}");
+        let (answers, retries) = p.take_answers();
+        assert!(answers.is_empty());
+        assert_eq!(retries[0].to, format!("{T}/b"));
     }
 
     #[test]
@@ -559,9 +714,10 @@ mod tests {
             online(&mut p, "b");
             request(&mut p, R, "1", H);
             let v = p.route(head("presence", Some(kind), T, H, ""), 0.0);
-            assert!(matches!(v, Verdict::Presence(_)));
+            assert!(matches!(v, Verdict::Consumed(_)));
             assert!(p.resources.is_empty());
-            assert_eq!(p.take_answers().len(), 1);
+            let (answers, retries) = p.take_answers();
+            assert_eq!((answers.len(), retries.len()), (1, 0));
             assert_eq!(request(&mut p, R, "2", H), Verdict::Error(NO_RESOURCE));
         }
     }
@@ -570,14 +726,10 @@ mod tests {
     fn target_requests_to_a_requester_are_not_implemented_yet() {
         let mut p = proxy();
         online(&mut p, "a");
-        let v = reply(
-            &mut p,
-            "a",
-            "get",
-            "proxy.example/user@example.org/abc",
-            "q",
+        assert_eq!(
+            reply(&mut p, "a", "get", R_JAT, "q"),
+            Verdict::Error(NO_OUTBOUND)
         );
-        assert_eq!(v, Verdict::Error(NO_OUTBOUND));
         assert_eq!(
             reply(&mut p, "a", "set", H, "q"),
             Verdict::Error(NOT_ADDRESSED)
@@ -641,7 +793,9 @@ mod tests {
     fn unanswered_request_times_out_once() {
         let mut p = proxy();
         online(&mut p, "a");
-        request(&mut p, R, "1", H);
+        let Verdict::Forward { seq, .. } = request(&mut p, R, "1", H) else {
+            panic!()
+        };
         assert!(p.expire(9.0).is_empty());
         let gone = p.expire(10.0);
         assert_eq!(
@@ -649,17 +803,12 @@ mod tests {
             vec![Answer {
                 to: R.into(),
                 id: "1".into(),
-                error: TIMED_OUT
+                error: TIMED_OUT,
+                seq
             }]
         );
         assert!(p.expire(100.0).is_empty());
-        let late = reply(
-            &mut p,
-            "a",
-            "result",
-            "proxy.example/user@example.org/abc",
-            "1",
-        );
+        let late = reply(&mut p, "a", "result", R_JAT, "1");
         assert!(matches!(late, Verdict::Drop(_)), "late reply not delivered");
     }
 
@@ -678,13 +827,10 @@ mod tests {
     fn duplicate_id_and_limits() {
         let mut p = Proxy::new(Config::new(H, Some(T), None, None, Some(2.0), Some(1.0)).unwrap());
         online(&mut p, "a");
-        assert!(matches!(request(&mut p, R, "1", H), Verdict::Send { .. }));
+        forwarded(request(&mut p, R, "1", H));
         assert_eq!(request(&mut p, R, "1", H), Verdict::Error(DUPLICATE_ID));
         assert_eq!(request(&mut p, R, "2", H), Verdict::Error(REQUESTER_FULL));
-        assert!(matches!(
-            request(&mut p, "b@x/y", "1", H),
-            Verdict::Send { .. }
-        ));
+        forwarded(request(&mut p, "b@x/y", "1", H));
         assert_eq!(request(&mut p, "c@x/y", "1", H), Verdict::Error(TABLE_FULL));
     }
 
@@ -693,17 +839,12 @@ mod tests {
         let mut p = proxy();
         online(&mut p, "a");
         let long = format!("user@example.org/{}", "r".repeat(1023));
-        let Verdict::Send { from, .. } = request(&mut p, &long, "1", H) else {
-            panic!("not forwarded")
-        };
+        let (_, from) = forwarded(request(&mut p, &long, "1", H));
         let res = from.strip_prefix("proxy.example/").unwrap();
         assert!(res.starts_with('@') && res.len() < 64);
         assert_eq!(
-            reply(&mut p, "a", "result", &from, "1"),
-            Verdict::Send {
-                to: long,
-                from: H.into()
-            }
+            delivered(reply(&mut p, "a", "result", &from, "1")),
+            (long, H.into())
         );
     }
 
@@ -711,16 +852,11 @@ mod tests {
     fn base64_mode_round_trips() {
         let mut p = Proxy::new(Config::new(H, Some(T), Some("base64"), None, None, None).unwrap());
         online(&mut p, "a");
-        let Verdict::Send { from, .. } = request(&mut p, R, "1", H) else {
-            panic!()
-        };
+        let (_, from) = forwarded(request(&mut p, R, "1", H));
         assert_eq!(from, "proxy.example/dXNlckBleGFtcGxlLm9yZy9hYmM");
         assert_eq!(
-            reply(&mut p, "a", "result", &from, "1"),
-            Verdict::Send {
-                to: R.into(),
-                from: H.into()
-            }
+            delivered(reply(&mut p, "a", "result", &from, "1")),
+            (R.into(), H.into())
         );
     }
 }
