@@ -144,6 +144,9 @@ end
 
 module:add_timer(1, tick);
 
+-- A reload that changed target_address answers what the old target still held.
+send_answers((proxy:take_answers()));
+
 function module.save()
 	return { held = held };
 end

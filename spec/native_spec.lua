@@ -56,6 +56,46 @@ local function online(p, res, priority, now)
 	return p:route("presence", nil, T .. "/" .. res, "ignored.host", nil, now or 0, priority);
 end
 
+local function offline(p, res, now)
+	return p:route("presence", "unavailable", T .. "/" .. res, "ignored.host", nil, now or 0, nil);
+end
+
+-- Request numbers are positive integers (the shim keys held[seq] with them).
+local function assert_seq(seq, what)
+	assert.are.equal("integer", math.type(seq), (what or "seq") .. " is not an integer: " .. tostring(seq));
+	assert.is_true(seq > 0, (what or "seq") .. " is not positive: " .. tostring(seq));
+end
+
+-- Routes a request that must be forwarded; returns to, from, seq.
+local function forward(p, kind, requester, to, id, now)
+	local v = table.pack(p:route("iq", kind, requester, to, id, now or 0, nil));
+	assert.are.equal("forward", v[1], ("%s %s not forwarded: %s %s %s"):format(kind, id,
+		tostring(v[1]), tostring(v[2]), tostring(v[3])));
+	assert.are.equal(4, v.n);
+	assert_seq(v[4], "forward seq");
+	return v[2], v[3], v[4];
+end
+
+-- The resource (of the target) a forwarded request went to.
+local function resource_of(to)
+	assert.are.equal(T .. "/", to:sub(1, #T + 1));
+	return to:sub(#T + 2);
+end
+
+-- Splits a flat answers list (6 per entry) into entries keyed by request id.
+local function answers_by_id(list)
+	assert.are.equal(0, #list % 6, "answers list is not 6 per entry: " .. #list);
+	local by_id = {};
+	for i = 1, #list, 6 do
+		assert_seq(list[i], "answer seq");
+		assert.is_nil(by_id[list[i + 2]], "answered twice: " .. tostring(list[i + 2]));
+		by_id[list[i + 2]] = { list[i], list[i + 1], list[i + 2], list[i + 3], list[i + 4], list[i + 5] };
+	end
+	return by_id;
+end
+
+local GONE = "The implementing resource went offline before answering";
+
 describe("native library", function ()
 	it("exports version and the four functions", function ()
 		assert.are.equal("string", type(native.version));
@@ -229,42 +269,52 @@ describe("new_proxy", function ()
 end);
 
 describe("proxy:route", function ()
-	it("target presence brings a resource online (verdict presence)", function ()
+	it("target presence brings a resource online (verdict consumed)", function ()
 		local p, host = new_proxy();
 		local action, reason, b, c = p:route("presence", nil, T .. "/a", host, nil, 0, nil);
-		assert.are.equal("presence", action);
+		assert.are.equal("consumed", action);
 		assert.are.equal("resource online", reason);
 		assert.is_nil(b);
 		assert.is_nil(c);
-		assert.are.same({ "presence", "resource updated" },
+		assert.are.same({ "consumed", "resource updated" },
 			{ p:route("presence", nil, T .. "/a", host, nil, 0, 5) });
-		assert.are.equal(0, #p:take_answers());
+		local answers, retries = p:take_answers();
+		assert.are.same({}, answers);
+		assert.are.same({}, retries);
 	end);
 
 	it("forwards an iq get to the online resource from host/JAT (the README exchange)", function ()
 		local p, host = new_proxy();
 		online(p, "a");
-		local action, to, from, extra = p:route("iq", "get", R, host, "1234", 0, nil);
-		assert.are.equal("send", action);
+		local action, to, from, seq = p:route("iq", "get", R, host, "1234", 0, nil);
+		assert.are.equal("forward", action);
 		assert.are.equal(T .. "/a", to);
 		assert.are.equal(host .. "/" .. R, from);
-		assert.is_nil(extra);
+		assert_seq(seq);
 		-- iq set and the other addresses of the component are forwarded too
-		assert.are.same({ "send", T .. "/a", host .. "/" .. R },
-			{ p:route("iq", "set", R, host .. "/x", "s1", 0, nil) });
-		assert.are.same({ "send", T .. "/a", host .. "/" .. R },
-			{ p:route("iq", "get", R, "node@" .. host, "n1", 0, nil) });
+		local v2 = { p:route("iq", "set", R, host .. "/x", "s1", 0, nil) };
+		assert.are.same({ "forward", T .. "/a", host .. "/" .. R }, { v2[1], v2[2], v2[3] });
+		local v3 = { p:route("iq", "get", R, "node@" .. host, "n1", 0, nil) };
+		assert.are.same({ "forward", T .. "/a", host .. "/" .. R }, { v3[1], v3[2], v3[3] });
+		-- each request has a number of its own
+		assert_seq(v2[4]);
+		assert_seq(v3[4]);
+		assert.are_not.equal(seq, v2[4]);
+		assert.are_not.equal(seq, v3[4]);
+		assert.are_not.equal(v2[4], v3[4]);
 		assert.are.equal(3, p:status().pending);
 	end);
 
 	it("sends the reply to the requester from the host, once", function ()
 		local p, host = new_proxy();
 		online(p, "a");
-		local _, _, jat_from = p:route("iq", "get", R, host, "1234", 0, nil);
-		local action, to, from = p:route("iq", "result", T .. "/a", jat_from, "1234", 1, nil);
-		assert.are.equal("send", action);
+		local _, jat_from, fseq = forward(p, "get", R, host, "1234");
+		local action, to, from, seq = p:route("iq", "result", T .. "/a", jat_from, "1234", 1, nil);
+		assert.are.equal("deliver", action);
 		assert.are.equal(R, to);
 		assert.are.equal(host, from);
+		assert_seq(seq, "deliver seq");
+		assert.are.equal(fseq, seq);
 		assert.are.equal(0, p:status().pending);
 		-- the same reply again answers nothing
 		local again, why = p:route("iq", "result", T .. "/a", jat_from, "1234", 2, nil);
@@ -275,9 +325,13 @@ describe("proxy:route", function ()
 	it("sends an error reply of the implementing client back the same way", function ()
 		local p, host = new_proxy();
 		online(p, "a");
-		local _, _, jat_from = p:route("iq", "get", R, host, "e1", 0, nil);
-		assert.are.same({ "send", R, host },
+		local _, jat_from, seq = forward(p, "get", R, host, "e1");
+		-- a is online: the error is the implementing client's answer, not a loss
+		assert.are.same({ "deliver", R, host, seq },
 			{ p:route("iq", "error", T .. "/a", jat_from, "e1", 1, nil) });
+		local answers, retries = p:take_answers();
+		assert.are.same({}, answers);
+		assert.are.same({}, retries);
 	end);
 
 	it("drops replies nobody asked for", function ()
@@ -287,7 +341,7 @@ describe("proxy:route", function ()
 		-- unknown id
 		assert.are.equal("drop", (p:route("iq", "result", T .. "/a", host .. "/" .. R, "nope", 0, nil)));
 		-- known id, but from a resource the request was not sent to
-		local _, to = p:route("iq", "get", R, host, "q1", 0, nil);
+		local to, _, seq = forward(p, "get", R, host, "q1");
 		local other = (to == T .. "/a") and "b" or "a";
 		assert.are.equal("drop", (p:route("iq", "result", T .. "/" .. other, host .. "/" .. R, "q1", 0, nil)));
 		-- to an address this proxy did not produce
@@ -295,7 +349,7 @@ describe("proxy:route", function ()
 		-- to the bare component
 		assert.are.equal("drop", (p:route("iq", "result", to, host, "q1", 0, nil)));
 		-- the request is still outstanding and its real reply still goes through
-		assert.are.same({ "send", R, host }, { p:route("iq", "result", to, host .. "/" .. R, "q1", 0, nil) });
+		assert.are.same({ "deliver", R, host, seq }, { p:route("iq", "result", to, host .. "/" .. R, "q1", 0, nil) });
 	end);
 
 	it("answers service-unavailable when no resource is online", function ()
@@ -329,7 +383,7 @@ describe("proxy:route", function ()
 				for _, to in ipairs({ host, host .. "/" .. R, "node@" .. host }) do
 					local action = p:route(name, "error", from, to, "e", 0, nil);
 					assert.are_not.equal("error", action, ("%s error from %s to %s"):format(name, from, to));
-					assert.is_true(action == "drop" or action == "presence" or action == "send",
+					assert.is_true(action == "drop" or action == "consumed" or action == "deliver",
 						("%s error from %s to %s: %s"):format(name, from, to, tostring(action)));
 				end
 			end
@@ -344,13 +398,13 @@ describe("proxy:route", function ()
 	it("refuses a duplicate id and over-limit requesters", function ()
 		local p, host = new_proxy({ max_pending = 2, max_pending_per_requester = 1 });
 		online(p, "a");
-		assert.are.equal("send", (p:route("iq", "get", R, host, "1", 0, nil)));
+		forward(p, "get", R, host, "1");
 		local a, etype, cond, text = p:route("iq", "get", R, host, "1", 0, nil);
 		assert.are.same({ "error", "modify", "bad-request", "A request with this id from you is still outstanding" },
 			{ a, etype, cond, text });
 		a, etype, cond = p:route("iq", "get", R, host, "2", 0, nil);
 		assert.are.same({ "error", "wait", "resource-constraint" }, { a, etype, cond });
-		assert.are.equal("send", (p:route("iq", "get", "b@example.org/x", host, "1", 0, nil)));
+		forward(p, "get", "b@example.org/x", host, "1");
 		a, etype, cond = p:route("iq", "get", "c@example.org/x", host, "1", 0, nil);
 		assert.are.same({ "error", "wait", "resource-constraint" }, { a, etype, cond });
 	end);
@@ -358,22 +412,21 @@ describe("proxy:route", function ()
 	it("base64 mode writes the requester as base64url and maps the reply back", function ()
 		local p, host = new_proxy({ jat = "base64" });
 		online(p, "a");
-		local _, _, from = p:route("iq", "get", R, host, "b1", 0, nil);
+		local _, from, seq = forward(p, "get", R, host, "b1");
 		assert.are.equal(host .. "/dXNlckBleGFtcGxlLm9yZy9hYmM", from);
-		assert.are.same({ "send", R, host }, { p:route("iq", "result", T .. "/a", from, "b1", 1, nil) });
+		assert.are.same({ "deliver", R, host, seq }, { p:route("iq", "result", T .. "/a", from, "b1", 1, nil) });
 	end);
 
 	it("gives an overlong requester a short token that maps back", function ()
 		local p, host = new_proxy();
 		online(p, "a");
 		local long = "user@example.org/" .. ("r"):rep(1023);
-		local action, _, from = p:route("iq", "get", long, host, "t1", 0, nil);
-		assert.are.equal("send", action);
+		local _, from, seq = forward(p, "get", long, host, "t1");
 		local res = from:sub(#host + 2);
 		assert.are.equal(host .. "/", from:sub(1, #host + 1));
 		assert.matches("^@", res);
 		assert.is_true(#res < 64);
-		assert.are.same({ "send", long, host }, { p:route("iq", "result", T .. "/a", from, "t1", 1, nil) });
+		assert.are.same({ "deliver", long, host, seq }, { p:route("iq", "result", T .. "/a", from, "t1", 1, nil) });
 	end);
 end);
 
@@ -381,23 +434,25 @@ describe("lost requests", function ()
 	it("a resource going offline owes recipient-unavailable for its requests (take_answers)", function ()
 		local p, host = new_proxy();
 		online(p, "a");
-		p:route("iq", "get", R, host, "r1", 0, nil);
-		p:route("iq", "set", "other@example.org/x", host, "r2", 0, nil);
-		assert.are.same({}, p:take_answers());
-		local action, reason = p:route("presence", "unavailable", T .. "/a", host, nil, 1, nil);
-		assert.are.equal("presence", action);
+		local _, _, seq1 = forward(p, "get", R, host, "r1");
+		local _, _, seq2 = forward(p, "set", "other@example.org/x", host, "r2");
+		local answers, retries = p:take_answers();
+		assert.are.same({}, answers);
+		assert.are.same({}, retries);
+		local action, reason = offline(p, "a", 1);
+		assert.are.equal("consumed", action);
 		assert.are.equal("resource offline", reason);
-		local list = p:take_answers();
-		assert.are.equal(10, #list);
-		local got = {};
-		for i = 1, #list, 5 do
-			got[list[i + 1]] = { list[i], list[i + 1], list[i + 2], list[i + 3], list[i + 4] };
-		end
-		local text = "The implementing resource went offline before answering";
-		assert.are.same({ R, "r1", "wait", "recipient-unavailable", text }, got.r1);
-		assert.are.same({ "other@example.org/x", "r2", "wait", "recipient-unavailable", text }, got.r2);
+		answers, retries = p:take_answers();
+		-- no other resource: the get cannot be retried either
+		assert.are.same({}, retries);
+		assert.are.equal(12, #answers);
+		local got = answers_by_id(answers);
+		assert.are.same({ seq1, R, "r1", "wait", "recipient-unavailable", GONE }, got.r1);
+		assert.are.same({ seq2, "other@example.org/x", "r2", "wait", "recipient-unavailable", GONE }, got.r2);
 		-- drained
-		assert.are.same({}, p:take_answers());
+		answers, retries = p:take_answers();
+		assert.are.same({}, answers);
+		assert.are.same({}, retries);
 		assert.are.equal(0, p:status().pending);
 		assert.are.same({}, p:status().resources);
 		-- and nobody is left to answer
@@ -409,28 +464,136 @@ describe("lost requests", function ()
 			local p, host = new_proxy();
 			online(p, "a");
 			online(p, "b");
-			p:route("iq", "get", R, host, "1", 0, nil);
-			assert.are.equal("presence", (p:route("presence", kind, T, host, nil, 0, nil)));
-			local list = p:take_answers();
-			assert.are.same({ R, "1", "wait", "recipient-unavailable" }, { list[1], list[2], list[3], list[4] });
-			assert.are.equal(5, #list);
+			local _, _, seq = forward(p, "get", R, host, "1");
+			assert.are.equal("consumed", (p:route("presence", kind, T, host, nil, 0, nil)));
+			local answers, retries = p:take_answers();
+			-- every resource is gone: the get is answered, not retried
+			assert.are.same({}, retries, kind);
+			assert.are.same({ seq, R, "1", "wait", "recipient-unavailable", GONE }, answers, kind);
 			assert.are.same({}, p:status().resources);
+			assert.are.equal(0, p:status().pending);
 		end
 	end);
 
 	it("expire(now) answers remote-server-timeout after the timeout, once", function ()
 		local p, host = new_proxy({ timeout = 10 });
 		online(p, "a", nil, 100);
-		local _, _, from = p:route("iq", "get", R, host, "slow", 100, nil);
+		local _, from, seq = forward(p, "get", R, host, "slow", 100);
 		assert.are.same({}, p:expire(100));
 		assert.are.same({}, p:expire(109.5));
 		assert.are.equal(1, p:status().pending);
-		assert.are.same({ R, "slow", "wait", "remote-server-timeout", "The implementing client did not answer in time" },
+		assert.are.same({ seq, R, "slow", "wait", "remote-server-timeout", "The implementing client did not answer in time" },
 			p:expire(110));
 		assert.are.same({}, p:expire(200));
 		assert.are.equal(0, p:status().pending);
 		-- a late answer is not delivered
 		assert.are.equal("drop", (p:route("iq", "result", T .. "/a", from, "slow", 201, nil)));
+	end);
+
+	it("a lost get is retried once on another online resource, same seq, same deadline", function ()
+		local R2 = "other@example.org/x";
+		local p, host = new_proxy({ timeout = 10 });
+		-- only a online: both gets go to a
+		online(p, "a");
+		local to1, from1, seq1 = forward(p, "get", R, host, "g1", 0);
+		local to2, from2, seq2 = forward(p, "get", R2, host, "g2", 0);
+		assert.are.equal(T .. "/a", to1);
+		assert.are.equal(T .. "/a", to2);
+		online(p, "b");
+		local action, reason = offline(p, "a", 5);
+		assert.are.equal("consumed", action);
+		assert.are.equal("resource offline", reason);
+		local answers, retries = p:take_answers();
+		assert.are.same({}, answers);
+		assert.are.equal(6, #retries);
+		local by_seq = {};
+		for i = 1, #retries, 3 do
+			assert_seq(retries[i], "retry seq");
+			by_seq[retries[i]] = { retries[i + 1], retries[i + 2] };
+		end
+		-- to the other resource, from the same JAT address as the first forward
+		assert.are.same({ T .. "/b", from1 }, by_seq[seq1]);
+		assert.are.same({ T .. "/b", from2 }, by_seq[seq2]);
+		-- drained
+		answers, retries = p:take_answers();
+		assert.are.same({}, answers);
+		assert.are.same({}, retries);
+		-- still outstanding, now held by b
+		local s = p:status();
+		assert.are.equal(2, s.pending);
+		assert.are.equal(1, #s.resources);
+		assert.are.equal("b", s.resources[1].name);
+		assert.are.equal(2, s.resources[1].pending);
+		-- the deadline counts from the arrival (0 + 10), not from the retry (5)
+		assert.are.same({}, p:expire(9.9));
+		local expired = answers_by_id(p:expire(10));
+		local text = "The implementing client did not answer in time";
+		assert.are.same({ seq1, R, "g1", "wait", "remote-server-timeout", text }, expired.g1);
+		assert.are.same({ seq2, R2, "g2", "wait", "remote-server-timeout", text }, expired.g2);
+		assert.are.equal(0, p:status().pending);
+	end);
+
+	it("a lost set is answered recipient-unavailable even with another resource online", function ()
+		local p, host = new_proxy();
+		online(p, "a");
+		local _, from, gseq = forward(p, "get", R, host, "g", 0);
+		local _, _, sseq = forward(p, "set", R, host, "s", 0);
+		online(p, "b");
+		assert.are.equal("consumed", (offline(p, "a", 1)));
+		local answers, retries = p:take_answers();
+		-- in the same batch: the get is retried, the set (side effects) is answered
+		assert.are.same({ gseq, T .. "/b", from }, retries);
+		assert.are.same({ sseq, R, "s", "wait", "recipient-unavailable", GONE }, answers);
+		assert.are.equal(1, p:status().pending);
+		-- a late answer to the set is not delivered
+		assert.are.equal("drop", (p:route("iq", "result", T .. "/a", from, "s", 2, nil)));
+	end);
+
+	it("a second loss of a retried get is answered, even with another resource online", function ()
+		local p, host = new_proxy();
+		online(p, "a");
+		local _, from, seq = forward(p, "get", R, host, "twice", 0);
+		online(p, "b");
+		assert.are.equal("consumed", (offline(p, "a", 1)));
+		local answers, retries = p:take_answers();
+		assert.are.same({}, answers);
+		assert.are.same({ seq, T .. "/b", from }, retries);
+		-- a comes back: a resource to retry on exists, but the get was retried once already
+		online(p, "a", nil, 2);
+		assert.are.equal("consumed", (offline(p, "b", 3)));
+		answers, retries = p:take_answers();
+		assert.are.same({}, retries);
+		assert.are.same({ seq, R, "twice", "wait", "recipient-unavailable", GONE }, answers);
+		assert.are.equal(0, p:status().pending);
+		-- and it is answered only once: no late reply and no timeout
+		assert.are.equal("drop", (p:route("iq", "result", T .. "/b", from, "twice", 4, nil)));
+		assert.are.same({}, p:expire(1e9));
+	end);
+
+	it("a retried get is answered by its new resource; the old one's reply is dropped", function ()
+		local p, host = new_proxy();
+		online(p, "a");
+		local _, from, seq = forward(p, "get", R, host, "moved", 0);
+		online(p, "b");
+		assert.are.equal("consumed", (offline(p, "a", 1)));
+		local _, retries = p:take_answers();
+		assert.are.same({ seq, T .. "/b", from }, retries);
+		-- a late result or error from a (offline) answers nothing and is no loss
+		assert.are.equal("drop", (p:route("iq", "result", T .. "/a", from, "moved", 2, nil)));
+		assert.are.equal("drop", (p:route("iq", "error", T .. "/a", from, "moved", 2, nil)));
+		-- nor once a is back online
+		online(p, "a", nil, 3);
+		assert.are.equal("drop", (p:route("iq", "result", T .. "/a", from, "moved", 3, nil)));
+		local answers;
+		answers, retries = p:take_answers();
+		assert.are.same({}, answers);
+		assert.are.same({}, retries);
+		assert.are.equal(1, p:status().pending);
+		-- b's reply is delivered, with the request's seq
+		assert.are.same({ "deliver", R, host, seq },
+			{ p:route("iq", "result", T .. "/b", from, "moved", 4, nil) });
+		assert.are.equal(0, p:status().pending);
+		assert.are.equal("drop", (p:route("iq", "result", T .. "/b", from, "moved", 5, nil)));
 	end);
 end);
 
@@ -457,7 +620,7 @@ describe("state per host", function ()
 	it("new_proxy with the same host and target again keeps state (module reload)", function ()
 		local p1, host = new_proxy({ timeout = 30 });
 		online(p1, "a");
-		local _, _, from = p1:route("iq", "get", R, host, "keep", 0, nil);
+		local _, from, seq = forward(p1, "get", R, host, "keep");
 		-- the reloaded module builds a new handle with the same options (a changed
 		-- timeout is applied, the state stays)
 		local p2 = new_proxy({ host = host, timeout = 60 });
@@ -466,11 +629,13 @@ describe("state per host", function ()
 		assert.are.equal(1, #s.resources);
 		assert.are.equal("a", s.resources[1].name);
 		-- the reply to the request made before the reload is delivered through the new handle
-		assert.are.same({ "send", R, host }, { p2:route("iq", "result", T .. "/a", from, "keep", 1, nil) });
+		assert.are.same({ "deliver", R, host, seq }, { p2:route("iq", "result", T .. "/a", from, "keep", 1, nil) });
 		-- both handles see the same state
 		assert.are.equal(0, p1:status().pending);
 		-- and the resource is still used without a new presence
-		assert.are.equal("send", (p2:route("iq", "get", R, host, "after", 2, nil)));
+		local _, _, after = forward(p2, "get", R, host, "after", 2);
+		-- numbering goes on: a number is never handed out twice
+		assert.is_true(after > seq);
 	end);
 
 	it("a reload with another target starts afresh", function ()
@@ -488,7 +653,8 @@ describe("state per host", function ()
 		online(pa, "a");
 		assert.are.equal(1, #pa:status().resources);
 		assert.are.equal(0, #pb:status().resources);
-		assert.are.same({ "send", T .. "/a", host_a .. "/" .. R }, { pa:route("iq", "get", R, host_a, "1", 0, nil) });
+		local to, from = forward(pa, "get", R, host_a, "1");
+		assert.are.same({ T .. "/a", host_a .. "/" .. R }, { to, from });
 		local action, _, cond = pb:route("iq", "get", R, host_b, "1", 0, nil);
 		assert.are.equal("error", action);
 		assert.are.equal("service-unavailable", cond);

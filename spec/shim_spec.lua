@@ -15,7 +15,12 @@ local st = require "util.stanza";
 local jid_util = require "util.jid";
 local real_time = require "util.time";
 
-local SHIM = "lua/mod_client_proxy.lua";
+-- CLIENT_PROXY_SHIM loads another copy of the shim (to check that a spec fails
+-- against a broken one).
+local SHIM = os.getenv("CLIENT_PROXY_SHIM");
+if SHIM == nil or SHIM == "" then
+	SHIM = "lua/mod_client_proxy.lua";
+end
 
 local function cwd()
 	local p = assert(io.popen("pwd"));
@@ -77,6 +82,30 @@ local STANZAS = "urn:ietf:params:xml:ns:xmpp-stanzas";
 
 local plugin_dir, empty_dir;
 
+-- A canonical serialisation (attributes sorted) to compare stanzas whatever the order
+-- of their attributes.
+local function xml_escape(s)
+	return (tostring(s):gsub("[&<>'\"]", { ["&"] = "&amp;", ["<"] = "&lt;", [">"] = "&gt;", ["'"] = "&apos;", ['"'] = "&quot;" }));
+end
+local function canon(node)
+	if type(node) == "string" then return xml_escape(node); end
+	local keys = {};
+	for k in pairs(node.attr) do keys[#keys + 1] = k; end
+	table.sort(keys);
+	local out = { "<", node.name };
+	for _, k in ipairs(keys) do
+		out[#out + 1] = (" %s='%s'"):format(k, xml_escape(node.attr[k]));
+	end
+	if #node == 0 then
+		out[#out + 1] = "/>";
+	else
+		out[#out + 1] = ">";
+		for _, child in ipairs(node) do out[#out + 1] = canon(child); end
+		out[#out + 1] = "</" .. node.name .. ">";
+	end
+	return table.concat(out);
+end
+
 -- The fake module API: records hooks, timers, log lines and sent stanzas.
 local function fake_module(host, opts)
 	local m = {
@@ -89,6 +118,8 @@ local function fake_module(host, opts)
 		timers = {}; -- { delay=, callback= }
 		logs = {}; -- { level=, text= }
 		sent = {}; -- stanza objects, in order
+		sent_xml = {}; -- canon() of each, taken when it was sent (the shim may readdress
+		-- a stanza it holds and send the same object again)
 	};
 	function m:get_host_type()
 		return opts.host_type or "component";
@@ -134,6 +165,7 @@ local function fake_module(host, opts)
 	function m:send(stanza)
 		assert(st.is_stanza(stanza), "module:send given something that is not a stanza: " .. tostring(stanza));
 		table.insert(self.sent, stanza);
+		self.sent_xml[#self.sent] = canon(stanza);
 		return true;
 	end
 	return m;
@@ -174,30 +206,6 @@ end
 -- Same as deliver, but returns ok + the result instead of raising.
 local function try_deliver(m, stanza)
 	return pcall(deliver, m, stanza);
-end
-
--- A canonical serialisation (attributes sorted) to compare stanzas whatever the order
--- of their attributes.
-local function xml_escape(s)
-	return (tostring(s):gsub("[&<>'\"]", { ["&"] = "&amp;", ["<"] = "&lt;", [">"] = "&gt;", ["'"] = "&apos;", ['"'] = "&quot;" }));
-end
-local function canon(node)
-	if type(node) == "string" then return xml_escape(node); end
-	local keys = {};
-	for k in pairs(node.attr) do keys[#keys + 1] = k; end
-	table.sort(keys);
-	local out = { "<", node.name };
-	for _, k in ipairs(keys) do
-		out[#out + 1] = (" %s='%s'"):format(k, xml_escape(node.attr[k]));
-	end
-	if #node == 0 then
-		out[#out + 1] = "/>";
-	else
-		out[#out + 1] = ">";
-		for _, child in ipairs(node) do out[#out + 1] = canon(child); end
-		out[#out + 1] = "</" .. node.name .. ">";
-	end
-	return table.concat(out);
 end
 
 local function target_online(m, resource, priority)
@@ -509,6 +517,8 @@ describe("stanza handling", function ()
 		assert_error_reply(t.sent[2], USER, t.host, "slow", "wait", "remote-server-timeout",
 			"The implementing client did not answer in time");
 		assert.are.equal("iq", t.sent[2].name);
+		-- the get is no longer held
+		assert.are.same({}, t.save().held);
 		tick();
 		assert.are.equal(2, #t.sent);
 	end);
@@ -570,6 +580,128 @@ describe("stanza handling", function ()
 	end);
 end);
 
+-- A get with a payload worth checking (attributes, text, a nested child).
+local function rich_get(m, from, id)
+	return st.iq({ type = "get", id = id, to = m.host, from = from })
+		:tag("query", { xmlns = "urn:example:retry", node = "n1" })
+			:text_tag("item", "payload of " .. id, { rank = "2" })
+			:tag("deep"):tag("deeper", { x = "y" }):up():up()
+		:up();
+end
+
+-- The same get as rich_get, readdressed the way the proxy forwards it.
+local function rich_get_forwarded(to, from, id)
+	return st.iq({ type = "get", id = id, to = to, from = from })
+		:tag("query", { xmlns = "urn:example:retry", node = "n1" })
+			:text_tag("item", "payload of " .. id, { rank = "2" })
+			:tag("deep"):tag("deeper", { x = "y" }):up():up()
+		:up();
+end
+
+local function result_from(resource, to, id, answer)
+	return st.iq({ type = "result", id = id, to = to, from = TARGET .. "/" .. resource })
+		:tag("query", { xmlns = "urn:example:retry" }):text_tag("item", answer):up();
+end
+
+local GONE = "The implementing resource went offline before answering";
+
+describe("resource loss with another resource online", function ()
+	local m;
+	before_each(function ()
+		local ok, err;
+		m, ok, err = load_shim();
+		assert.is_true(ok, err);
+		m.sent = {};
+	end);
+
+	it("sends a held get again to the other resource and answers a held set recipient-unavailable", function ()
+		local jat = m.host .. "/" .. USER;
+		-- only /a online: both requests go to /a
+		target_online(m, "a");
+		assert.is_true(deliver(m, rich_get(m, USER, "get-1")));
+		local set = st.iq({ type = "set", id = "set-1", to = m.host, from = USER })
+			:tag("update", { xmlns = "urn:example:retry" }):text_tag("value", "42"):up();
+		assert.is_true(deliver(m, set));
+		assert.are.equal(2, #m.sent);
+		assert.are.equal(canon(rich_get_forwarded(TARGET .. "/a", jat, "get-1")), m.sent_xml[1]);
+		assert.are.equal(TARGET .. "/a", m.sent[2].attr.to);
+		assert.are.equal("set", m.sent[2].attr.type);
+
+		target_online(m, "b");
+		assert.are.equal(2, #m.sent);
+		assert.is_true(target_offline(m, "a"));
+		assert.are.equal(4, #m.sent);
+		local again, refusal;
+		for i = 3, 4 do
+			if m.sent[i].attr.type == "get" then again = i; else refusal = i; end
+		end
+		assert.is_number(again, "the get was not sent again");
+		assert.is_number(refusal, "the set was not answered");
+		-- the get, same id and payload, to /b from the JAT address
+		assert.are.equal(canon(rich_get_forwarded(TARGET .. "/b", jat, "get-1")), m.sent_xml[again]);
+		-- the set: recipient-unavailable from the host
+		assert_error_reply(m.sent[refusal], USER, m.host, "set-1", "wait", "recipient-unavailable", GONE);
+		assert.are.equal("iq", m.sent[refusal].name);
+		assert.is_nil(logged(m, "warn", ""));
+
+		-- /b answers: delivered to the requester from the host
+		assert.is_true(deliver(m, result_from("b", jat, "get-1", "from b")));
+		assert.are.equal(5, #m.sent);
+		local expected = st.iq({ type = "result", id = "get-1", to = USER, from = m.host })
+			:tag("query", { xmlns = "urn:example:retry" }):text_tag("item", "from b"):up();
+		assert.are.equal(canon(expected), m.sent_xml[5]);
+		-- answered once: no second delivery, no timeout later, nothing held any more
+		assert.is_true(deliver(m, result_from("b", jat, "get-1", "again")));
+		clock.offset = 3600;
+		m.timers[1].callback();
+		assert.are.equal(5, #m.sent);
+		assert.are.same({}, m.save().held);
+	end);
+
+	it("drops the old resource's late reply to a get sent again, and delivers the new one's", function ()
+		local jat = m.host .. "/" .. USER;
+		target_online(m, "a");
+		deliver(m, rich_get(m, USER, "get-2"));
+		target_online(m, "b");
+		target_offline(m, "a");
+		assert.are.equal(2, #m.sent);
+		assert.are.equal(canon(rich_get_forwarded(TARGET .. "/b", jat, "get-2")), m.sent_xml[2]);
+		-- /a's late result and its bounce answer nothing and send nothing
+		assert.is_true(deliver(m, result_from("a", jat, "get-2", "from a")));
+		local bounce = st.iq({ type = "error", id = "get-2", to = jat, from = TARGET .. "/a" })
+			:tag("error", { type = "cancel" }):tag("service-unavailable", { xmlns = STANZAS }):up():up();
+		assert.is_true(deliver(m, bounce));
+		assert.are.equal(2, #m.sent);
+		assert.is_true(deliver(m, result_from("b", jat, "get-2", "from b")));
+		assert.are.equal(3, #m.sent);
+		assert.are.equal(USER, m.sent[3].attr.to);
+		assert.are.equal(m.host, m.sent[3].attr.from);
+		assert.are.equal("result", m.sent[3].attr.type);
+		assert.are.equal("from b", m.sent[3].tags[1]:get_child_text("item"));
+	end);
+
+	it("answers a get recipient-unavailable when the resource it was sent again to goes too", function ()
+		local jat = m.host .. "/" .. USER;
+		target_online(m, "a");
+		deliver(m, rich_get(m, USER, "get-3"));
+		target_online(m, "b");
+		target_offline(m, "a");
+		assert.are.equal(2, #m.sent);
+		assert.are.equal(TARGET .. "/b", m.sent[2].attr.to);
+		-- /a is back, but a get is sent again once only
+		target_online(m, "a");
+		target_offline(m, "b");
+		assert.are.equal(3, #m.sent);
+		assert_error_reply(m.sent[3], USER, m.host, "get-3", "wait", "recipient-unavailable", GONE);
+		-- nothing else later, nothing held any more
+		assert.are.same({}, m.save().held);
+		assert.is_true(deliver(m, result_from("b", jat, "get-3", "late")));
+		clock.offset = 3600;
+		m.timers[1].callback();
+		assert.are.equal(3, #m.sent);
+	end);
+end);
+
 describe("module reload", function ()
 	it("keeps online resources and outstanding requests", function ()
 		local host = fresh_host();
@@ -592,6 +724,63 @@ describe("module reload", function ()
 		-- and the resource is still known without a new presence
 		deliver(m2, request(m2, USER, "r2"));
 		assert.are.equal(TARGET .. "/a", m2.sent[2].attr.to);
+	end);
+
+	it("module.save()/module.restore() keep a held get retriable; replies reach the new instance", function ()
+		local host = fresh_host();
+		local OTHER = "other@example.org/x";
+		local m1, ok, err = load_shim({ host = host });
+		assert.is_true(ok, err);
+		m1.sent = {};
+		target_online(m1, "a");
+		deliver(m1, rich_get(m1, USER, "kept"));
+		deliver(m1, request(m1, OTHER, "before"));
+		assert.are.equal(2, #m1.sent);
+		assert.are.equal(TARGET .. "/a", m1.sent[1].attr.to);
+		assert.are.equal(TARGET .. "/a", m1.sent[2].attr.to);
+		local jat_user, jat_other = m1.sent[1].attr.from, m1.sent[2].attr.from;
+		target_online(m1, "b");
+
+		-- the reload: Prosody saves the old instance's data and restores it into the new one
+		assert.is_function(m1.save);
+		local data = m1.save();
+		assert.is_table(data);
+		assert.is_table(data.held);
+		local n = 0;
+		for seq, stanza in pairs(data.held) do
+			n = n + 1;
+			assert.are.equal("integer", math.type(seq));
+			assert.is_true(st.is_stanza(stanza));
+		end
+		assert.are.equal(2, n);
+		local m2;
+		m2, ok, err = load_shim({ host = host });
+		assert.is_true(ok, err);
+		assert.is_function(m2.restore);
+		m2.restore(data);
+		m2.sent = {};
+		local sent_by_m1 = #m1.sent;
+
+		-- a reply to a request sent before the reload is delivered by the new instance
+		assert.is_true(deliver(m2, st.iq({ type = "result", id = "before", to = jat_other, from = TARGET .. "/a" })));
+		assert.are.equal(1, #m2.sent);
+		assert.are.same({ "result", "before", OTHER, host },
+			{ m2.sent[1].attr.type, m2.sent[1].attr.id, m2.sent[1].attr.to, m2.sent[1].attr.from });
+
+		-- /a goes: the new instance sends the get held before the reload to /b
+		assert.is_true(target_offline(m2, "a"));
+		assert.are.equal(2, #m2.sent);
+		assert.are.equal(canon(rich_get_forwarded(TARGET .. "/b", jat_user, "kept")), m2.sent_xml[2]);
+		assert.is_nil(logged(m2, "warn", ""));
+
+		-- and /b's answer reaches the requester
+		assert.is_true(deliver(m2, result_from("b", jat_user, "kept", "after reload")));
+		assert.are.equal(3, #m2.sent);
+		local expected = st.iq({ type = "result", id = "kept", to = USER, from = host })
+			:tag("query", { xmlns = "urn:example:retry" }):text_tag("item", "after reload"):up();
+		assert.are.equal(canon(expected), m2.sent_xml[3]);
+		-- the old instance sent nothing after the reload
+		assert.are.equal(sent_by_m1, #m1.sent);
 	end);
 
 	it("two components keep separate state", function ()

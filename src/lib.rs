@@ -155,12 +155,8 @@ fn new_proxy(_: &Lua, opts: LuaTable) -> LuaResult<LuaProxy> {
     .map_err(LuaError::external)?;
     let mut all = lock(&PROXIES);
     if let Some(existing) = all.get(&host) {
-        let mut p = lock(existing);
-        if p.config.target == config.target {
-            p.reconfigure(config);
-            drop(p);
-            return Ok(LuaProxy(existing.clone()));
-        }
+        lock(existing).reconfigure(config);
+        return Ok(LuaProxy(existing.clone()));
     }
     let proxy = Arc::new(Mutex::new(Proxy::new(config)));
     all.insert(host, proxy.clone());
