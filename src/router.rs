@@ -862,3 +862,160 @@ mod tests {
         );
     }
 }
+
+/// Random sequences of requests, replies, presence changes and clock ticks against a model
+/// of RFC 6120's promise: every forwarded get/set ends with exactly one answer.
+#[cfg(test)]
+mod model {
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::HashMap;
+
+    const H: &str = "proxy.example";
+    const T: &str = "service@example.org";
+    const RESOURCES: [&str; 3] = ["a", "b", "c"];
+    const REQUESTERS: [&str; 3] = ["u@example.org/1", "u@example.org/2", "v@example.net/x"];
+
+    #[derive(Clone, Debug)]
+    enum Op {
+        Request {
+            who: usize,
+            id: u8,
+            set: bool,
+        },
+        Reply {
+            res: usize,
+            who: usize,
+            id: u8,
+            error: bool,
+        },
+        Online(usize),
+        Offline(usize),
+        Revoke,
+        Tick(u8),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            6 => (0..3usize, 0..6u8, any::<bool>()).prop_map(|(who, id, set)| Op::Request { who, id, set }),
+            6 => (0..3usize, 0..3usize, 0..6u8, any::<bool>())
+                .prop_map(|(res, who, id, error)| Op::Reply { res, who, id, error }),
+            2 => (0..3usize).prop_map(Op::Online),
+            2 => (0..3usize).prop_map(Op::Offline),
+            1 => Just(Op::Revoke),
+            2 => (0..8u8).prop_map(Op::Tick),
+        ]
+    }
+
+    /// What the model knows: open requests by number, and answers counted per request.
+    #[derive(Default)]
+    struct World {
+        open: HashMap<u64, (String, String)>,
+        answered: HashMap<u64, u32>,
+        forwarded: u64,
+    }
+
+    impl World {
+        fn answer(&mut self, seq: u64, to: &str, id: &str) {
+            let (who, rid) = self
+                .open
+                .remove(&seq)
+                .expect("answer for a request that is not open");
+            assert_eq!(
+                (who.as_str(), rid.as_str()),
+                (to, id),
+                "answer goes to its requester"
+            );
+            *self.answered.entry(seq).or_insert(0) += 1;
+        }
+
+        fn drain(&mut self, p: &mut Proxy) {
+            let (answers, retries) = p.take_answers();
+            for a in answers {
+                self.answer(a.seq, &a.to, &a.id);
+            }
+            for r in retries {
+                assert!(
+                    self.open.contains_key(&r.seq),
+                    "retry of a request that is not open"
+                );
+                assert!(r.to.starts_with(T));
+            }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(400))]
+        #[test]
+        fn every_request_is_answered_exactly_once(ops in proptest::collection::vec(op(), 1..120)) {
+            let config = Config::new(H, Some(T), None, Some(5.0), Some(8.0), Some(4.0)).unwrap();
+            let mut p = Proxy::new(config);
+            p.seed(3);
+            let mut w = World::default();
+            let mut now = 0.0;
+            for op in ops {
+                match op {
+                    Op::Request { who, id, set } => {
+                        let id = id.to_string();
+                        let kind = if set { "set" } else { "get" };
+                        let head = Head { name: "iq", kind: Some(kind), from: Some(REQUESTERS[who]), to: Some(H), id: Some(&id), priority: 0 };
+                        match p.route(head, now) {
+                            Verdict::Forward { seq, to, .. } => {
+                                prop_assert!(to.starts_with(T));
+                                prop_assert!(w.open.insert(seq, (REQUESTERS[who].into(), id)).is_none());
+                                w.forwarded += 1;
+                            }
+                            Verdict::Error(_) => {}
+                            other => prop_assert!(false, "request got {other:?}"),
+                        }
+                    }
+                    Op::Reply { res, who, id, error } => {
+                        let id = id.to_string();
+                        let from = format!("{T}/{}", RESOURCES[res]);
+                        let to = format!("{H}/{}", REQUESTERS[who]);
+                        let kind = if error { "error" } else { "result" };
+                        let head = Head { name: "iq", kind: Some(kind), from: Some(&from), to: Some(&to), id: Some(&id), priority: 0 };
+                        match p.route(head, now) {
+                            Verdict::Deliver { to, seq, from } => {
+                                prop_assert_eq!(from, H);
+                                w.answer(seq, &to, &id);
+                            }
+                            Verdict::Drop(_) => {}
+                            other => prop_assert!(false, "reply got {other:?}"),
+                        }
+                    }
+                    Op::Online(res) | Op::Offline(res) => {
+                        let from = format!("{T}/{}", RESOURCES[res]);
+                        let kind = matches!(op, Op::Offline(_)).then_some("unavailable");
+                        let head = Head { name: "presence", kind, from: Some(&from), to: Some(H), id: None, priority: 0 };
+                        prop_assert!(matches!(p.route(head, now), Verdict::Consumed(_)));
+                        w.drain(&mut p);
+                    }
+                    Op::Revoke => {
+                        let head = Head { name: "presence", kind: Some("unsubscribed"), from: Some(T), to: Some(H), id: None, priority: 0 };
+                        p.route(head, now);
+                        w.drain(&mut p);
+                    }
+                    Op::Tick(dt) => {
+                        now += f64::from(dt);
+                        for a in p.expire(now) {
+                            w.answer(a.seq, &a.to, &a.id);
+                        }
+                    }
+                }
+                prop_assert!(p.pending.len() <= 8);
+                for r in REQUESTERS {
+                    prop_assert!(p.pending.of_requester(r) <= 4);
+                }
+                prop_assert_eq!(p.pending.len(), w.open.len());
+            }
+            for a in p.expire(now + 5.0) {
+                w.answer(a.seq, &a.to, &a.id);
+            }
+            prop_assert!(w.open.is_empty(), "never answered: {:?}", w.open);
+            prop_assert!(p.pending.is_empty());
+            prop_assert_eq!(w.answered.len() as u64, w.forwarded);
+            prop_assert!(w.answered.values().all(|&n| n == 1));
+        }
+    }
+}
