@@ -128,12 +128,13 @@ local function tick()
 end
 
 -- Ask for the target's presence. Sent once the server has started: at load time the
--- target's host may not be active yet and the subscription would be lost. A subscribe
--- that was already approved, and a probe, both make Prosody send the current presences.
+-- target's host may not be active yet and the subscription would be lost. A subscribe the
+-- target already approved makes Prosody answer subscribed and send its current presences.
+-- No probe: to a target that has not approved yet, Prosody answers a probe with
+-- unsubscribed on its behalf, which deletes the pending subscription request.
 local function subscribe()
 	module:log("debug", "Subscribing to %s", target);
 	module:send(st.presence({ type = "subscribe", from = host, to = target }));
-	module:send(st.presence({ type = "probe", from = host, to = target }));
 end
 
 for _, kind in ipairs({ "iq", "message", "presence" }) do

@@ -26,6 +26,17 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
+/// Arguments of `route`: name, type, from, to, id, now, priority.
+type RouteArgs = (
+    LuaString,
+    Option<LuaString>,
+    Option<LuaString>,
+    Option<LuaString>,
+    Option<LuaString>,
+    f64,
+    Option<i32>,
+);
+
 /// The Lua handle on one component's state.
 struct LuaProxy(Arc<Mutex<Proxy>>);
 
@@ -51,17 +62,7 @@ impl LuaUserData for LuaProxy {
         // route(name, type, from, to, id, now, priority) -> action, a, b, c
         methods.add_method(
             "route",
-            |lua,
-             this,
-             (name, kind, from, to, id, now, priority): (
-                LuaString,
-                Option<LuaString>,
-                Option<LuaString>,
-                Option<LuaString>,
-                Option<LuaString>,
-                f64,
-                Option<i32>,
-            )| {
+            |lua, this, (name, kind, from, to, id, now, priority): RouteArgs| {
                 let name = name.to_str()?;
                 let (kind, from, to, id) = (
                     opt_str(&kind)?,
@@ -118,13 +119,27 @@ impl LuaUserData for LuaProxy {
             let answers = lock(&this.0).expire(now);
             answers_to_lua(lua, answers)
         });
-        // status() -> { host, target, pending, resources = { {name, priority, pending}, ... } }
+        // status() -> { host, target, pending, counters = {forwarded, ...}, resources = { {name, priority, pending}, ... } }
         methods.add_method("status", |lua, this, ()| {
             let p = lock(&this.0);
             let t = lua.create_table()?;
             t.set("host", p.config.host.as_str())?;
             t.set("target", p.config.target.as_str())?;
             t.set("pending", p.pending.len())?;
+            let c = p.counters;
+            let counters = lua.create_table()?;
+            for (name, value) in [
+                ("forwarded", c.forwarded),
+                ("refused", c.refused),
+                ("delivered", c.delivered),
+                ("unsolicited", c.unsolicited),
+                ("timed_out", c.timed_out),
+                ("lost", c.lost),
+                ("retried", c.retried),
+            ] {
+                counters.set(name, value)?;
+            }
+            t.set("counters", counters)?;
             let list = lua.create_table()?;
             for r in p.resources.iter() {
                 let row = lua.create_table()?;

@@ -163,6 +163,25 @@ pub struct Retry {
     pub from: String,
 }
 
+/// What happened so far, for statistics and the status command.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// Requests sent to an implementing resource (retries not counted again).
+    pub forwarded: u64,
+    /// Requests refused with an error at once (no resource, limits, bad request).
+    pub refused: u64,
+    /// Answers from the implementing client delivered to their requester.
+    pub delivered: u64,
+    /// Replies that answer nothing (unknown id, wrong resource or requester, late).
+    pub unsolicited: u64,
+    /// Requests answered remote-server-timeout.
+    pub timed_out: u64,
+    /// Requests answered recipient-unavailable because their resource went away.
+    pub lost: u64,
+    /// Gets sent again to another resource.
+    pub retried: u64,
+}
+
 /// The state of one component: who is online, what is outstanding, how to translate.
 pub struct Proxy {
     /// The checked options.
@@ -171,6 +190,8 @@ pub struct Proxy {
     pub resources: ResourceSet,
     /// Outstanding requests.
     pub pending: PendingTable,
+    /// What happened so far.
+    pub counters: Counters,
     jat: Translator,
     rng: SmallRng,
     answers: Vec<Answer>,
@@ -199,6 +220,7 @@ impl Proxy {
             config,
             resources: ResourceSet::new(),
             pending,
+            counters: Counters::default(),
             rng: SmallRng::from_rng(&mut rand::rng()),
             answers: Vec::new(),
             retries: Vec::new(),
@@ -217,6 +239,7 @@ impl Proxy {
         if config.target != self.config.target {
             self.resources.clear();
             let lost = self.pending.take_all();
+            self.counters.lost += lost.len() as u64;
             self.answers.extend(lost.into_iter().map(|r| Answer {
                 seq: r.seq,
                 to: r.requester,
@@ -270,6 +293,15 @@ impl Proxy {
     }
 
     fn forward(&mut self, requester: &str, id: Option<&str>, kind: Kind, now: f64) -> Verdict {
+        let verdict = self.try_forward(requester, id, kind, now);
+        match verdict {
+            Verdict::Forward { .. } => self.counters.forwarded += 1,
+            _ => self.counters.refused += 1,
+        }
+        verdict
+    }
+
+    fn try_forward(&mut self, requester: &str, id: Option<&str>, kind: Kind, now: f64) -> Verdict {
         let Some(id) = id else {
             return Verdict::Error(NO_ID);
         };
@@ -309,7 +341,22 @@ impl Proxy {
         if !is_reply {
             return Verdict::Error(NO_OUTBOUND);
         }
-        let (Some(resource), Some(id)) = (from_res, head.id) else {
+        let verdict = self.match_reply(jat, from_res, head.id, now);
+        match verdict {
+            Verdict::Deliver { .. } => self.counters.delivered += 1,
+            _ => self.counters.unsolicited += 1,
+        }
+        verdict
+    }
+
+    fn match_reply(
+        &mut self,
+        jat: &str,
+        from_res: Option<&str>,
+        id: Option<&str>,
+        now: f64,
+    ) -> Verdict {
+        let (Some(resource), Some(id)) = (from_res, id) else {
             return Verdict::Drop("reply without resource or id");
         };
         let requester = match self.jat.decode(jat, now) {
@@ -384,13 +431,17 @@ impl Proxy {
                         ),
                     });
                     self.pending.retarget(request, resource);
+                    self.counters.retried += 1;
                 }
-                None => self.answers.push(Answer {
-                    seq: request.seq,
-                    to: request.requester,
-                    id: request.id,
-                    error: RESOURCE_GONE,
-                }),
+                None => {
+                    self.counters.lost += 1;
+                    self.answers.push(Answer {
+                        seq: request.seq,
+                        to: request.requester,
+                        id: request.id,
+                        error: RESOURCE_GONE,
+                    });
+                }
             }
         }
     }
@@ -407,7 +458,8 @@ impl Proxy {
     /// Requests past their deadline, answered remote-server-timeout by the shim.
     pub fn expire(&mut self, now: f64) -> Vec<Answer> {
         self.jat.expire(now);
-        self.pending
+        let expired: Vec<Answer> = self
+            .pending
             .expire(now)
             .into_iter()
             .map(|r| Answer {
@@ -416,7 +468,9 @@ impl Proxy {
                 id: r.id,
                 error: TIMED_OUT,
             })
-            .collect()
+            .collect();
+        self.counters.timed_out += expired.len() as u64;
+        expired
     }
 }
 
@@ -1016,6 +1070,9 @@ mod model {
             prop_assert!(p.pending.is_empty());
             prop_assert_eq!(w.answered.len() as u64, w.forwarded);
             prop_assert!(w.answered.values().all(|&n| n == 1));
+            let c = p.counters;
+            prop_assert_eq!(c.forwarded, w.forwarded);
+            prop_assert_eq!(c.delivered + c.timed_out + c.lost, w.forwarded, "{:?}", c);
         }
     }
 }
