@@ -1,0 +1,151 @@
+# mod_client_proxy: build, install and test the Prosody module.
+#
+#   make                          build the native library (Lua 5.4)
+#   make LUA=5.3                  ... for another Lua: 5.4 5.3 5.2 5.1 jit
+#   make install [PLUGIN_DIR=dir] install into dir/mod_client_proxy/
+#   make deps                     install missing Debian packages (root)
+#   make test                     fmt, clippy, unit tests, Lua specs, end-to-end tests
+#   make demo                     run the demo against a throwaway local Prosody
+#   make clean
+#
+# GNU make. Written for Debian 12 (bookworm) with Prosody 0.12 and cargo.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := all
+# Steps share cargo's target directory and print in order: never run in parallel.
+.NOTPARALLEL:
+
+CARGO ?= cargo
+BUSTED ?= busted
+
+# Lua version the library is built for. Debian's Prosody 0.12 runs Lua 5.4.
+LUA ?= 5.4
+FEATURE_5.4 := lua54
+FEATURE_5.3 := lua53
+FEATURE_5.2 := lua52
+FEATURE_5.1 := lua51
+FEATURE_jit := luajit
+FEATURE := $(FEATURE_$(LUA))
+ifeq ($(FEATURE),)
+$(error LUA=$(LUA) is not supported; use one of 5.4 5.3 5.2 5.1 jit)
+endif
+CARGO_FEATURES := --no-default-features --features $(FEATURE)
+
+TARGET_DIR := $(abspath $(or $(CARGO_TARGET_DIR),target))
+SO := $(TARGET_DIR)/release/libclient_proxy.so
+
+# The Lua specs and the end-to-end tests load the library from here.
+export CLIENT_PROXY_SO ?= $(SO)
+
+# Where `make install` puts mod_client_proxy/. Debian's /etc/prosody/prosody.cfg.lua
+# lists this directory in plugin_paths; any directory in plugin_paths works, and so
+# does <data_path>/custom_plugins (/var/lib/prosody/custom_plugins on Debian), where
+# `prosodyctl install` puts modules.
+PLUGIN_DIR ?= /usr/local/lib/prosody/modules
+MODULE_DIR := $(DESTDIR)$(PLUGIN_DIR)/mod_client_proxy
+
+DEB_PACKAGES := prosody lua5.4 lua-busted
+
+# A section header before each step ($(1) must contain no comma).
+section = @printf '\n==== %s ====\n' "$(1)"
+
+# test runs build once; its sub-makes for the steps skip it (BUILD_DEP=).
+BUILD_DEP := build
+
+.PHONY: all build deps install test test-fmt test-clippy test-unit test-lua test-e2e demo clean
+
+all: build
+
+build:
+	$(call section,build: cargo build --release ($(FEATURE)))
+	$(CARGO) build --release $(CARGO_FEATURES)
+
+# Installs the Debian packages the tests and the demo need, only those missing.
+# Debian's prosody package starts the system service on install; it is stopped
+# and disabled again so that it holds no ports (5222, 5269, 5280).
+deps:
+	$(call section,deps: $(DEB_PACKAGES))
+	@if ! command -v dpkg-query >/dev/null 2>&1 || ! command -v apt-get >/dev/null 2>&1; then \
+		for c in prosody lua5.4 busted; do \
+			command -v $$c >/dev/null 2>&1 || { echo "deps: $$c not found, and this is not a Debian system: install Prosody, Lua 5.4 and busted by hand" >&2; exit 1; }; \
+		done; \
+		echo "deps: not Debian, but prosody, lua5.4 and busted are present"; \
+		exit 0; \
+	fi; \
+	missing=""; \
+	for p in $(DEB_PACKAGES); do \
+		[ "$$(dpkg-query -W -f='$${db:Status-Status}' "$$p" 2>/dev/null)" = installed ] || missing="$$missing $$p"; \
+	done; \
+	if [ -z "$$missing" ]; then echo "deps: all present"; exit 0; fi; \
+	if [ "$$(id -u)" != 0 ]; then echo "deps: missing Debian packages:$$missing (run 'make deps' as root)" >&2; exit 1; fi; \
+	echo "deps: installing$$missing"; \
+	export DEBIAN_FRONTEND=noninteractive; \
+	apt-get -q update; \
+	apt-get -q install -y $$missing; \
+	case " $$missing " in *" prosody "*) \
+		echo "deps: stopping and disabling the system prosody service"; \
+		if command -v service >/dev/null 2>&1; then service prosody stop || true; \
+		elif command -v invoke-rc.d >/dev/null 2>&1; then invoke-rc.d prosody stop || true; fi; \
+		if [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then systemctl disable --now prosody || true; \
+		elif command -v update-rc.d >/dev/null 2>&1; then update-rc.d prosody disable || true; fi ;; \
+	esac
+
+# Copies each file to a temporary name in the target directory and renames it:
+# overwriting a .so that a running Prosody has loaded crashes that Prosody.
+# Builds first when cargo is at hand (so `sudo make install` after `make` works).
+install:
+	@if command -v $(CARGO) >/dev/null 2>&1; then $(MAKE) --no-print-directory build; \
+	elif [ ! -f '$(SO)' ]; then echo "install: $(SO) not built and cargo not found: run 'make' first" >&2; exit 1; fi
+	$(call section,install: $(MODULE_DIR))
+	@set -eu; dir='$(MODULE_DIR)'; \
+	install -d -m 0755 "$$dir"; \
+	put() { \
+		tmp=$$(mktemp "$$dir/.$$2.XXXXXX"); \
+		if cp "$$1" "$$tmp" && chmod 0644 "$$tmp" && mv -f "$$tmp" "$$dir/$$2"; then \
+			echo "installed $$dir/$$2"; \
+		else rm -f "$$tmp"; echo "install: could not install $$dir/$$2" >&2; exit 1; fi; \
+	}; \
+	put lua/mod_client_proxy.lua mod_client_proxy.lua; \
+	put '$(SO)' client_proxy.so
+	@echo "Restart Prosody to load a new client_proxy.so (a module reload keeps the old library)."
+
+# Runs every step, then fails if any step failed.
+TEST_STEPS := fmt clippy unit lua e2e
+test: deps build
+	@failed=""; \
+	for s in $(TEST_STEPS); do \
+		$(MAKE) --no-print-directory BUILD_DEP= test-$$s || failed="$$failed $$s"; \
+	done; \
+	if [ -n "$$failed" ]; then printf '\n==== test: FAILED:%s ====\n' "$$failed"; exit 1; fi; \
+	printf '\n==== test: all steps passed (%s) ====\n' '$(TEST_STEPS)'
+
+test-fmt:
+	$(call section,test: cargo fmt --check)
+	$(CARGO) fmt --check
+
+test-clippy:
+	$(call section,test: cargo clippy --all-targets -- -D warnings)
+	$(CARGO) clippy $(CARGO_FEATURES) --all-targets -- -D warnings
+
+test-unit:
+	$(call section,test: cargo test --release --lib (core unit tests))
+	$(CARGO) test --release $(CARGO_FEATURES) --lib
+
+# The specs run under lua5.4 with Debian's Prosody libraries (see .busted).
+test-lua: $(BUILD_DEP)
+	$(call section,test: busted (Lua specs in spec/; CLIENT_PROXY_SO=$(CLIENT_PROXY_SO)))
+	$(BUSTED)
+
+# End-to-end tests against a real Prosody; release profile, so compiled
+# artifacts are shared with `make build`.
+test-e2e: $(BUILD_DEP)
+	$(call section,test: cargo test --release --test '*' (end-to-end; CLIENT_PROXY_SO=$(CLIENT_PROXY_SO)))
+	$(CARGO) test --release $(CARGO_FEATURES) --test '*'
+
+demo: deps build
+	$(call section,demo: cargo run --release --example demo)
+	$(CARGO) run --release $(CARGO_FEATURES) --example demo
+
+clean:
+	$(CARGO) clean
