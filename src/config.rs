@@ -2,6 +2,7 @@
 //! names the option instead of a failure at the first stanza.
 
 use crate::jat::Mode;
+use crate::resources::Strategy;
 use std::fmt;
 
 /// Validated options of one `client_proxy` component.
@@ -13,6 +14,8 @@ pub struct Config {
     pub target: String,
     /// How requesters are written into resources.
     pub jat: Mode,
+    /// How the resource for a request is chosen.
+    pub strategy: Strategy,
     /// Seconds before an unanswered request gets remote-server-timeout.
     pub timeout: f64,
     /// Most requests outstanding at once.
@@ -126,10 +129,28 @@ impl Config {
             host: host.to_owned(),
             target: bare.to_string(),
             jat,
+            strategy: Strategy::Random,
             timeout,
             max_pending: max_pending as usize,
             max_pending_per_requester: max_per.min(u32::MAX as u64) as u32,
         })
+    }
+}
+
+impl Config {
+    /// Sets `client_proxy_strategy` (None = the default, "random").
+    pub fn with_strategy(mut self, name: Option<&str>) -> Result<Config, ConfigError> {
+        if let Some(name) = name {
+            self.strategy = Strategy::parse(name).ok_or_else(|| {
+                bad(
+                    "client_proxy_strategy",
+                    format!(
+                        "{name:?} is not one of \"random\", \"round_robin\", \"least_pending\", \"sticky\""
+                    ),
+                )
+            })?;
+        }
+        Ok(self)
     }
 }
 
@@ -192,5 +213,10 @@ mod tests {
             (c.jat, c.timeout, c.max_pending, c.max_pending_per_requester),
             (Mode::Base64, 2.5, 10, 3)
         );
+        assert_eq!(c.strategy, Strategy::Random);
+        let c = c.with_strategy(Some("least_pending")).unwrap();
+        assert_eq!(c.strategy, Strategy::LeastPending);
+        let e = c.with_strategy(Some("fastest")).unwrap_err();
+        assert_eq!(e.option, "client_proxy_strategy");
     }
 }

@@ -26,7 +26,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// Arguments of `route`: name, type, from, to, id, now, priority.
+/// Arguments of `route`: name, type, from, to, id, now, priority, eligible.
 type RouteArgs = (
     LuaString,
     Option<LuaString>,
@@ -35,6 +35,7 @@ type RouteArgs = (
     Option<LuaString>,
     f64,
     Option<i32>,
+    Option<bool>,
 );
 
 /// The Lua handle on one component's state.
@@ -62,7 +63,7 @@ impl LuaUserData for LuaProxy {
         // route(name, type, from, to, id, now, priority) -> action, a, b, c
         methods.add_method(
             "route",
-            |lua, this, (name, kind, from, to, id, now, priority): RouteArgs| {
+            |lua, this, (name, kind, from, to, id, now, priority, eligible): RouteArgs| {
                 let name = name.to_str()?;
                 let (kind, from, to, id) = (
                     opt_str(&kind)?,
@@ -77,6 +78,7 @@ impl LuaUserData for LuaProxy {
                     to: to.as_deref(),
                     id: id.as_deref(),
                     priority: priority.unwrap_or(0),
+                    eligible: eligible.unwrap_or(true),
                 };
                 let verdict = lock(&this.0).route(head, now);
                 let text = |s: &str| lua.create_string(s).map(LuaValue::String);
@@ -119,6 +121,11 @@ impl LuaUserData for LuaProxy {
             let answers = lock(&this.0).expire(now);
             answers_to_lua(lua, answers)
         });
+        // health() -> eligible resources online, pending requests, revoked (cheap: no tables)
+        methods.add_method("health", |_, this, ()| {
+            let p = lock(&this.0);
+            Ok((p.resources.eligible(), p.pending.len(), p.revoked))
+        });
         // status() -> { host, target, pending, counters = {forwarded, ...}, resources = { {name, priority, pending}, ... } }
         methods.add_method("status", |lua, this, ()| {
             let p = lock(&this.0);
@@ -126,6 +133,8 @@ impl LuaUserData for LuaProxy {
             t.set("host", p.config.host.as_str())?;
             t.set("target", p.config.target.as_str())?;
             t.set("pending", p.pending.len())?;
+            t.set("revoked", p.revoked)?;
+            t.set("eligible", p.resources.eligible())?;
             let c = p.counters;
             let counters = lua.create_table()?;
             for (name, value) in [
@@ -143,9 +152,17 @@ impl LuaUserData for LuaProxy {
             let list = lua.create_table()?;
             for r in p.resources.iter() {
                 let row = lua.create_table()?;
-                row.set("name", r.name.as_str())?;
+                row.set("name", &*r.name)?;
                 row.set("priority", r.priority)?;
-                row.set("pending", p.pending.of_resource(&r.name))?;
+                row.set("pending", r.pending)?;
+                row.set(
+                    "pool",
+                    match r.pool {
+                        resources::Pool::Active => "active",
+                        resources::Pool::Draining => "draining",
+                        resources::Pool::Ineligible => "ineligible",
+                    },
+                )?;
                 list.raw_push(row)?;
             }
             t.set("resources", list)?;
@@ -159,6 +176,7 @@ fn new_proxy(_: &Lua, opts: LuaTable) -> LuaResult<LuaProxy> {
     let host: String = opts.get("host")?;
     let target: Option<String> = opts.get("target")?;
     let jat: Option<String> = opts.get("jat")?;
+    let strategy: Option<String> = opts.get("strategy")?;
     let config = Config::new(
         &host,
         target.as_deref(),
@@ -167,6 +185,7 @@ fn new_proxy(_: &Lua, opts: LuaTable) -> LuaResult<LuaProxy> {
         opts.get("max_pending")?,
         opts.get("max_pending_per_requester")?,
     )
+    .and_then(|c| c.with_strategy(strategy.as_deref()))
     .map_err(LuaError::external)?;
     let mut all = lock(&PROXIES);
     if let Some(existing) = all.get(&host) {

@@ -69,7 +69,6 @@ pub struct PendingTable {
     /// (deadline in ms, sequence) -> key: expiry in deadline order, O(log n).
     deadlines: BTreeMap<(u64, u64), Arc<str>>,
     per_requester: HashMap<String, u32>,
-    resources: HashMap<Arc<str>, ()>,
     seq: u64,
     /// Seconds a request may stay unanswered.
     pub timeout: f64,
@@ -106,7 +105,6 @@ impl PendingTable {
             entries: HashMap::new(),
             deadlines: BTreeMap::new(),
             per_requester: HashMap::new(),
-            resources: HashMap::new(),
             seq: 0,
             timeout,
             max_total,
@@ -143,7 +141,7 @@ impl PendingTable {
         &mut self,
         requester: &str,
         id: &str,
-        resource: &str,
+        resource: Arc<str>,
         kind: Kind,
         now: f64,
     ) -> Result<u64, Refusal> {
@@ -165,7 +163,7 @@ impl PendingTable {
 
     /// Puts a request taken out of the table back, now held by another resource; it keeps
     /// its number and deadline and is marked as retried.
-    pub fn retarget(&mut self, request: Request, resource: &str) {
+    pub fn retarget(&mut self, request: Request, resource: Arc<str>) {
         let key = key_of(&request.requester, &request.id);
         let Request {
             requester,
@@ -180,12 +178,11 @@ impl PendingTable {
         &mut self,
         key: String,
         requester: &str,
-        resource: &str,
+        resource: Arc<str>,
         kind: Kind,
         retried: bool,
         deadline: (u64, u64),
     ) {
-        let resource = self.intern(resource);
         let key: Arc<str> = Arc::from(key);
         self.deadlines.insert(deadline, key.clone());
         self.entries.insert(
@@ -223,14 +220,12 @@ impl PendingTable {
             .filter(|(_, e)| &*e.resource == resource)
             .map(|(k, _)| k.clone())
             .collect();
-        self.resources.remove(resource);
         keys.iter().filter_map(|k| self.remove(k)).collect()
     }
 
     /// Takes every outstanding request (the target revoked or errored).
     pub fn take_all(&mut self) -> Vec<Request> {
         let keys: Vec<Arc<str>> = self.entries.keys().cloned().collect();
-        self.resources.clear();
         keys.iter().filter_map(|k| self.remove(k)).collect()
     }
 
@@ -248,15 +243,6 @@ impl PendingTable {
             }
         }
         out
-    }
-
-    fn intern(&mut self, resource: &str) -> Arc<str> {
-        if let Some((k, _)) = self.resources.get_key_value(resource) {
-            return k.clone();
-        }
-        let k: Arc<str> = Arc::from(resource);
-        self.resources.insert(k.clone(), ());
-        k
     }
 
     fn remove(&mut self, key: &str) -> Option<Request> {
@@ -292,7 +278,8 @@ mod tests {
     #[test]
     fn reply_accepted_once_from_the_right_resource() {
         let mut t = table();
-        t.insert("u@x/a", "1", "res1", Kind::Get, 0.0).unwrap();
+        t.insert("u@x/a", "1", "res1".into(), Kind::Get, 0.0)
+            .unwrap();
         assert_eq!(
             t.take_reply("u@x/a", "1", "res2"),
             Err(Mismatch::WrongResource)
@@ -308,32 +295,32 @@ mod tests {
     #[test]
     fn limits_and_duplicates() {
         let mut t = table();
-        t.insert("u@x/a", "1", "r", Kind::Get, 0.0).unwrap();
+        t.insert("u@x/a", "1", "r".into(), Kind::Get, 0.0).unwrap();
         assert_eq!(
-            t.insert("u@x/a", "1", "r", Kind::Get, 0.0),
+            t.insert("u@x/a", "1", "r".into(), Kind::Get, 0.0),
             Err(Refusal::DuplicateId)
         );
-        t.insert("u@x/a", "2", "r", Kind::Set, 0.0).unwrap();
+        t.insert("u@x/a", "2", "r".into(), Kind::Set, 0.0).unwrap();
         assert_eq!(
-            t.insert("u@x/a", "3", "r", Kind::Get, 0.0),
+            t.insert("u@x/a", "3", "r".into(), Kind::Get, 0.0),
             Err(Refusal::RequesterFull)
         );
-        t.insert("v@x/a", "1", "r", Kind::Get, 0.0).unwrap();
-        t.insert("w@x/a", "1", "r", Kind::Get, 0.0).unwrap();
+        t.insert("v@x/a", "1", "r".into(), Kind::Get, 0.0).unwrap();
+        t.insert("w@x/a", "1", "r".into(), Kind::Get, 0.0).unwrap();
         assert_eq!(
-            t.insert("z@x/a", "1", "r", Kind::Get, 0.0),
+            t.insert("z@x/a", "1", "r".into(), Kind::Get, 0.0),
             Err(Refusal::TableFull)
         );
         t.take_reply("u@x/a", "1", "r").unwrap();
         assert_eq!(t.of_requester("u@x/a"), 1);
-        t.insert("u@x/a", "3", "r", Kind::Get, 0.0).unwrap();
+        t.insert("u@x/a", "3", "r".into(), Kind::Get, 0.0).unwrap();
     }
 
     #[test]
     fn expiry_in_deadline_order() {
         let mut t = table();
-        t.insert("u@x/a", "1", "r", Kind::Get, 0.0).unwrap();
-        t.insert("v@x/a", "1", "r", Kind::Get, 5.0).unwrap();
+        t.insert("u@x/a", "1", "r".into(), Kind::Get, 0.0).unwrap();
+        t.insert("v@x/a", "1", "r".into(), Kind::Get, 5.0).unwrap();
         assert!(t.expire(9.9).is_empty());
         let gone = t.expire(10.0);
         assert_eq!(gone.len(), 1);
@@ -345,9 +332,9 @@ mod tests {
     #[test]
     fn resource_loss_takes_only_its_requests() {
         let mut t = table();
-        t.insert("u@x/a", "1", "r1", Kind::Get, 0.0).unwrap();
-        t.insert("v@x/a", "1", "r2", Kind::Set, 0.0).unwrap();
-        t.insert("w@x/a", "1", "r1", Kind::Set, 0.0).unwrap();
+        t.insert("u@x/a", "1", "r1".into(), Kind::Get, 0.0).unwrap();
+        t.insert("v@x/a", "1", "r2".into(), Kind::Set, 0.0).unwrap();
+        t.insert("w@x/a", "1", "r1".into(), Kind::Set, 0.0).unwrap();
         let lost = t.take_resource("r1");
         assert_eq!(lost.len(), 2);
         assert_eq!(t.len(), 1);
@@ -359,10 +346,10 @@ mod tests {
     #[test]
     fn retarget_keeps_number_and_deadline() {
         let mut t = table();
-        let seq = t.insert("u@x/a", "1", "r1", Kind::Get, 0.0).unwrap();
+        let seq = t.insert("u@x/a", "1", "r1".into(), Kind::Get, 0.0).unwrap();
         let lost = t.take_resource("r1").pop().unwrap();
         assert!(!lost.retried);
-        t.retarget(lost, "r2");
+        t.retarget(lost, "r2".into());
         assert_eq!(t.of_resource("r2"), 1);
         assert_eq!(t.of_requester("u@x/a"), 1);
         assert!(t.expire(9.0).is_empty());
@@ -373,8 +360,8 @@ mod tests {
     #[test]
     fn ids_with_nul_free_text_keep_requesters_apart() {
         let mut t = PendingTable::new(10.0, 10, 10);
-        t.insert("a@x/b", "c", "r", Kind::Get, 0.0).unwrap();
-        t.insert("a@x", "b/c", "r", Kind::Get, 0.0).unwrap();
+        t.insert("a@x/b", "c", "r".into(), Kind::Get, 0.0).unwrap();
+        t.insert("a@x", "b/c", "r".into(), Kind::Get, 0.0).unwrap();
         assert_eq!(t.take_reply("a@x", "b/c", "r").unwrap().requester, "a@x");
         assert_eq!(t.take_reply("a@x/b", "c", "r").unwrap().id, "c");
     }

@@ -93,7 +93,7 @@ pub const INTERNAL: StanzaError = err(
 );
 
 /// What arrived: the parts of a stanza the decision needs.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug)]
 pub struct Head<'a> {
     /// "iq", "message" or "presence".
     pub name: &'a str,
@@ -107,6 +107,8 @@ pub struct Head<'a> {
     pub id: Option<&'a str>,
     /// Presence priority (0 when absent).
     pub priority: i32,
+    /// For presence: whether the sender's resource matches `client_proxy_resources`.
+    pub eligible: bool,
 }
 
 /// What to do with the stanza.
@@ -192,6 +194,8 @@ pub struct Proxy {
     pub pending: PendingTable,
     /// What happened so far.
     pub counters: Counters,
+    /// The target revoked the subscription (or its presence errored) and has not come back.
+    pub revoked: bool,
     jat: Translator,
     rng: SmallRng,
     answers: Vec<Answer>,
@@ -208,6 +212,7 @@ fn split_resource(jid: &str) -> (&str, Option<&str>) {
 impl Proxy {
     /// A proxy with nothing online and nothing outstanding.
     pub fn new(config: Config) -> Self {
+        let resources = ResourceSet::new(config.strategy);
         let pending = PendingTable::new(
             config.timeout,
             config.max_pending,
@@ -218,9 +223,10 @@ impl Proxy {
         Proxy {
             jat: Translator::new(config.jat, tokens),
             config,
-            resources: ResourceSet::new(),
+            resources,
             pending,
             counters: Counters::default(),
+            revoked: false,
             rng: SmallRng::from_rng(&mut rand::rng()),
             answers: Vec::new(),
             retries: Vec::new(),
@@ -247,6 +253,7 @@ impl Proxy {
                 error: RESOURCE_GONE,
             }));
         }
+        self.resources.set_strategy(config.strategy);
         self.pending.timeout = config.timeout;
         self.pending.max_total = config.max_pending;
         self.pending.max_per_requester = config.max_pending_per_requester;
@@ -305,11 +312,14 @@ impl Proxy {
         let Some(id) = id else {
             return Verdict::Error(NO_ID);
         };
-        let Some(resource) = self.resources.choose_random(&mut self.rng, None) else {
+        let Some(resource) = self.resources.choose(&mut self.rng, requester, None) else {
             return Verdict::Error(NO_RESOURCE);
         };
         let to = format!("{}/{}", self.config.target, resource);
-        let seq = match self.pending.insert(requester, id, resource, kind, now) {
+        let seq = match self
+            .pending
+            .insert(requester, id, resource.clone(), kind, now)
+        {
             Ok(seq) => seq,
             Err(refusal) => {
                 return Verdict::Error(match refusal {
@@ -319,6 +329,7 @@ impl Proxy {
                 })
             }
         };
+        self.resources.hold(&resource);
         let from = format!("{}/{}", self.config.host, self.jat.encode(requester, now));
         Verdict::Forward { to, from, seq }
     }
@@ -364,11 +375,14 @@ impl Proxy {
             Err(_) => return Verdict::Drop("reply to an address this proxy did not produce"),
         };
         match self.pending.take_reply(&requester, id, resource) {
-            Ok(request) => Verdict::Deliver {
-                to: request.requester,
-                from: self.config.host.clone(),
-                seq: request.seq,
-            },
+            Ok(request) => {
+                self.resources.release(&request.resource);
+                Verdict::Deliver {
+                    to: request.requester,
+                    from: self.config.host.clone(),
+                    seq: request.seq,
+                }
+            }
             Err(Mismatch::Unknown) => Verdict::Drop("reply to no outstanding request"),
             Err(Mismatch::WrongResource) => {
                 Verdict::Drop("reply from a resource the request was not sent to")
@@ -379,7 +393,8 @@ impl Proxy {
     fn target_presence(&mut self, head: Head<'_>, from_res: Option<&str>, now: f64) -> Verdict {
         match (head.kind, from_res) {
             (None, Some(res)) => {
-                if self.resources.upsert(res, head.priority) {
+                self.revoked = false;
+                if self.resources.upsert(res, head.priority, head.eligible) {
                     Verdict::Consumed("resource online")
                 } else {
                     Verdict::Consumed("resource updated")
@@ -395,6 +410,7 @@ impl Proxy {
                 }
             }
             (Some("error"), _) | (Some("unsubscribed"), _) => {
+                self.revoked = true;
                 self.resources.clear();
                 let lost = self.pending.take_all();
                 self.lose(lost, now);
@@ -404,7 +420,10 @@ impl Proxy {
                     Verdict::Consumed("target revoked the subscription: all resources dropped")
                 }
             }
-            (Some("subscribed"), _) => Verdict::Consumed("target approved the subscription"),
+            (Some("subscribed"), _) => {
+                self.revoked = false;
+                Verdict::Consumed("target approved the subscription")
+            }
             _ => Verdict::Consumed("ignored target presence"),
         }
     }
@@ -415,7 +434,7 @@ impl Proxy {
         for request in lost {
             let other = if request.kind == Kind::Get && !request.retried {
                 self.resources
-                    .choose_random(&mut self.rng, Some(&request.resource))
+                    .choose(&mut self.rng, &request.requester, Some(&request.resource))
             } else {
                 None
             };
@@ -430,6 +449,7 @@ impl Proxy {
                             self.jat.encode(&request.requester, now)
                         ),
                     });
+                    self.resources.hold(&resource);
                     self.pending.retarget(request, resource);
                     self.counters.retried += 1;
                 }
@@ -462,11 +482,14 @@ impl Proxy {
             .pending
             .expire(now)
             .into_iter()
-            .map(|r| Answer {
-                seq: r.seq,
-                to: r.requester,
-                id: r.id,
-                error: TIMED_OUT,
+            .map(|r| {
+                self.resources.release(&r.resource);
+                Answer {
+                    seq: r.seq,
+                    to: r.requester,
+                    id: r.id,
+                    error: TIMED_OUT,
+                }
             })
             .collect();
         self.counters.timed_out += expired.len() as u64;
@@ -503,6 +526,7 @@ mod tests {
             to: Some(to),
             id: Some(id),
             priority: 0,
+            eligible: true,
         }
     }
 
@@ -755,7 +779,7 @@ mod tests {
         assert!(p.resources.is_empty() && p.pending.is_empty());
         let (answers, _) = p.take_answers();
         assert_eq!((answers[0].seq, answers[0].error), (seq, RESOURCE_GONE));
-        p.resources.upsert("a", 0);
+        p.resources.upsert("a", 0, true);
         let Verdict::Forward { seq: next, .. } = request(&mut p, R, "2", H) else {
             panic!()
         };
@@ -766,6 +790,7 @@ mod tests {
     fn presence_error_or_unsubscribed_drops_all() {
         for kind in ["error", "unsubscribed"] {
             let mut p = proxy();
+            assert!(!p.revoked);
             online(&mut p, "a");
             online(&mut p, "b");
             request(&mut p, R, "1", H);
@@ -775,7 +800,35 @@ mod tests {
             let (answers, retries) = p.take_answers();
             assert_eq!((answers.len(), retries.len()), (1, 0));
             assert_eq!(request(&mut p, R, "2", H), Verdict::Error(NO_RESOURCE));
+            assert!(p.revoked);
+            online(&mut p, "a");
+            assert!(!p.revoked, "back when a resource is online again");
         }
+    }
+
+    #[test]
+    fn ineligible_and_draining_resources() {
+        let mut p = proxy();
+        let mut h = head("presence", None, "service@example.org/phone", H, "");
+        h.eligible = false;
+        assert!(matches!(p.route(h, 0.0), Verdict::Consumed(_)));
+        assert_eq!(
+            request(&mut p, R, "1", H),
+            Verdict::Error(NO_RESOURCE),
+            "only an ineligible one"
+        );
+        let mut h = head("presence", None, "service@example.org/old", H, "");
+        h.priority = -1;
+        p.route(h, 0.0);
+        assert_eq!(forwarded(request(&mut p, R, "2", H)).0, format!("{T}/old"));
+        online(&mut p, "new");
+        for i in 3..20 {
+            assert_eq!(
+                forwarded(request(&mut p, R, &i.to_string(), H)).0,
+                format!("{T}/new")
+            );
+        }
+        assert_eq!((p.resources.len(), p.resources.eligible()), (3, 2));
     }
 
     #[test]
@@ -1012,7 +1065,7 @@ mod model {
                     Op::Request { who, id, set } => {
                         let id = id.to_string();
                         let kind = if set { "set" } else { "get" };
-                        let head = Head { name: "iq", kind: Some(kind), from: Some(REQUESTERS[who]), to: Some(H), id: Some(&id), priority: 0 };
+                        let head = Head { name: "iq", kind: Some(kind), from: Some(REQUESTERS[who]), to: Some(H), id: Some(&id), priority: 0, eligible: true };
                         match p.route(head, now) {
                             Verdict::Forward { seq, to, .. } => {
                                 prop_assert!(to.starts_with(T));
@@ -1028,7 +1081,7 @@ mod model {
                         let from = format!("{T}/{}", RESOURCES[res]);
                         let to = format!("{H}/{}", REQUESTERS[who]);
                         let kind = if error { "error" } else { "result" };
-                        let head = Head { name: "iq", kind: Some(kind), from: Some(&from), to: Some(&to), id: Some(&id), priority: 0 };
+                        let head = Head { name: "iq", kind: Some(kind), from: Some(&from), to: Some(&to), id: Some(&id), priority: 0, eligible: true };
                         match p.route(head, now) {
                             Verdict::Deliver { to, seq, from } => {
                                 prop_assert_eq!(from, H);
@@ -1041,12 +1094,12 @@ mod model {
                     Op::Online(res) | Op::Offline(res) => {
                         let from = format!("{T}/{}", RESOURCES[res]);
                         let kind = matches!(op, Op::Offline(_)).then_some("unavailable");
-                        let head = Head { name: "presence", kind, from: Some(&from), to: Some(H), id: None, priority: 0 };
+                        let head = Head { name: "presence", kind, from: Some(&from), to: Some(H), id: None, priority: 0, eligible: true };
                         prop_assert!(matches!(p.route(head, now), Verdict::Consumed(_)));
                         w.drain(&mut p);
                     }
                     Op::Revoke => {
-                        let head = Head { name: "presence", kind: Some("unsubscribed"), from: Some(T), to: Some(H), id: None, priority: 0 };
+                        let head = Head { name: "presence", kind: Some("unsubscribed"), from: Some(T), to: Some(H), id: None, priority: 0, eligible: true };
                         p.route(head, now);
                         w.drain(&mut p);
                     }
