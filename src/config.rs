@@ -16,6 +16,12 @@ pub struct Config {
     pub jat: Mode,
     /// How the resource for a request is chosen.
     pub strategy: Strategy,
+    /// Proxy messages both ways (`client_proxy_messages`).
+    pub messages: bool,
+    /// Let the implementing client start requests to users (`client_proxy_outbound`).
+    pub outbound: bool,
+    /// Let users subscribe to the service's availability (`client_proxy_presence`).
+    pub presence: bool,
     /// Seconds before an unanswered request gets remote-server-timeout.
     pub timeout: f64,
     /// Most requests outstanding at once.
@@ -130,6 +136,9 @@ impl Config {
             target: bare.to_string(),
             jat,
             strategy: Strategy::Random,
+            messages: true,
+            outbound: true,
+            presence: true,
             timeout,
             max_pending: max_pending as usize,
             max_pending_per_requester: max_per.min(u32::MAX as u64) as u32,
@@ -151,6 +160,21 @@ impl Config {
             })?;
         }
         Ok(self)
+    }
+}
+
+impl Config {
+    /// Sets the feature switches (None = the default, on).
+    pub fn with_switches(
+        mut self,
+        messages: Option<bool>,
+        outbound: Option<bool>,
+        presence: Option<bool>,
+    ) -> Config {
+        self.messages = messages.unwrap_or(true);
+        self.outbound = outbound.unwrap_or(true);
+        self.presence = presence.unwrap_or(true);
+        self
     }
 }
 

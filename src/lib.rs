@@ -3,6 +3,8 @@
 
 pub mod config;
 pub mod jat;
+pub mod messages;
+pub mod outbound;
 pub mod pending;
 pub mod resources;
 pub mod router;
@@ -46,10 +48,11 @@ fn opt_str(v: &Option<LuaString>) -> LuaResult<Option<mlua::BorrowedStr>> {
 }
 
 fn answers_to_lua(lua: &Lua, answers: Vec<Answer>) -> LuaResult<LuaTable> {
-    let t = lua.create_table_with_capacity(answers.len() * 6, 0)?;
+    let t = lua.create_table_with_capacity(answers.len() * 7, 0)?;
     for a in answers {
         t.raw_push(a.seq as i64)?;
         t.raw_push(a.to)?;
+        t.raw_push(a.from)?;
         t.raw_push(a.id)?;
         t.raw_push(a.error.kind)?;
         t.raw_push(a.error.condition)?;
@@ -102,10 +105,19 @@ impl LuaUserData for LuaProxy {
                     Verdict::Consumed(why) => {
                         ("consumed", text(why)?, LuaValue::Nil, LuaValue::Nil)
                     }
+                    Verdict::Relay { to, from } => {
+                        ("relay", text(&to)?, text(&from)?, LuaValue::Nil)
+                    }
+                    Verdict::Rewrite { to, from, id } => {
+                        ("rewrite", text(&to)?, text(&from)?, text(&id)?)
+                    }
+                    Verdict::Subscription(kind) => {
+                        ("subscription", text(kind)?, LuaValue::Nil, LuaValue::Nil)
+                    }
                 })
             },
         );
-        // take_answers() -> {seq, to, id, etype, condition, text, ...}, {seq, to, from, ...}
+        // take_answers() -> {seq, to, from, id, etype, condition, text, ...}, {seq, to, from, ...}
         methods.add_method("take_answers", |lua, this, ()| {
             let (answers, retries) = lock(&this.0).take_answers();
             let list = lua.create_table_with_capacity(retries.len() * 3, 0)?;
@@ -116,7 +128,7 @@ impl LuaUserData for LuaProxy {
             }
             Ok((answers_to_lua(lua, answers)?, list))
         });
-        // expire(now) -> {seq, to, id, etype, condition, text, ...}
+        // expire(now) -> {seq, to, from, id, etype, condition, text, ...}
         methods.add_method("expire", |lua, this, now: f64| {
             let answers = lock(&this.0).expire(now);
             answers_to_lua(lua, answers)
@@ -133,6 +145,7 @@ impl LuaUserData for LuaProxy {
             t.set("host", p.config.host.as_str())?;
             t.set("target", p.config.target.as_str())?;
             t.set("pending", p.pending.len())?;
+            t.set("outbound_pending", p.outbound.len())?;
             t.set("revoked", p.revoked)?;
             t.set("eligible", p.resources.eligible())?;
             let c = p.counters;
@@ -145,6 +158,9 @@ impl LuaUserData for LuaProxy {
                 ("timed_out", c.timed_out),
                 ("lost", c.lost),
                 ("retried", c.retried),
+                ("outbound", c.outbound),
+                ("messages_in", c.messages_in),
+                ("messages_out", c.messages_out),
             ] {
                 counters.set(name, value)?;
             }
@@ -186,6 +202,13 @@ fn new_proxy(_: &Lua, opts: LuaTable) -> LuaResult<LuaProxy> {
         opts.get("max_pending_per_requester")?,
     )
     .and_then(|c| c.with_strategy(strategy.as_deref()))
+    .map(|c| {
+        c.with_switches(
+            opts.get("messages").ok().flatten(),
+            opts.get("outbound").ok().flatten(),
+            opts.get("presence").ok().flatten(),
+        )
+    })
     .map_err(LuaError::external)?;
     let mut all = lock(&PROXIES);
     if let Some(existing) = all.get(&host) {

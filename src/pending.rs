@@ -197,6 +197,12 @@ impl PendingTable {
         *self.per_requester.entry(requester.to_owned()).or_insert(0) += 1;
     }
 
+    /// Takes a request by requester and id, whoever holds it (outbound requests, whose
+    /// answer comes from the user they were sent to).
+    pub fn take(&mut self, requester: &str, id: &str) -> Option<Request> {
+        self.remove(&key_of(requester, id))
+    }
+
     /// Takes the request a reply answers, if the reply comes from the right resource.
     pub fn take_reply(
         &mut self,

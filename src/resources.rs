@@ -172,6 +172,11 @@ impl ResourceSet {
         self.all.contains_key(name)
     }
 
+    /// The shared name of an online resource.
+    pub fn name_of(&self, name: &str) -> Option<Arc<str>> {
+        self.all.get_key_value(name).map(|(k, _)| k.clone())
+    }
+
     /// Number of online resources, eligible or not.
     pub fn len(&self) -> usize {
         self.all.len()
@@ -210,6 +215,17 @@ impl ResourceSet {
         requester: &str,
         except: Option<&str>,
     ) -> Option<Arc<str>> {
+        self.choose_by(self.strategy, rng, requester, except)
+    }
+
+    /// Like `choose`, by the given strategy (messages are always sticky).
+    pub fn choose_by<R: rand::Rng>(
+        &mut self,
+        strategy: Strategy,
+        rng: &mut R,
+        requester: &str,
+        except: Option<&str>,
+    ) -> Option<Arc<str>> {
         let skip = |list: &Vec<Arc<str>>| except.is_some_and(|e| list.iter().any(|n| &**n == e));
         let usable = |list: &Vec<Arc<str>>| list.len() > usize::from(skip(list));
         let pool = if usable(&self.active) {
@@ -219,9 +235,12 @@ impl ResourceSet {
         } else {
             return None;
         };
-        let chosen = match self.strategy {
+        let chosen = match strategy {
             Strategy::Random => self.pick_random(pool, rng, except),
             Strategy::RoundRobin => self.pick_next(pool, except),
+            Strategy::LeastPending if self.strategy != Strategy::LeastPending => {
+                self.pick_random(pool, rng, except)
+            }
             Strategy::LeastPending => self.least[pool]
                 .iter()
                 .map(|(_, n)| n)

@@ -7,6 +7,8 @@ use crate::pending::{Kind, Mismatch, PendingTable, Refusal, Request};
 use crate::resources::ResourceSet;
 use rand::rngs::SmallRng;
 use rand::SeedableRng;
+use std::collections::HashMap;
+use std::sync::Arc;
 
 /// A stanza error the proxy sends: RFC 6120 type, defined condition and a human text.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -139,13 +141,34 @@ pub enum Verdict {
     Drop(&'static str),
     /// Consumed (target presence, a bounce); answers or retries may be waiting.
     Consumed(&'static str),
+    /// A message: readdress it and send it on (not tracked).
+    Relay {
+        /// New to.
+        to: String,
+        /// New from.
+        from: String,
+    },
+    /// An outbound request or its answer: readdress it, give it this id, send it on.
+    Rewrite {
+        /// New to.
+        to: String,
+        /// New from.
+        from: String,
+        /// New id.
+        id: String,
+    },
+    /// A user's subscription request ("subscribe"), cancellation ("unsubscribe") or
+    /// probe ("probe") of the service's availability; the shim keeps the subscribers.
+    Subscription(&'static str),
 }
 
 /// An iq error the proxy must send for a request it can no longer forward an answer to.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Answer {
-    /// The requester.
+    /// The requester (a user, or the implementing resource for an outbound request).
     pub to: String,
+    /// The sender: the component host, or the user's JAT address for an outbound request.
+    pub from: String,
     /// The request's id.
     pub id: String,
     /// Why.
@@ -182,6 +205,12 @@ pub struct Counters {
     pub lost: u64,
     /// Gets sent again to another resource.
     pub retried: u64,
+    /// Requests the implementing client sent to users.
+    pub outbound: u64,
+    /// Messages from users to the implementing client.
+    pub messages_in: u64,
+    /// Messages from the implementing client to users.
+    pub messages_out: u64,
 }
 
 /// The state of one component: who is online, what is outstanding, how to translate.
@@ -196,10 +225,14 @@ pub struct Proxy {
     pub counters: Counters,
     /// The target revoked the subscription (or its presence errored) and has not come back.
     pub revoked: bool,
-    jat: Translator,
-    rng: SmallRng,
+    pub(crate) jat: Translator,
+    pub(crate) rng: SmallRng,
     answers: Vec<Answer>,
     retries: Vec<Retry>,
+    /// Requests the implementing client sent to users.
+    pub outbound: crate::outbound::Outbound,
+    /// Which resource last wrote to each user, for the bounces of its messages.
+    pub(crate) message_origins: HashMap<String, Arc<str>>,
 }
 
 fn split_resource(jid: &str) -> (&str, Option<&str>) {
@@ -213,6 +246,7 @@ impl Proxy {
     /// A proxy with nothing online and nothing outstanding.
     pub fn new(config: Config) -> Self {
         let resources = ResourceSet::new(config.strategy);
+        let outbound = crate::outbound::Outbound::new(&config);
         let pending = PendingTable::new(
             config.timeout,
             config.max_pending,
@@ -230,6 +264,8 @@ impl Proxy {
             rng: SmallRng::from_rng(&mut rand::rng()),
             answers: Vec::new(),
             retries: Vec::new(),
+            outbound,
+            message_origins: HashMap::new(),
         }
     }
 
@@ -246,7 +282,9 @@ impl Proxy {
             self.resources.clear();
             let lost = self.pending.take_all();
             self.counters.lost += lost.len() as u64;
+            let host = self.config.host.clone();
             self.answers.extend(lost.into_iter().map(|r| Answer {
+                from: host.clone(),
                 seq: r.seq,
                 to: r.requester,
                 id: r.id,
@@ -254,6 +292,7 @@ impl Proxy {
             }));
         }
         self.resources.set_strategy(config.strategy);
+        self.outbound.reconfigure(&config);
         self.pending.timeout = config.timeout;
         self.pending.max_total = config.max_pending;
         self.pending.max_per_requester = config.max_pending_per_requester;
@@ -275,27 +314,42 @@ impl Proxy {
         let to_res = head.to.and_then(|to| split_resource(to).1);
         let is_error = head.kind == Some("error");
         if from_bare == self.config.target {
-            return match head.name {
-                "presence" if to_res.is_none() => self.target_presence(head, from_res, now),
-                "iq" => self.iq_from_target(head, from_res, to_res, now),
+            return match (head.name, to_res) {
+                ("presence", None) => self.target_presence(head, from_res, now),
+                ("iq", _) => self.iq_from_target(head, from_res, to_res, now),
+                ("message", Some(jat)) => self.message_from_target(from_res, jat, is_error, now),
                 _ if is_error => Verdict::Drop("error from the target"),
-                "message" if to_res.is_some() => Verdict::Error(NO_MESSAGES),
-                "message" => Verdict::Error(NOT_ADDRESSED),
+                ("message", None) => Verdict::Error(NOT_ADDRESSED),
                 _ => Verdict::Drop("directed presence from the target"),
             };
         }
-        if is_error {
-            return Verdict::Drop("error stanza from a requester");
-        }
-        match head.name {
-            "iq" => match head.kind {
-                Some("get") => self.forward(from, head.id, Kind::Get, now),
-                Some("set") => self.forward(from, head.id, Kind::Set, now),
-                _ => Verdict::Drop("iq result from a requester answers nothing"),
+        match (head.name, head.kind) {
+            ("message", Some("error")) => self.message_bounce_from_user(from, now),
+            (_, Some("error")) => Verdict::Drop("error stanza from a requester"),
+            ("iq", Some("get")) => self.forward(from, head.id, Kind::Get, now),
+            ("iq", Some("set")) => self.forward(from, head.id, Kind::Set, now),
+            ("iq", _) => match self.outbound_reply(from, head.id, now) {
+                Some(verdict) => verdict,
+                None => {
+                    self.counters.unsolicited += 1;
+                    Verdict::Drop("iq result from a requester answers nothing")
+                }
             },
-            "message" => Verdict::Error(NO_MESSAGES),
-            "presence" => Verdict::Error(NO_PRESENCE),
+            ("message", _) => self.message_from_user(from, now),
+            ("presence", kind) => self.user_presence(kind),
             _ => Verdict::Drop("unknown stanza"),
+        }
+    }
+
+    fn user_presence(&mut self, kind: Option<&str>) -> Verdict {
+        if !self.config.presence {
+            return Verdict::Error(NO_PRESENCE);
+        }
+        match kind {
+            Some("subscribe") => Verdict::Subscription("subscribe"),
+            Some("unsubscribe") => Verdict::Subscription("unsubscribe"),
+            Some("probe") => Verdict::Subscription("probe"),
+            _ => Verdict::Drop("directed presence or subscription answer from a user"),
         }
     }
 
@@ -350,7 +404,15 @@ impl Proxy {
             };
         };
         if !is_reply {
-            return Verdict::Error(NO_OUTBOUND);
+            let kind = if head.kind == Some("set") {
+                Kind::Set
+            } else {
+                Kind::Get
+            };
+            let Some(resource) = from_res else {
+                return Verdict::Error(NOT_ADDRESSED);
+            };
+            return self.outbound_request(resource, jat, head.id, kind, now);
         }
         let verdict = self.match_reply(jat, from_res, head.id, now);
         match verdict {
@@ -402,6 +464,7 @@ impl Proxy {
             }
             (Some("unavailable"), Some(res)) => {
                 if self.resources.remove(res) {
+                    self.outbound_forget(res);
                     let lost = self.pending.take_resource(res);
                     self.lose(lost, now);
                     Verdict::Consumed("resource offline")
@@ -456,6 +519,7 @@ impl Proxy {
                 None => {
                     self.counters.lost += 1;
                     self.answers.push(Answer {
+                        from: self.config.host.clone(),
                         seq: request.seq,
                         to: request.requester,
                         id: request.id,
@@ -485,6 +549,7 @@ impl Proxy {
             .map(|r| {
                 self.resources.release(&r.resource);
                 Answer {
+                    from: self.config.host.clone(),
                     seq: r.seq,
                     to: r.requester,
                     id: r.id,
@@ -493,6 +558,8 @@ impl Proxy {
             })
             .collect();
         self.counters.timed_out += expired.len() as u64;
+        let mut expired = expired;
+        expired.extend(self.outbound_expire(now));
         expired
     }
 }
@@ -831,9 +898,16 @@ mod tests {
         assert_eq!((p.resources.len(), p.resources.eligible()), (3, 2));
     }
 
+    fn original() -> Proxy {
+        let config = Config::new(H, Some(T), None, Some(10.0), None, None)
+            .unwrap()
+            .with_switches(Some(false), Some(false), Some(false));
+        Proxy::new(config)
+    }
+
     #[test]
-    fn target_requests_to_a_requester_are_not_implemented_yet() {
-        let mut p = proxy();
+    fn with_the_switches_off_the_original_answers() {
+        let mut p = original();
         online(&mut p, "a");
         assert_eq!(
             reply(&mut p, "a", "get", R_JAT, "q"),
@@ -843,43 +917,176 @@ mod tests {
             reply(&mut p, "a", "set", H, "q"),
             Verdict::Error(NOT_ADDRESSED)
         );
-    }
-
-    #[test]
-    fn target_messages_are_not_implemented_yet() {
-        let mut p = proxy();
-        let v = p.route(
-            head(
-                "message",
-                Some("chat"),
-                "service@example.org/a",
-                "proxy.example/u@x/y",
-                "",
-            ),
-            0.0,
-        );
-        assert_eq!(v, Verdict::Error(NO_MESSAGES));
-    }
-
-    #[test]
-    fn requester_message_and_presence_get_the_original_errors() {
-        let mut p = proxy();
+        let msg =
+            |p: &mut Proxy, from, to| p.route(head("message", Some("chat"), from, to, ""), 0.0);
         assert_eq!(
-            p.route(head("message", Some("chat"), R, H, ""), 0.0),
+            msg(&mut p, "service@example.org/a", R_JAT),
             Verdict::Error(NO_MESSAGES)
         );
+        assert_eq!(msg(&mut p, R, H), Verdict::Error(NO_MESSAGES));
         assert_eq!(
             p.route(head("message", None, R, H, ""), 0.0),
             Verdict::Error(NO_MESSAGES)
         );
+        for kind in [Some("subscribe"), Some("probe"), None] {
+            assert_eq!(
+                p.route(head("presence", kind, R, H, ""), 0.0),
+                Verdict::Error(NO_PRESENCE)
+            );
+        }
+    }
+
+    fn message(p: &mut Proxy, from: &str, to: &str, kind: &str) -> Verdict {
+        p.route(head("message", Some(kind), from, to, ""), 0.0)
+    }
+
+    #[test]
+    fn user_messages_stick_to_one_resource_and_replies_reach_the_user() {
+        let mut p = proxy();
         assert_eq!(
-            p.route(head("presence", Some("subscribe"), R, H, ""), 0.0),
-            Verdict::Error(NO_PRESENCE)
+            message(&mut p, R, H, "chat"),
+            Verdict::Error(crate::messages::NO_RESOURCE_FOR_MESSAGE)
+        );
+        for r in ["a", "b", "c"] {
+            online(&mut p, r);
+        }
+        let first = message(&mut p, R, H, "chat");
+        let Verdict::Relay { to, from } = &first else {
+            panic!("{first:?}")
+        };
+        assert_eq!(from, R_JAT);
+        for _ in 0..5 {
+            assert_eq!(message(&mut p, R, H, "chat"), first, "sticky");
+        }
+        let res = to.rsplit('/').next().unwrap().to_owned();
+        let from_res = format!("{T}/{res}");
+        assert_eq!(
+            message(&mut p, &from_res, R_JAT, "chat"),
+            Verdict::Relay {
+                to: R.into(),
+                from: H.into()
+            }
+        );
+        // The user's server bounces it: back to the resource that wrote.
+        assert_eq!(
+            message(&mut p, R, H, "error"),
+            Verdict::Relay {
+                to: from_res.clone(),
+                from: R_JAT.into()
+            }
+        );
+        // A bounce of the user's message from the target goes back to the user, unanswered.
+        assert_eq!(
+            message(&mut p, &from_res, R_JAT, "error"),
+            Verdict::Relay {
+                to: R.into(),
+                from: H.into()
+            }
+        );
+        offline(&mut p, &res);
+        assert!(
+            matches!(message(&mut p, R, H, "error"), Verdict::Drop(_)),
+            "its writer is gone"
+        );
+        assert_ne!(
+            message(&mut p, R, H, "chat"),
+            first,
+            "moves on when its resource leaves"
+        );
+        assert_eq!((p.counters.messages_in, p.counters.messages_out), (7, 1));
+    }
+
+    #[test]
+    fn outbound_request_gets_its_answer_with_its_own_id() {
+        let mut p = proxy();
+        online(&mut p, "a");
+        online(&mut p, "b");
+        let ask = |p: &mut Proxy, res: &str| reply(p, res, "get", R_JAT, "same");
+        let Verdict::Rewrite { to, from, id: id_a } = ask(&mut p, "a") else {
+            panic!()
+        };
+        assert_eq!((to.as_str(), from.as_str()), (R, H));
+        let Verdict::Rewrite { id: id_b, .. } = ask(&mut p, "b") else {
+            panic!()
+        };
+        assert_ne!(id_a, id_b, "two resources, one id: unique towards the user");
+        let answer = |p: &mut Proxy, id: &str| p.route(head("iq", Some("result"), R, H, id), 1.0);
+        assert_eq!(
+            answer(&mut p, &id_b),
+            Verdict::Rewrite {
+                to: format!("{T}/b"),
+                from: R_JAT.into(),
+                id: "same".into()
+            }
         );
         assert_eq!(
-            p.route(head("presence", None, R, H, ""), 0.0),
-            Verdict::Error(NO_PRESENCE)
+            answer(&mut p, &id_a),
+            Verdict::Rewrite {
+                to: format!("{T}/a"),
+                from: R_JAT.into(),
+                id: "same".into()
+            }
         );
+        assert!(
+            matches!(answer(&mut p, &id_a), Verdict::Drop(_)),
+            "answered once"
+        );
+        let forged = p.route(
+            head("iq", Some("result"), "other@example.org/x", H, &id_b),
+            1.0,
+        );
+        assert!(matches!(forged, Verdict::Drop(_)));
+    }
+
+    #[test]
+    fn outbound_request_times_out_towards_the_resource() {
+        let mut p = proxy();
+        online(&mut p, "a");
+        let Verdict::Rewrite { .. } = reply(&mut p, "a", "set", R_JAT, "q") else {
+            panic!()
+        };
+        let gone = p.expire(20.0);
+        assert_eq!(gone.len(), 1);
+        assert_eq!(
+            (
+                gone[0].to.as_str(),
+                gone[0].from.as_str(),
+                gone[0].id.as_str()
+            ),
+            ("service@example.org/a", R_JAT, "q")
+        );
+        assert_eq!(gone[0].error, TIMED_OUT);
+        let bad = reply(&mut p, "a", "get", "proxy.example/@0000000000000000", "q");
+        assert_eq!(bad, Verdict::Error(crate::outbound::UNKNOWN_JAT));
+    }
+
+    #[test]
+    fn users_subscribe_to_the_service() {
+        let mut p = proxy();
+        for (kind, action) in [
+            ("subscribe", "subscribe"),
+            ("unsubscribe", "unsubscribe"),
+            ("probe", "probe"),
+        ] {
+            assert_eq!(
+                p.route(head("presence", Some(kind), R, H, ""), 0.0),
+                Verdict::Subscription(action)
+            );
+        }
+        for kind in [
+            None,
+            Some("unavailable"),
+            Some("subscribed"),
+            Some("unsubscribed"),
+        ] {
+            assert!(
+                matches!(
+                    p.route(head("presence", kind, R, H, ""), 0.0),
+                    Verdict::Drop(_)
+                ),
+                "{kind:?}"
+            );
+        }
     }
 
     #[test]
@@ -911,6 +1118,7 @@ mod tests {
             gone,
             vec![Answer {
                 to: R.into(),
+                from: H.into(),
                 id: "1".into(),
                 error: TIMED_OUT,
                 seq
