@@ -4,6 +4,7 @@
 -- the core's verdicts, keeps the time and talks to Prosody.
 
 local st = require "util.stanza";
+local jid_bare = require "util.jid".bare;
 local util_time = require "util.time";
 
 if module:get_host_type() ~= "component" then
@@ -24,10 +25,43 @@ end
 
 local native = load_native();
 
+-- client_proxy_resources: Lua patterns; a resource is eligible when its name matches one.
+local patterns = module:get_option_array("client_proxy_resources");
+if patterns then
+	for _, pattern in ipairs(patterns) do
+		-- Lua reports a malformed pattern only when matching reaches the fault: try the
+		-- empty string and the pattern's own text, which reaches most of it.
+		local valid, err = type(pattern) == "string", "not a string";
+		if valid then valid, err = pcall(string.match, "", pattern); end
+		if valid then valid, err = pcall(string.match, pattern, pattern); end
+		if not valid then
+			error(("client_proxy_resources: %q is not a Lua pattern: %s"):format(tostring(pattern), tostring(err)), 0);
+		end
+	end
+end
+
+local function is_eligible(from)
+	local resource = from and from:match("/(.*)$");
+	if not patterns or not resource then return true; end
+	for _, pattern in ipairs(patterns) do
+		local matched, result = pcall(string.match, resource, pattern);
+		if not matched then
+			module:log("error", "client_proxy_resources: pattern %q failed on %q: %s", pattern, resource, tostring(result));
+		elseif result then
+			return true;
+		end
+	end
+	return false;
+end
+
 local ok, proxy = pcall(native.new_proxy, {
 	host = module.host;
 	target = module:get_option_string("target_address");
 	jat = module:get_option_string("client_proxy_jat");
+	strategy = module:get_option_string("client_proxy_strategy");
+	messages = module:get_option_boolean("client_proxy_messages", true);
+	outbound = module:get_option_boolean("client_proxy_outbound", true);
+	presence = module:get_option_boolean("client_proxy_presence", true);
 	timeout = module:get_option_number("client_proxy_timeout");
 	max_pending = module:get_option_number("client_proxy_max_pending");
 	max_pending_per_requester = module:get_option_number("client_proxy_max_pending_per_requester");
@@ -41,18 +75,111 @@ local target = proxy:status().target;
 local route = proxy.route;
 local host = module.host;
 
+-- Statistics (OpenMetrics with Prosody's statistics enabled). The core counts; the values
+-- are copied at each collection. Errors the proxy itself sends are counted by condition.
+local request_outcomes = module:metric("counter", "requests", "", "Requests by what became of them", { "outcome" });
+local errors_sent = module:metric("counter", "errors", "", "Errors the proxy sent to requesters", { "condition" });
+local resources_online = module:metric("gauge", "eligible_resources", "", "Eligible implementing resources online", {});
+local pending_requests = module:metric("gauge", "pending", "", "Requests waiting for their answer", {});
+local messages_relayed = module:metric("counter", "messages", "", "Messages proxied", { "direction" });
+
+local outcomes = { "forwarded", "refused", "delivered", "unsolicited", "timed_out", "lost", "retried", "outbound" };
+module:hook_global("stats-update", function ()
+	local ran, status = pcall(proxy.status, proxy);
+	if not ran then return; end
+	for _, outcome in ipairs(outcomes) do
+		request_outcomes:with_labels(outcome):set(status.counters[outcome]);
+	end
+	messages_relayed:with_labels("to_service"):set(status.counters.messages_in);
+	messages_relayed:with_labels("to_user"):set(status.counters.messages_out);
+	resources_online:with_labels():set(status.eligible);
+	pending_requests:with_labels():set(status.pending);
+end);
+
+-- Users subscribed to the service's availability (client_proxy_presence), by bare JID,
+-- kept in Prosody's storage so that they survive a restart.
+local subscriber_store = module:open_store("client_proxy_subscribers");
+local subscribers = subscriber_store:get(nil) or {};
+-- What subscribers were last told; after a reload, what they were told before it.
+local available = (proxy:health()) > 0;
+
+local function availability(to)
+	return st.presence({ from = host, to = to, type = not available and "unavailable" or nil });
+end
+
+local function save_subscribers()
+	local saved, err = subscriber_store:set(nil, subscribers);
+	if not saved then
+		module:log("error", "Could not store the subscribers of %s: %s", host, tostring(err));
+	end
+end
+
+local function handle_subscription(kind, stanza)
+	local user, bare = stanza.attr.from, jid_bare(stanza.attr.from);
+	if kind == "subscribe" then
+		if not subscribers[bare] then
+			subscribers[bare] = true;
+			save_subscribers();
+		end
+		module:send(st.presence({ from = host, to = bare, type = "subscribed" }));
+		module:send(availability(bare));
+	elseif kind == "unsubscribe" then
+		if subscribers[bare] then
+			subscribers[bare] = nil;
+			save_subscribers();
+		end
+		module:send(st.presence({ from = host, to = bare, type = "unavailable" }));
+	elseif subscribers[bare] then -- a probe from a subscriber
+		module:send(availability(user));
+	else
+		module:send(st.presence({ from = host, to = user, type = "unsubscribed" }));
+	end
+end
+
+local function set_available(now_available)
+	if now_available == available then return; end
+	available = now_available;
+	for bare in pairs(subscribers) do
+		module:send(availability(bare));
+	end
+end
+
+-- module:set_status: a warning while no eligible resource is online, an error while the
+-- target has revoked the subscription, ok otherwise. Checked after target presence only.
+local last_status;
+local function update_status()
+	local ran, eligible, _, revoked = pcall(proxy.health, proxy);
+	if not ran then return; end
+	set_available(eligible > 0);
+	local kind, text;
+	if revoked then
+		kind, text = "error", ("%s revoked the subscription or its presence failed: approve the subscription of %s"):format(target, host);
+	elseif eligible == 0 then
+		kind, text = "warn", ("No eligible resource of %s is online"):format(target);
+	else
+		kind, text = "core", ("%d eligible resource(s) of %s online"):format(eligible, target);
+	end
+	if kind ~= last_status then
+		last_status = kind;
+		-- override: Prosody keeps an error status against anything but another error.
+		if module.set_status then module:set_status(kind, text, true); end
+		module:log(kind == "core" and "info" or kind, "%s", text);
+	end
+end
+
 -- Gets forwarded and not yet answered, by request number, so that a get whose resource
 -- went away can be sent to another one. Carried across module:reload.
 local held = {};
 
 -- Errors for requests whose answer can no longer come (resource gone, timed out):
--- flat list of seq, to, id, error type, condition, text.
+-- flat list of seq, to, from, id, error type, condition, text.
 local function send_answers(list)
-	for i = 1, #list, 6 do
-		local seq, to, id, etype, condition, text = list[i], list[i+1], list[i+2], list[i+3], list[i+4], list[i+5];
+	for i = 1, #list, 7 do
+		local seq, to, from, id, etype, condition, text = list[i], list[i+1], list[i+2], list[i+3], list[i+4], list[i+5], list[i+6];
 		held[seq] = nil;
 		module:log("debug", "Answering %s (id %s) with %s: %s", to, id, condition, text);
-		local request = st.iq({ type = "get", id = id, from = to, to = host });
+		errors_sent:with_labels(condition):add(1);
+		local request = st.iq({ type = "get", id = id, from = to, to = from });
 		module:send(st.error_reply(request, etype, condition, text));
 	end
 end
@@ -80,17 +207,19 @@ end
 local function handle_stanza(event)
 	local stanza = event.stanza;
 	local attr = stanza.attr;
-	local priority;
+	local priority, eligible;
 	if stanza.name == "presence" then
 		priority = tonumber(stanza:get_child_text("priority"));
 		if priority then
 			priority = math.max(-128, math.min(127, math.floor(priority)));
 		end
+		eligible = is_eligible(attr.from);
 	end
-	local ran, action, a, b, c = pcall(route, proxy, stanza.name, attr.type, attr.from, attr.to, attr.id, now(), priority);
+	local ran, action, a, b, c = pcall(route, proxy, stanza.name, attr.type, attr.from, attr.to, attr.id, now(), priority, eligible);
 	if not ran then
 		module:log("error", "Native router failed on %s from %s: %s", stanza.name, attr.from, tostring(action));
 		if is_request(stanza) then
+			errors_sent:with_labels("internal-server-error"):add(1);
 			module:send(st.error_reply(stanza, "cancel", "internal-server-error", "The proxy failed to handle this request"));
 		end
 		return true;
@@ -103,14 +232,24 @@ local function handle_stanza(event)
 		held[c] = nil;
 		attr.to, attr.from = a, b;
 		module:send(stanza);
+	elseif action == "relay" then
+		attr.to, attr.from = a, b;
+		module:send(stanza);
+	elseif action == "rewrite" then
+		attr.to, attr.from, attr.id = a, b, c;
+		module:send(stanza);
+	elseif action == "subscription" then
+		handle_subscription(a, stanza);
 	elseif action == "error" then
 		module:log("debug", "Refusing %s/%s from %s: %s", stanza.name, attr.type or "normal", attr.from, c);
+		errors_sent:with_labels(b):add(1);
 		module:send(st.error_reply(stanza, a, b, c));
 	elseif action == "consumed" then
 		module:log("debug", "%s from %s: %s", stanza.name, attr.from, a);
 		local answers, retries = proxy:take_answers();
 		send_retries(retries);
 		send_answers(answers);
+		if stanza.name == "presence" then update_status(); end
 	else
 		module:log("debug", "Dropped %s/%s from %s to %s: %s", stanza.name, attr.type or "normal", attr.from, attr.to, a);
 	end
@@ -145,6 +284,56 @@ end
 
 module:add_timer(1, tick);
 
+-- Shell command: client_proxy:resources("proxy.example") lists the target's resources.
+local function describe(print_line)
+	local status = proxy:status();
+	print_line(("%s -> %s: %d eligible, %d pending%s"):format(status.host, status.target,
+		status.eligible, status.pending, status.revoked and ", subscription revoked" or ""));
+	table.sort(status.resources, function (x, y) return x.name < y.name; end);
+	for _, r in ipairs(status.resources) do
+		print_line(("  %-30s priority %4d  %-10s  %d pending"):format(r.name, r.priority, r.pool, r.pending));
+	end
+	return #status.resources;
+end
+
+local function shell_resources(self, wanted)
+	if wanted and wanted ~= host then return; end
+	local n = describe(function (line) self.session.print(line); end);
+	return true, ("%d resource(s)"):format(n);
+end
+
+if module.add_item and prosody.version and not prosody.version:match("^0%.") then
+	-- Prosody 13: commands are items.
+	module:add_item("shell-command", {
+		section = "client_proxy"; section_desc = "mod_client_proxy";
+		name = "resources"; desc = "List the implementing client's resources of a proxy host";
+		args = { { name = "host"; type = "string" } };
+		host_selector = "host";
+		handler = function (self, wanted) return shell_resources(self, wanted or host); end;
+	});
+else
+	-- Prosody 0.12: the shell's shared environment, one entry per proxy host.
+	local env = module:shared("/*/admin_shell/env");
+	env.client_proxy = env.client_proxy or { hosts = {} };
+	env.client_proxy.hosts[host] = shell_resources;
+	function env.client_proxy:resources(wanted)
+		local found, text = false, nil;
+		for h, show in pairs(env.client_proxy.hosts) do
+			if not wanted or wanted == h then
+				local shown, t = show(self, h);
+				found, text = found or shown, t;
+			end
+		end
+		if not found then return false, "No client_proxy component " .. tostring(wanted); end
+		return true, text;
+	end
+	module:hook("module-unloaded", function (event)
+		if event.module == "client_proxy" and event.host == host then
+			env.client_proxy.hosts[host] = nil;
+		end
+	end);
+end
+
 -- A reload that changed target_address answers what the old target still held.
 send_answers((proxy:take_answers()));
 
@@ -164,4 +353,5 @@ else
 	module:hook_global("server-started", subscribe);
 end
 
+update_status();
 module:log("info", "Proxying %s to %s (native core %s)", host, target, native.version);

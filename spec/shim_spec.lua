@@ -106,7 +106,78 @@ local function canon(node)
 	return table.concat(out);
 end
 
--- The fake module API: records hooks, timers, log lines and sent stanzas.
+-- A fake metric family, as module:metric() returns it for a host module (Prosody
+-- prepends a "host" label and pre-sets it with with_partial_label, so the shim passes
+-- the remaining labels only). with_labels() checks the number of labels as
+-- util.openmetrics does and returns one metric per label tuple, whose set/add calls are
+-- recorded: family.calls = { { op=, labels = {...}, value= }, ... } in order, and
+-- family:value(...) is the current value for those labels (nil if never set).
+local function fake_metric_family(type_, name, unit, description, label_keys)
+	local family = {
+		type = type_; name = name; unit = unit; description = description;
+		label_keys = label_keys;
+		calls = {};
+		values = {}; -- label key -> value
+		labels_of = {}; -- label key -> { labels... }
+	};
+	local metrics = {};
+	local function key_of(...)
+		local parts = {};
+		for i = 1, select("#", ...) do parts[i] = tostring((select(i, ...))); end
+		return table.concat(parts, "\0");
+	end
+	function family:with_labels(...)
+		if select("#", ...) ~= #self.label_keys then
+			error("number of labels passed to with_labels does not match number of label keys", 2);
+		end
+		for i = 1, select("#", ...) do
+			local v = select(i, ...);
+			if type(v) ~= "string" then
+				error(("label %s of %s is a %s, not a string"):format(self.label_keys[i], name, type(v)), 2);
+			end
+		end
+		local key = key_of(...);
+		local metric = metrics[key];
+		if not metric then
+			local labels = { ... };
+			family.labels_of[key] = labels;
+			metric = {};
+			function metric:set(value)
+				assert(type(value) == "number", ("%s: set(%s)"):format(name, tostring(value)));
+				table.insert(family.calls, { op = "set", labels = labels, value = value });
+				family.values[key] = value;
+			end
+			function metric:add(value)
+				assert(type(value) == "number", ("%s: add(%s)"):format(name, tostring(value)));
+				if type_ == "counter" then
+					assert(value >= 0, name .. ": a counter only goes up");
+				end
+				table.insert(family.calls, { op = "add", labels = labels, value = value });
+				family.values[key] = (family.values[key] or 0) + value;
+			end
+			metrics[key] = metric;
+		end
+		return metric;
+	end
+	function family:value(...)
+		return self.values[key_of(...)];
+	end
+	-- label value (the first label) -> value, for one-label families
+	function family:by_label()
+		local out = {};
+		for key, value in pairs(self.values) do
+			out[self.labels_of[key][1]] = value;
+		end
+		return out;
+	end
+	return family;
+end
+
+-- Prosody 0.12's module status rules (core/moduleapi.lua, api:set_status).
+local status_priorities = { error = 3, warn = 2, info = 1, core = 0 };
+
+-- The fake module API: records hooks, timers, log lines, sent stanzas, metrics, items,
+-- status changes and shared tables.
 local function fake_module(host, opts)
 	local m = {
 		host = host;
@@ -115,6 +186,11 @@ local function fake_module(host, opts)
 		hooks = {}; -- { event=, handler=, priority= } in order
 		handlers = {}; -- event -> handler
 		global_hooks = {}; -- event -> handler
+		global_hook_list = {}; -- { event=, handler=, priority= } in order
+		metrics = {}; -- name -> fake metric family
+		items = {}; -- key -> { item, ... } (module:add_item)
+		status_calls = {}; -- { type=, message=, override= } (module:set_status), in order
+		shared_tables = opts.shared or {}; -- path -> table (module:shared)
 		timers = {}; -- { delay=, callback= }
 		logs = {}; -- { level=, text= }
 		sent = {}; -- stanza objects, in order
@@ -134,6 +210,17 @@ local function fake_module(host, opts)
 		if type(v) == "table" then v = v[1]; end
 		return tostring(v);
 	end
+	-- As Prosody 0.12: nil -> nil, a table is copied, any other value is a one-item list
+	-- ("Assume any non-list is a single-item list").
+	function m:get_option_array(name, default)
+		local v = self.options[name];
+		if v == nil then v = default; end
+		if v == nil then return nil; end
+		if type(v) ~= "table" then return { v }; end
+		local copy = {};
+		for i, x in ipairs(v) do copy[i] = x; end
+		return copy;
+	end
 	-- As Prosody 0.12: tonumber(), with an error line for what is not a number.
 	function m:get_option_number(name, default)
 		local v = self.options[name];
@@ -151,8 +238,60 @@ local function fake_module(host, opts)
 		self.handlers[event] = handler;
 	end
 	function m:hook_global(event, handler, priority)
+		assert(type(event) == "string", "hook_global: event name");
 		assert(type(handler) == "function", "hook_global: handler");
+		table.insert(self.global_hook_list, { event = event, handler = handler, priority = priority });
 		self.global_hooks[event] = handler;
+	end
+	-- As Prosody 0.12: (type, name, unit, description, label_keys, conf); the family is
+	-- also added as a "metric" item.
+	function m:metric(type_, name, unit, description, label_keys, conf)
+		assert(({ counter = true, gauge = true, histogram = true, summary = true })[type_],
+			"unknown metric family type: " .. tostring(type_));
+		assert(type(name) == "string", "metric: name");
+		assert(label_keys == nil or type(label_keys) == "table", "metric: label_keys");
+		assert(self.metrics[name] == nil, "metric: " .. name .. " defined twice");
+		local family = fake_metric_family(type_, name, unit, description, label_keys or {});
+		family.conf = conf;
+		self.metrics[name] = family;
+		self:add_item("metric", { name = name, mf = family });
+		return family;
+	end
+	-- As Prosody 0.12: the same table for the same path (shared between modules: a test
+	-- can pass the same `shared` store to two loads).
+	function m:shared(path)
+		assert(type(path) == "string", "shared: path");
+		local t = self.shared_tables[path];
+		if not t then
+			t = {};
+			self.shared_tables[path] = t;
+		end
+		return t;
+	end
+	function m:add_item(key, value)
+		assert(type(key) == "string", "add_item: key");
+		self.items[key] = self.items[key] or {};
+		table.insert(self.items[key], value);
+	end
+	-- As Prosody 0.12: every call is recorded; the status it leaves follows Prosody's
+	-- rules (an unknown type counts as "info"; an "error" is only replaced by another
+	-- "error" unless override is true; override=false keeps a higher status).
+	function m:set_status(status_type, status_message, override)
+		table.insert(self.status_calls, { type = status_type, message = status_message, override = override });
+		local priority = status_priorities[status_type];
+		if not priority then
+			self:log("error", "set_status: Invalid status type '%s', assuming 'info'", tostring(status_type));
+			status_type, priority = "info", status_priorities.info;
+		end
+		local current_priority = status_priorities[self.status_type] or 0;
+		if (current_priority >= status_priorities.error and priority < current_priority and override ~= true)
+		or (override == false and current_priority > priority) then
+			return;
+		end
+		self.status_type, self.status_message = status_type, status_message;
+	end
+	function m:get_status()
+		return self.status_type, self.status_message;
 	end
 	function m:add_timer(delay, callback)
 		assert(type(callback) == "function", "add_timer: callback");
@@ -173,6 +312,9 @@ end
 
 -- Loads the shim as Prosody would for a component `host`. Returns the fake module,
 -- and false + the error when the load failed.
+-- opts: host, options (the config), host_type, directory, started/start_time,
+-- version (prosody.version, "0.12.3" unless given; false for none), shared (the store
+-- behind module:shared, to share it between two loads).
 local function load_shim(opts)
 	opts = opts or {};
 	local host = opts.host or fresh_host();
@@ -180,8 +322,12 @@ local function load_shim(opts)
 	if options == nil then
 		options = { target_address = TARGET };
 	end
-	local m = fake_module(host, { options = options, host_type = opts.host_type, directory = opts.directory });
-	local prosody = { start_time = opts.start_time };
+	local m = fake_module(host, { options = options, host_type = opts.host_type, directory = opts.directory,
+		shared = opts.shared });
+	-- prosody.version as util.startup sets it ("0.12.3" is Debian's 0.12).
+	local version = opts.version;
+	if version == nil then version = "0.12.3"; end
+	local prosody = { start_time = opts.start_time, version = version or nil };
 	if opts.started ~= false and prosody.start_time == nil then
 		prosody.start_time = os.time();
 	end
@@ -276,9 +422,16 @@ describe("loading", function ()
 				expected[kind .. "/" .. to] = true;
 			end
 		end
-		assert.are.equal(9, #m.hooks);
-		local handler = m.hooks[1].handler;
+		-- the stanza hooks (other events, e.g. module-unloaded, are checked elsewhere)
+		local stanza_hooks = {};
 		for _, h in ipairs(m.hooks) do
+			if h.event:match("^iq/") or h.event:match("^message/") or h.event:match("^presence/") then
+				table.insert(stanza_hooks, h);
+			end
+		end
+		assert.are.equal(9, #stanza_hooks);
+		local handler = stanza_hooks[1].handler;
+		for _, h in ipairs(stanza_hooks) do
 			assert.is_true(expected[h.event], "unexpected hook " .. h.event);
 			expected[h.event] = nil;
 			assert.are.equal(-1, h.priority);
@@ -640,7 +793,7 @@ describe("resource loss with another resource online", function ()
 		-- the set: recipient-unavailable from the host
 		assert_error_reply(m.sent[refusal], USER, m.host, "set-1", "wait", "recipient-unavailable", GONE);
 		assert.are.equal("iq", m.sent[refusal].name);
-		assert.is_nil(logged(m, "warn", ""));
+		assert.is_nil(logged(m, "warn", "is no longer held")); -- (the status warning at load is expected)
 
 		-- /b answers: delivered to the requester from the host
 		assert.is_true(deliver(m, result_from("b", jat, "get-1", "from b")));
@@ -769,7 +922,7 @@ describe("module reload", function ()
 		assert.is_true(target_offline(m2, "a"));
 		assert.are.equal(2, #m2.sent);
 		assert.are.equal(canon(rich_get_forwarded(TARGET .. "/b", jat_user, "kept")), m2.sent_xml[2]);
-		assert.is_nil(logged(m2, "warn", ""));
+		assert.is_nil(logged(m2, "warn", "is no longer held"));
 
 		-- and /b's answer reaches the requester
 		assert.is_true(deliver(m2, result_from("b", jat_user, "kept", "after reload")));
@@ -793,5 +946,457 @@ describe("module reload", function ()
 		assert_error_reply(b.sent[1], USER, b.host, "1", "cancel", "service-unavailable");
 		deliver(a, request(a, USER, "1"));
 		assert.are.equal(TARGET .. "/a", a.sent[1].attr.to);
+	end);
+end);
+
+-- The resource a forwarded request went to (nil for anything not sent to the target).
+local function resource_of(stanza)
+	local to = stanza.attr.to or "";
+	if to:sub(1, #TARGET + 1) ~= TARGET .. "/" then return nil; end
+	return to:sub(#TARGET + 2);
+end
+
+-- Sends n gets (ids prefix1..prefixn) from the given requesters in turn; returns the
+-- resources they were forwarded to, in order. Every request must be forwarded.
+local function spread(m, n, prefix, requesters)
+	requesters = requesters or { USER };
+	local out = {};
+	for i = 1, n do
+		local before = #m.sent;
+		assert.is_true(deliver(m, request(m, requesters[(i - 1) % #requesters + 1], prefix .. i)));
+		assert.are.equal(before + 1, #m.sent, "request " .. prefix .. i .. " sent nothing");
+		local fwd = m.sent[#m.sent];
+		assert.are.equal("get", fwd.attr.type, "request " .. prefix .. i .. " was not forwarded: " .. m.sent_xml[#m.sent]);
+		out[i] = assert(resource_of(fwd), "not forwarded to the target: " .. m.sent_xml[#m.sent]);
+	end
+	return out;
+end
+
+-- The result the resource a request was forwarded to sends back for it.
+local function result_for(fwd)
+	return st.iq({ type = "result", id = fwd.attr.id, to = fwd.attr.from, from = fwd.attr.to });
+end
+
+local function count_values(list)
+	local n = {};
+	for _, v in ipairs(list) do n[v] = (n[v] or 0) + 1; end
+	return n;
+end
+
+describe("client_proxy_strategy", function ()
+	it("round_robin: a, b and c take turns, the same cycle again and again", function ()
+		local m, ok, err = load_shim({ options = { target_address = TARGET, client_proxy_strategy = "round_robin" } });
+		assert.is_true(ok, err);
+		m.sent = {};
+		target_online(m, "a");
+		target_online(m, "b");
+		target_online(m, "c");
+		-- two requesters in turn: the turns are the component's, not each requester's
+		local to = spread(m, 9, "rr", { USER, "other@example.org/x" });
+		assert.are.same({ a = 3, b = 3, c = 3 }, count_values(to));
+		local first = { to[1], to[2], to[3] };
+		assert.are.same({ a = 1, b = 1, c = 1 }, count_values(first));
+		assert.are.same(first, { to[4], to[5], to[6] });
+		assert.are.same(first, { to[7], to[8], to[9] });
+	end);
+
+	it("sticky: a requester's requests all go to one resource; requesters spread", function ()
+		local m, ok, err = load_shim({ options = { target_address = TARGET, client_proxy_strategy = "sticky" } });
+		assert.is_true(ok, err);
+		m.sent = {};
+		target_online(m, "a");
+		target_online(m, "b");
+		target_online(m, "c");
+		local to = spread(m, 10, "st");
+		for i = 2, 10 do
+			assert.are.equal(to[1], to[i], "request " .. i .. " of the same requester went elsewhere");
+		end
+		-- the first choice is random: 30 requesters do not all land on one resource
+		-- (chance 3^-29 with three resources)
+		local others = {};
+		for i = 1, 30 do
+			others[i] = spread(m, 1, "r" .. i .. "-", { ("user%d@example.org/x"):format(i) })[1];
+		end
+		local distinct = 0;
+		for _ in pairs(count_values(others)) do distinct = distinct + 1; end
+		assert.is_true(distinct > 1, "30 requesters all on one resource");
+	end);
+
+	it("refuses an unknown strategy, naming the option", function ()
+		for _, bad in ipairs({ "fastest", "Round_Robin", "" }) do
+			local _, ok, err = load_shim({ options = { target_address = TARGET, client_proxy_strategy = bad } });
+			assert.is_false(ok, "loaded with client_proxy_strategy = " .. bad);
+			assert.matches("^client_proxy_strategy: ", err);
+		end
+	end);
+end);
+
+describe("client_proxy_resources", function ()
+	it("sends requests only to the resources whose name matches a pattern", function ()
+		local m, ok, err = load_shim({ options = { target_address = TARGET, client_proxy_resources = { "^focus" } } });
+		assert.is_true(ok, err);
+		m.sent = {};
+		target_online(m, "phone", 10); -- higher priority, but not eligible
+		target_online(m, "focus1");
+		assert.are.equal(0, #m.sent);
+		local to = spread(m, 12, "f");
+		assert.are.same({ focus1 = 12 }, count_values(to));
+	end);
+
+	it("answers service-unavailable while only an ineligible resource is online", function ()
+		local m, ok, err = load_shim({ options = { target_address = TARGET, client_proxy_resources = { "^focus" } } });
+		assert.is_true(ok, err);
+		m.sent = {};
+		target_online(m, "phone");
+		assert.is_true(deliver(m, request(m, USER, "p1")));
+		assert.are.equal(1, #m.sent);
+		assert_error_reply(m.sent[1], USER, m.host, "p1", "cancel", "service-unavailable");
+		-- an eligible one arrives, and leaves again
+		target_online(m, "focus1");
+		assert.are.same({ "focus1" }, spread(m, 1, "p2-"));
+		assert.is_true(deliver(m, result_for(m.sent[2])));
+		target_offline(m, "focus1");
+		m.sent = {};
+		assert.is_true(deliver(m, request(m, USER, "p3")));
+		assert.are.equal(1, #m.sent);
+		assert_error_reply(m.sent[1], USER, m.host, "p3", "cancel", "service-unavailable");
+	end);
+
+	it("takes a single pattern given as a string, as Prosody's get_option_array does", function ()
+		local m, ok, err = load_shim({ options = { target_address = TARGET, client_proxy_resources = "^focus" } });
+		assert.is_true(ok, err);
+		m.sent = {};
+		target_online(m, "phone");
+		target_online(m, "focus2");
+		assert.are.same({ focus2 = 6 }, count_values(spread(m, 6, "s")));
+	end);
+
+	it("refuses an invalid pattern, naming the option", function ()
+		for _, bad in ipairs({ { "[" }, { "^focus", "%" }, { "%f" }, { 5 } }) do
+			local _, ok, err = load_shim({ options = { target_address = TARGET, client_proxy_resources = bad } });
+			assert.is_false(ok, "loaded with client_proxy_resources = { " .. tostring(bad[#bad]) .. " }");
+			assert.matches("^client_proxy_resources: ", err);
+		end
+	end);
+
+	it("refuses a pattern that is invalid only against a non-empty name, e.g. \"(a\"", function ()
+		-- string.match("", "(a") is nil, but string.match("abc", "(a") raises
+		-- "unfinished capture": the presence of resource "abc" would raise in the hook.
+		local m, ok, err = load_shim({ options = { target_address = TARGET, client_proxy_resources = { "(a" } } });
+		if ok then
+			local delivered, raised = try_deliver(m, st.presence({ from = TARGET .. "/abc", to = m.host }));
+			assert.is_true(delivered, "loaded with client_proxy_resources = { \"(a\" }, then the presence of "
+				.. TARGET .. "/abc raised: " .. tostring(raised));
+		end
+		assert.is_false(ok, "loaded with client_proxy_resources = { \"(a\" }");
+		assert.matches("^client_proxy_resources: ", err);
+	end);
+end);
+
+describe("draining (negative priority)", function ()
+	it("sends requests to /new while it is online, to /old once it is gone", function ()
+		local m, ok, err = load_shim();
+		assert.is_true(ok, err);
+		m.sent = {};
+		target_online(m, "old", -1);
+		target_online(m, "new", 0);
+		local to = spread(m, 10, "d");
+		assert.are.same({ new = 10 }, count_values(to));
+		for i = 1, 10 do
+			assert.is_true(deliver(m, result_for(m.sent[i])));
+		end
+		assert.are.equal(20, #m.sent);
+		target_offline(m, "new");
+		assert.are.equal(20, #m.sent);
+		assert.are.same({ old = 5 }, count_values(spread(m, 5, "o")));
+		-- /new is back: /old drains again
+		target_online(m, "new");
+		assert.are.same({ new = 5 }, count_values(spread(m, 5, "n")));
+	end);
+end);
+
+describe("module:set_status", function ()
+	local function status_types(m)
+		local out = {};
+		for i, call in ipairs(m.status_calls) do out[i] = call.type; end
+		return out;
+	end
+
+	local function count_logs(m, level, pattern)
+		local n = 0;
+		for _, line in ipairs(m.logs) do
+			if line.level == level and line.text:find(pattern) then n = n + 1; end
+		end
+		return n;
+	end
+
+	local function revoke(m)
+		return deliver(m, st.presence({ type = "unsubscribed", from = TARGET, to = m.host }));
+	end
+
+	it("warns, then core, error and core again, each change set and logged once", function ()
+		local m, ok, err = load_shim({ options = { target_address = TARGET, client_proxy_resources = { "^focus" } } });
+		assert.is_true(ok, err);
+		-- at load, nothing online
+		assert.are.same({ "warn" }, status_types(m));
+		assert.matches("service@example.org", m.status_calls[1].message, 1, true);
+		assert.are.equal(1, count_logs(m, "warn", "No eligible resource of service@example%.org is online"));
+
+		-- an ineligible resource changes nothing
+		target_online(m, "phone");
+		assert.are.same({ "warn" }, status_types(m));
+
+		target_online(m, "focus1");
+		assert.are.same({ "warn", "core" }, status_types(m));
+		assert.matches("1 eligible", m.status_calls[2].message, 1, true);
+		assert.are.equal(1, count_logs(m, "info", "eligible resource%(s%) of service@example%.org online"));
+		-- more of the same state: no new status, no new line
+		target_online(m, "focus2");
+		target_online(m, "focus1", 5);
+		target_offline(m, "focus2");
+		assert.are.same({ "warn", "core" }, status_types(m));
+		assert.are.equal(1, count_logs(m, "info", "eligible resource%(s%) of service@example%.org online"));
+
+		-- the target revokes the subscription
+		assert.is_true(revoke(m));
+		assert.are.same({ "warn", "core", "error" }, status_types(m));
+		assert.matches(m.host, m.status_calls[3].message, 1, true);
+		assert.are.equal(1, count_logs(m, "error", "revoked the subscription"));
+		assert.is_true(revoke(m));
+		assert.are.same({ "warn", "core", "error" }, status_types(m));
+		assert.are.equal(1, count_logs(m, "error", "revoked the subscription"));
+
+		-- approved again: a resource is available
+		target_online(m, "focus1");
+		assert.are.same({ "warn", "core", "error", "core" }, status_types(m));
+		assert.are.equal(2, count_logs(m, "info", "eligible resource%(s%) of service@example%.org online"));
+		assert.are.equal(1, count_logs(m, "warn", "No eligible resource"));
+		-- and no eligible resource online is a warning again
+		target_offline(m, "focus1");
+		assert.are.same({ "warn", "core", "error", "core", "warn" }, status_types(m));
+		assert.are.equal(2, count_logs(m, "warn", "No eligible resource"));
+	end);
+
+	it("leaves Prosody 0.12's module status at core once a resource is back after an error", function ()
+		-- Prosody 0.12's set_status keeps an "error" status against anything but another
+		-- "error" unless the call passes override = true.
+		local m, ok, err = load_shim();
+		assert.is_true(ok, err);
+		assert.are.equal("warn", (m:get_status()));
+		target_online(m, "a");
+		assert.are.equal("core", (m:get_status()));
+		assert.is_true(revoke(m));
+		assert.are.equal("error", (m:get_status()));
+		target_online(m, "a");
+		assert.are.equal("core", (m:get_status()), "the error status stuck after the target came back");
+	end);
+end);
+
+describe("metrics", function ()
+	it("defines the families with Prosody's metric() signature", function ()
+		local m, ok, err = load_shim();
+		assert.is_true(ok, err);
+		local expected = {
+			requests = { "counter", { "outcome" } },
+			errors = { "counter", { "condition" } },
+			eligible_resources = { "gauge", {} },
+			pending = { "gauge", {} },
+		};
+		for name, e in pairs(expected) do
+			local family = m.metrics[name];
+			assert.is_table(family, "no metric " .. name);
+			assert.are.equal(e[1], family.type, name);
+			assert.are.same(e[2], family.label_keys, name);
+			assert.is_string(family.unit, name);
+			assert.is_string(family.description, name);
+		end
+		assert.are.equal(4, #m.items.metric);
+	end);
+
+	it("copies the core's counters and gauges at stats-update; errors counted by condition", function ()
+		local m, ok, err = load_shim({ options = { target_address = TARGET, client_proxy_timeout = 30 } });
+		assert.is_true(ok, err);
+		m.sent = {};
+		local update = m.global_hooks["stats-update"];
+		assert.is_function(update, "nothing hooked on the global stats-update");
+		local requests, errors = m.metrics.requests, m.metrics.errors;
+		local eligible, pending = m.metrics.eligible_resources, m.metrics.pending;
+
+		-- refused: nothing online
+		assert.is_true(deliver(m, request(m, USER, "m0")));
+		assert_error_reply(m.sent[1], USER, m.host, "m0", "cancel", "service-unavailable");
+		target_online(m, "a");
+		-- forwarded and delivered, twice
+		for i = 1, 2 do
+			assert.is_true(deliver(m, request(m, USER, "m" .. i)));
+			assert.is_true(deliver(m, result_for(m.sent[#m.sent])));
+		end
+		assert.are.equal(5, #m.sent);
+		-- unsolicited: a result nobody asked for
+		local jat = m.sent[2].attr.from;
+		assert.is_true(deliver(m, st.iq({ type = "result", id = "never-asked", to = jat, from = TARGET .. "/a" })));
+		-- forwarded, still pending
+		assert.is_true(deliver(m, request(m, USER, "m3")));
+		assert.are.equal(6, #m.sent);
+
+		update();
+		assert.are.same({ forwarded = 3, delivered = 2, refused = 1, unsolicited = 1, timed_out = 0, lost = 0, retried = 0 },
+			requests:by_label());
+		assert.are.equal(1, eligible:value());
+		assert.are.equal(1, pending:value());
+
+		-- m3 times out
+		clock.offset = 31;
+		m.timers[1].callback();
+		assert.are.equal(7, #m.sent);
+		assert_error_reply(m.sent[7], USER, m.host, "m3", "wait", "remote-server-timeout");
+
+		update();
+		assert.are.same({ forwarded = 3, delivered = 2, refused = 1, unsolicited = 1, timed_out = 1, lost = 0, retried = 0 },
+			requests:by_label());
+		assert.are.equal(1, eligible:value());
+		assert.are.equal(0, pending:value());
+		assert.are.same({ ["service-unavailable"] = 1, ["remote-server-timeout"] = 1 }, errors:by_label());
+		-- the counters are set from the core's, not added up at each update
+		for _, call in ipairs(requests.calls) do
+			assert.are.equal("set", call.op);
+		end
+		for _, call in ipairs(errors.calls) do
+			assert.are.same({ "add", 1 }, { call.op, call.value });
+		end
+
+		-- the resource goes: the gauge follows
+		target_offline(m, "a");
+		update();
+		assert.are.equal(0, eligible:value());
+	end);
+end);
+
+describe("shell command client_proxy:resources", function ()
+	-- A shell section as mod_admin_shell hands it to a command: self.session.print.
+	local function shell_self(lines, section)
+		return setmetatable({ session = { print = function (line) table.insert(lines, line); end } },
+			{ __index = section });
+	end
+
+	-- Brings three resources online (one per pool) and leaves one request pending on focus1.
+	local function populate(m)
+		target_online(m, "focus1", 5);
+		target_online(m, "old", -1);
+		target_online(m, "phone", 10);
+		assert.is_true(deliver(m, request(m, USER, "sh1")));
+		assert.are.equal(TARGET .. "/focus1", m.sent[#m.sent].attr.to);
+	end
+	local OPTIONS = { target_address = TARGET, client_proxy_resources = { "^focus", "^old" } };
+	local EXPECTED = {
+		focus1 = { priority = 5, pool = "active", pending = 1 },
+		old = { priority = -1, pool = "draining", pending = 0 },
+		phone = { priority = 10, pool = "ineligible", pending = 0 },
+	};
+
+	local function words(line)
+		local out = {};
+		for w in line:gmatch("%S+") do out[w] = true; end
+		return out;
+	end
+
+	local function check_listing(m, lines)
+		assert.are.equal(4, #lines, "expected a header and three resources:\n" .. table.concat(lines, "\n"));
+		assert.matches(m.host, lines[1], 1, true);
+		assert.matches(TARGET, lines[1], 1, true);
+		local seen = {};
+		for i = 2, #lines do
+			local line = lines[i];
+			local w = words(line);
+			local name;
+			for n in pairs(EXPECTED) do
+				if w[n] then
+					assert.is_nil(name, "two resources on one line: " .. line);
+					name = n;
+				end
+			end
+			assert.is_string(name, "no resource named on: " .. line);
+			assert.is_nil(seen[name], name .. " listed twice");
+			seen[name] = true;
+			local e = EXPECTED[name];
+			assert.is_true(w[tostring(e.priority)], "priority " .. e.priority .. " missing: " .. line);
+			assert.is_true(w[e.pool], "pool " .. e.pool .. " missing: " .. line);
+			assert.are.equal(tostring(e.pending), line:match("(%d+) pending"), line);
+		end
+	end
+
+	it("Prosody 0.12: lives in the admin shell's shared environment", function ()
+		local shared = {};
+		local m, ok, err = load_shim({ options = OPTIONS, shared = shared });
+		assert.is_true(ok, err);
+		populate(m);
+		assert.is_nil(m.items["shell-command"]);
+		local env = m:shared("/*/admin_shell/env");
+		assert.is_table(env.client_proxy);
+		assert.is_function(env.client_proxy.resources);
+
+		local lines = {};
+		local shown, text = shell_self(lines, env.client_proxy):resources(m.host);
+		assert.is_true(shown);
+		assert.is_string(text);
+		check_listing(m, lines);
+
+		-- another host, same process, same shell: each is listed on its own
+		local m2;
+		m2, ok, err = load_shim({ options = OPTIONS, shared = shared });
+		assert.is_true(ok, err);
+		local lines2 = {};
+		shown = shell_self(lines2, env.client_proxy):resources(m2.host);
+		assert.is_true(shown);
+		assert.are.equal(1, #lines2, table.concat(lines2, "\n"));
+		assert.matches(m2.host, lines2[1], 1, true);
+		lines = {};
+		shell_self(lines, env.client_proxy):resources(m.host);
+		check_listing(m, lines);
+
+		-- an unknown host: false and nothing printed
+		lines = {};
+		shown, text = shell_self(lines, env.client_proxy):resources("nowhere.example");
+		assert.is_false(shown);
+		assert.matches("nowhere.example", text, 1, true);
+		assert.are.same({}, lines);
+
+		-- unloaded: no longer listed
+		local unloaded = m.handlers["module-unloaded"];
+		assert.is_function(unloaded);
+		unloaded({ module = "client_proxy", host = m.host });
+		lines = {};
+		shown = shell_self(lines, env.client_proxy):resources(m.host);
+		assert.is_false(shown);
+		assert.are.same({}, lines);
+	end);
+
+	it("Prosody 13: a shell-command item with the same listing", function ()
+		local shared = {};
+		local m, ok, err = load_shim({ options = OPTIONS, version = "13.0.1", shared = shared });
+		assert.is_true(ok, err);
+		populate(m);
+		assert.is_nil(m:shared("/*/admin_shell/env").client_proxy);
+		local items = m.items["shell-command"];
+		assert.is_table(items);
+		assert.are.equal(1, #items);
+		local item = items[1];
+		assert.are.equal("client_proxy", item.section);
+		assert.are.equal("resources", item.name);
+		assert.is_function(item.handler);
+
+		local lines = {};
+		local shown, text = item.handler(shell_self(lines, {}), m.host);
+		assert.is_true(shown);
+		assert.is_string(text);
+		check_listing(m, lines);
+		-- without a host: this component's
+		lines = {};
+		assert.is_true((item.handler(shell_self(lines, {}))));
+		check_listing(m, lines);
+		-- another host: not this component's to list
+		lines = {};
+		assert.is_not_true((item.handler(shell_self(lines, {}), "other.example")));
+		assert.are.same({}, lines);
 	end);
 end);
