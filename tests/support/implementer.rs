@@ -1,0 +1,355 @@
+//! An implementing client for tests: one resource of the target account, running as a
+//! tokio task. It approves the proxy's subscription, answers proxied requests with the
+//! configured [`Behaviour`], and records every exchange so tests can look at the exact
+//! stanzas it saw.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tokio::time::{timeout, Instant};
+use tokio_xmpp::jid::FullJid;
+use tokio_xmpp::minidom::rxml::xml_ncname;
+use tokio_xmpp::minidom::Element;
+use tokio_xmpp::parsers::iq::Iq;
+use tokio_xmpp::parsers::presence::{Presence, Type as PresenceType};
+use tokio_xmpp::parsers::stanza_error::StanzaError;
+use tokio_xmpp::Stanza;
+
+use super::client::{jid, xml, Xmpp};
+
+/// Namespace of the echo payload.
+pub const ECHO_NS: &str = "urn:example:client-proxy-test";
+
+/// How the implementing client answers requests.
+#[derive(Clone, Debug)]
+pub enum Behaviour {
+    /// A result with `<echo xmlns=ECHO_NS resource='..' jid='..'>` around the request payload.
+    Echo,
+    /// An error with this `<error/>` element (type, condition, text, app-specific child).
+    Error(Element),
+    /// No answer at all.
+    Silent,
+}
+
+/// `<error type='modify'><bad-request/><text>nope</text><oops xmlns='urn:example:app'/></error>`.
+pub fn app_error() -> Element {
+    xml("<error xmlns='jabber:client' type='modify'>\
+         <bad-request xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/>\
+         <text xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'>nope</text>\
+         <oops xmlns='urn:example:app'/></error>")
+}
+
+/// One request as the implementing client received it, and what it answered.
+#[derive(Clone, Debug)]
+pub struct Exchange {
+    /// The request exactly as received.
+    pub request: Iq,
+    /// The answer sent (None when silent).
+    pub reply: Option<Iq>,
+    /// Which login of this implementer (0 for the first start, 1 after a restart, ...).
+    pub session: usize,
+    /// When it arrived.
+    pub at: Instant,
+}
+
+/// The echo payload the implementer answers with.
+pub fn echo_payload(own: &FullJid, request_payload: &Element) -> Element {
+    Element::builder("echo", ECHO_NS)
+        .attr(xml_ncname!("resource").to_owned(), own.resource().as_str())
+        .attr(xml_ncname!("jid").to_owned(), own.to_string())
+        .append(request_payload.clone())
+        .build()
+}
+
+/// The resource that answered, read from an echo result.
+pub fn answered_by(iq: &Iq) -> Option<String> {
+    echo_of(iq)?.attr("resource").map(str::to_string)
+}
+
+/// The full JID that answered, read from an echo result.
+pub fn answered_by_jid(iq: &Iq) -> Option<String> {
+    echo_of(iq)?.attr("jid").map(str::to_string)
+}
+
+fn echo_of(iq: &Iq) -> Option<&Element> {
+    match iq {
+        Iq::Result {
+            payload: Some(p), ..
+        } if p.is("echo", ECHO_NS) => Some(p),
+        _ => None,
+    }
+}
+
+#[derive(Default)]
+struct Shared {
+    behaviour: Mutex<Option<Behaviour>>,
+    exchanges: Mutex<Vec<Exchange>>,
+    others: Mutex<Vec<Stanza>>,
+    approved: AtomicUsize,
+    session: AtomicUsize,
+}
+
+enum Command {
+    Send(Box<Stanza>),
+    Stop(oneshot::Sender<()>),
+}
+
+struct Running {
+    commands: mpsc::UnboundedSender<Command>,
+    task: JoinHandle<()>,
+}
+
+/// One resource of the target account. Create with [`Implementer::new`], configure,
+/// then [`Implementer::start`].
+pub struct Implementer {
+    addr: String,
+    user: String,
+    password: String,
+    /// The resource name (e.g. "a").
+    pub resource: String,
+    /// The component host whose subscription it approves.
+    pub proxy: String,
+    priority: Option<i8>,
+    shared: Arc<Shared>,
+    running: Option<Running>,
+}
+
+impl Implementer {
+    /// `user@localhost/resource` with `password`, serving requests proxied by `proxy`.
+    pub fn new(addr: &str, user: &str, password: &str, resource: &str, proxy: &str) -> Self {
+        let shared = Shared::default();
+        *shared.behaviour.lock().unwrap() = Some(Behaviour::Echo);
+        Implementer {
+            addr: addr.to_string(),
+            user: user.to_string(),
+            password: password.to_string(),
+            resource: resource.to_string(),
+            proxy: proxy.to_string(),
+            priority: None,
+            shared: Arc::new(shared),
+            running: None,
+        }
+    }
+
+    /// Sends this presence priority (next start).
+    pub fn priority(mut self, priority: i8) -> Self {
+        self.priority = Some(priority);
+        self
+    }
+
+    /// Sets the behaviour (takes effect at once, also while running).
+    pub fn set_behaviour(&self, behaviour: Behaviour) {
+        *self.shared.behaviour.lock().unwrap() = Some(behaviour);
+    }
+
+    /// Builder form of [`Implementer::set_behaviour`].
+    pub fn behaviour(self, behaviour: Behaviour) -> Self {
+        self.set_behaviour(behaviour);
+        self
+    }
+
+    /// The full JID this implementer logs in as.
+    pub fn full_jid(&self) -> String {
+        format!("{}@{}/{}", self.user, super::DOMAIN, self.resource)
+    }
+
+    /// Logs in, sends initial presence and starts answering. Returns once online.
+    pub async fn start(&mut self) {
+        assert!(
+            self.running.is_none(),
+            "{} already running",
+            self.full_jid()
+        );
+        let mut xmpp = Xmpp::login(&self.addr, &self.full_jid(), &self.password).await;
+        xmpp.presence(self.priority).await;
+        let (tx, rx) = mpsc::unbounded_channel();
+        let shared = self.shared.clone();
+        let proxy = self.proxy.clone();
+        let priority = self.priority;
+        let task = tokio::spawn(serve(xmpp, shared, proxy, priority, rx));
+        self.running = Some(Running { commands: tx, task });
+    }
+
+    /// Sends unavailable presence and closes the stream; returns once closed (bounded).
+    pub async fn stop(&mut self) {
+        let Some(running) = self.running.take() else {
+            return;
+        };
+        let (tx, rx) = oneshot::channel();
+        if running.commands.send(Command::Stop(tx)).is_ok() {
+            let _ = timeout(Duration::from_secs(10), rx).await;
+        }
+        if timeout(Duration::from_secs(5), running.task).await.is_err() {
+            eprintln!("{}: implementer task did not end", self.full_jid());
+        }
+        self.shared.session.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// Stop, then start again (same resource, same records).
+    pub async fn restart(&mut self) {
+        self.stop().await;
+        self.start().await;
+    }
+
+    /// Is the task running?
+    pub fn is_running(&self) -> bool {
+        self.running.as_ref().is_some_and(|r| !r.task.is_finished())
+    }
+
+    /// Sends any stanza from this resource (e.g. an unsolicited result).
+    pub fn send(&self, stanza: impl Into<Stanza>) {
+        let running = self.running.as_ref().expect("implementer not running");
+        running
+            .commands
+            .send(Command::Send(Box::new(stanza.into())))
+            .expect("implementer task gone");
+    }
+
+    /// All exchanges so far (all sessions).
+    pub fn exchanges(&self) -> Vec<Exchange> {
+        self.shared.exchanges.lock().unwrap().clone()
+    }
+
+    /// Number of requests received so far.
+    pub fn request_count(&self) -> usize {
+        self.shared.exchanges.lock().unwrap().len()
+    }
+
+    /// The exchange for this request id, if this resource got it.
+    pub fn exchange(&self, id: &str) -> Option<Exchange> {
+        self.shared
+            .exchanges
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|e| e.request.id() == id)
+            .cloned()
+    }
+
+    /// The current session number (incremented by each stop).
+    pub fn session(&self) -> usize {
+        self.shared.session.load(Ordering::SeqCst)
+    }
+
+    /// How many subscription requests from the proxy it approved.
+    pub fn approved(&self) -> usize {
+        self.shared.approved.load(Ordering::SeqCst)
+    }
+
+    /// Stanzas it received that were not proxied requests or the proxy's subscribe.
+    pub fn others(&self) -> Vec<Stanza> {
+        self.shared.others.lock().unwrap().drain(..).collect()
+    }
+}
+
+impl Drop for Implementer {
+    fn drop(&mut self) {
+        if let Some(running) = self.running.take() {
+            running.task.abort();
+        }
+    }
+}
+
+/// The implementer's loop: answer requests, approve the proxy, obey commands.
+async fn serve(
+    mut xmpp: Xmpp,
+    shared: Arc<Shared>,
+    proxy: String,
+    priority: Option<i8>,
+    mut commands: mpsc::UnboundedReceiver<Command>,
+) {
+    let own = xmpp.jid.clone();
+    let session = shared.session.load(Ordering::SeqCst);
+    let mut reconnects = 0;
+    loop {
+        tokio::select! {
+            command = commands.recv() => match command {
+                Some(Command::Send(stanza)) => xmpp.send(*stanza).await,
+                Some(Command::Stop(done)) => {
+                    xmpp.close().await;
+                    let _ = done.send(());
+                    return;
+                }
+                None => {
+                    xmpp.close().await;
+                    return;
+                }
+            },
+            // Short waits, so that a reconnect is noticed soon even when nothing arrives.
+            stanza = xmpp.next_stanza(Duration::from_millis(250)) => {
+                if xmpp.reconnects != reconnects {
+                    // tokio-xmpp reconnected (e.g. the server restarted): the new session
+                    // needs presence again.
+                    reconnects = xmpp.reconnects;
+                    xmpp.presence(priority).await;
+                }
+                let Some(stanza) = stanza else { continue };
+                handle(&mut xmpp, &own, &shared, &proxy, session, stanza).await;
+            }
+        }
+    }
+}
+
+async fn handle(
+    xmpp: &mut Xmpp,
+    own: &FullJid,
+    shared: &Shared,
+    proxy: &str,
+    session: usize,
+    stanza: Stanza,
+) {
+    match stanza {
+        Stanza::Iq(iq @ (Iq::Get { .. } | Iq::Set { .. })) => {
+            let behaviour = shared
+                .behaviour
+                .lock()
+                .unwrap()
+                .clone()
+                .unwrap_or(Behaviour::Echo);
+            let (to, id) = (iq.from().cloned(), iq.id().to_string());
+            let reply = match behaviour {
+                Behaviour::Silent => None,
+                Behaviour::Echo => {
+                    let payload = match &iq {
+                        Iq::Get { payload, .. } | Iq::Set { payload, .. } => payload,
+                        _ => unreachable!(),
+                    };
+                    Some(Iq::Result {
+                        from: None,
+                        to,
+                        id,
+                        payload: Some(echo_payload(own, payload)),
+                    })
+                }
+                Behaviour::Error(element) => Some(Iq::Error {
+                    from: None,
+                    to,
+                    id,
+                    error: StanzaError::try_from(element).expect("a valid <error/> element"),
+                    payload: None,
+                }),
+            };
+            shared.exchanges.lock().unwrap().push(Exchange {
+                request: iq,
+                reply: reply.clone(),
+                session,
+                at: Instant::now(),
+            });
+            if let Some(reply) = reply {
+                xmpp.send(reply).await;
+            }
+        }
+        Stanza::Presence(p)
+            if p.type_ == PresenceType::Subscribe
+                && p.from.as_ref().is_some_and(|f| f.to_string() == proxy) =>
+        {
+            // The proxy asks to see our presence: approve (this is what makes routing work).
+            xmpp.send(Presence::subscribed().with_to(jid(proxy))).await;
+            shared.approved.fetch_add(1, Ordering::SeqCst);
+        }
+        other => shared.others.lock().unwrap().push(other),
+    }
+}
