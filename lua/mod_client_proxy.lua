@@ -17,8 +17,13 @@ local function load_native()
 	local path = module:get_directory() .. "/client_proxy.so";
 	local open, err = package.loadlib(path, "luaopen_client_proxy");
 	if not open then
-		error(("cannot load the native library %s (build it and install it next to mod_client_proxy.lua): %s")
-			:format(path, tostring(err)), 0);
+		local hint = "build it and install it next to mod_client_proxy.lua";
+		if tostring(err):match("undefined symbol") then
+			-- e.g. lua_newuserdatauv: a library built for Lua 5.4 loaded by an older Lua.
+			local version = _VERSION:match("%d+%.%d+") or "?";
+			hint = ("it was built for another Lua than this Prosody's %s: rebuild with make LUA=%s"):format(_VERSION, rawget(_G, "jit") and "jit" or version);
+		end
+		error(("cannot load the native library %s (%s): %s"):format(path, hint, tostring(err)), 0);
 	end
 	return open();
 end
