@@ -343,14 +343,25 @@ end
 send_answers((proxy:take_answers()));
 
 function module.save()
-	return { held = held };
+	return { held = held, available = available };
 end
 
 function module.restore(data)
 	for seq, stanza in pairs(data.held or {}) do
 		held[seq] = stanza;
 	end
+	-- What subscribers were told before the reload; tell them if that changed (a new target).
+	if data.available ~= nil then
+		available = data.available;
+		update_status();
+	end
 end
+
+-- The service goes away with the server: subscribers are told, so that after a restart
+-- nobody believes it available until a resource is online again.
+module:hook_global("server-stopping", function ()
+	set_available(false);
+end);
 
 if prosody.start_time then
 	subscribe();

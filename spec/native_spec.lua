@@ -40,6 +40,10 @@ local function new_proxy(opts)
 		timeout = opts.timeout;
 		max_pending = opts.max_pending;
 		max_pending_per_requester = opts.max_pending_per_requester;
+		strategy = opts.strategy;
+		messages = opts.messages;
+		outbound = opts.outbound;
+		presence = opts.presence;
 	});
 	return p, host;
 end
@@ -82,14 +86,16 @@ local function resource_of(to)
 	return to:sub(#T + 2);
 end
 
--- Splits a flat answers list (6 per entry) into entries keyed by request id.
+-- Splits a flat answers list (7 per entry: seq, to, from, id, etype, condition, text)
+-- into entries keyed by request id.
 local function answers_by_id(list)
-	assert.are.equal(0, #list % 6, "answers list is not 6 per entry: " .. #list);
+	assert.are.equal(0, #list % 7, "answers list is not 7 per entry: " .. #list);
 	local by_id = {};
-	for i = 1, #list, 6 do
+	for i = 1, #list, 7 do
 		assert_seq(list[i], "answer seq");
-		assert.is_nil(by_id[list[i + 2]], "answered twice: " .. tostring(list[i + 2]));
-		by_id[list[i + 2]] = { list[i], list[i + 1], list[i + 2], list[i + 3], list[i + 4], list[i + 5] };
+		local id = list[i + 3];
+		assert.is_nil(by_id[id], "answered twice: " .. tostring(id));
+		by_id[id] = { table.unpack(list, i, i + 6) };
 	end
 	return by_id;
 end
@@ -362,8 +368,15 @@ describe("proxy:route", function ()
 		assert.are.equal(0, p:status().pending);
 	end);
 
-	it("refuses an iq without id, messages and presence from requesters", function ()
+	it("refuses an iq without id", function ()
 		local p, host = new_proxy();
+		online(p, "a");
+		assert.are.same({ "error", "modify", "bad-request", "An iq request needs an id" },
+			{ p:route("iq", "get", R, host, nil, 0, nil) });
+	end);
+
+	it("with messages and presence off, refuses messages and presence from requesters (the original)", function ()
+		local p, host = new_proxy({ messages = false, presence = false });
 		online(p, "a");
 		assert.are.same({ "error", "modify", "bad-request", "An iq request needs an id" },
 			{ p:route("iq", "get", R, host, nil, 0, nil) });
@@ -375,16 +388,30 @@ describe("proxy:route", function ()
 			{ p:route("presence", nil, R, host, nil, 0, 0) });
 	end);
 
-	it("never answers a stanza of type error", function ()
+	it("by default, takes messages and subscriptions from requesters", function ()
 		local p, host = new_proxy();
 		online(p, "a");
-		for _, name in ipairs({ "iq", "message", "presence" }) do
-			for _, from in ipairs({ R, T .. "/a", T .. "/unknown", "other.example" }) do
-				for _, to in ipairs({ host, host .. "/" .. R, "node@" .. host }) do
-					local action = p:route(name, "error", from, to, "e", 0, nil);
-					assert.are_not.equal("error", action, ("%s error from %s to %s"):format(name, from, to));
-					assert.is_true(action == "drop" or action == "consumed" or action == "deliver",
-						("%s error from %s to %s: %s"):format(name, from, to, tostring(action)));
+		assert.are.same({ "relay", T .. "/a", host .. "/" .. R },
+			{ p:route("message", "chat", R, host, "m1", 0, nil) });
+		assert.are.same({ "subscription", "subscribe" },
+			{ p:route("presence", "subscribe", R, host, nil, 0, nil) });
+		assert.are.equal("drop", (p:route("presence", nil, R, host, nil, 0, 0)));
+	end);
+
+	it("never answers a stanza of type error (any switches)", function ()
+		for _, on in ipairs({ true, false }) do
+			local p, host = new_proxy({ messages = on, outbound = on, presence = on });
+			online(p, "a");
+			for _, name in ipairs({ "iq", "message", "presence" }) do
+				for _, from in ipairs({ R, T .. "/a", T .. "/unknown", "other.example" }) do
+					for _, to in ipairs({ host, host .. "/" .. R, "node@" .. host }) do
+						local what = ("%s error from %s to %s (switches %s)"):format(name, from, to, tostring(on));
+						local action = p:route(name, "error", from, to, "e", 0, nil);
+						assert.are_not.equal("error", action, what);
+						-- a bounce of a user's message goes back to the user: relayed, not answered
+						assert.is_true(action == "drop" or action == "consumed" or action == "deliver"
+							or (on and name == "message" and action == "relay"), what .. ": " .. tostring(action));
+					end
 				end
 			end
 		end
@@ -445,10 +472,10 @@ describe("lost requests", function ()
 		answers, retries = p:take_answers();
 		-- no other resource: the get cannot be retried either
 		assert.are.same({}, retries);
-		assert.are.equal(12, #answers);
+		assert.are.equal(14, #answers);
 		local got = answers_by_id(answers);
-		assert.are.same({ seq1, R, "r1", "wait", "recipient-unavailable", GONE }, got.r1);
-		assert.are.same({ seq2, "other@example.org/x", "r2", "wait", "recipient-unavailable", GONE }, got.r2);
+		assert.are.same({ seq1, R, host, "r1", "wait", "recipient-unavailable", GONE }, got.r1);
+		assert.are.same({ seq2, "other@example.org/x", host, "r2", "wait", "recipient-unavailable", GONE }, got.r2);
 		-- drained
 		answers, retries = p:take_answers();
 		assert.are.same({}, answers);
@@ -469,7 +496,7 @@ describe("lost requests", function ()
 			local answers, retries = p:take_answers();
 			-- every resource is gone: the get is answered, not retried
 			assert.are.same({}, retries, kind);
-			assert.are.same({ seq, R, "1", "wait", "recipient-unavailable", GONE }, answers, kind);
+			assert.are.same({ seq, R, host, "1", "wait", "recipient-unavailable", GONE }, answers, kind);
 			assert.are.same({}, p:status().resources);
 			assert.are.equal(0, p:status().pending);
 		end
@@ -482,7 +509,7 @@ describe("lost requests", function ()
 		assert.are.same({}, p:expire(100));
 		assert.are.same({}, p:expire(109.5));
 		assert.are.equal(1, p:status().pending);
-		assert.are.same({ seq, R, "slow", "wait", "remote-server-timeout", "The implementing client did not answer in time" },
+		assert.are.same({ seq, R, host, "slow", "wait", "remote-server-timeout", "The implementing client did not answer in time" },
 			p:expire(110));
 		assert.are.same({}, p:expire(200));
 		assert.are.equal(0, p:status().pending);
@@ -528,8 +555,8 @@ describe("lost requests", function ()
 		assert.are.same({}, p:expire(9.9));
 		local expired = answers_by_id(p:expire(10));
 		local text = "The implementing client did not answer in time";
-		assert.are.same({ seq1, R, "g1", "wait", "remote-server-timeout", text }, expired.g1);
-		assert.are.same({ seq2, R2, "g2", "wait", "remote-server-timeout", text }, expired.g2);
+		assert.are.same({ seq1, R, host, "g1", "wait", "remote-server-timeout", text }, expired.g1);
+		assert.are.same({ seq2, R2, host, "g2", "wait", "remote-server-timeout", text }, expired.g2);
 		assert.are.equal(0, p:status().pending);
 	end);
 
@@ -543,7 +570,7 @@ describe("lost requests", function ()
 		local answers, retries = p:take_answers();
 		-- in the same batch: the get is retried, the set (side effects) is answered
 		assert.are.same({ gseq, T .. "/b", from }, retries);
-		assert.are.same({ sseq, R, "s", "wait", "recipient-unavailable", GONE }, answers);
+		assert.are.same({ sseq, R, host, "s", "wait", "recipient-unavailable", GONE }, answers);
 		assert.are.equal(1, p:status().pending);
 		-- a late answer to the set is not delivered
 		assert.are.equal("drop", (p:route("iq", "result", T .. "/a", from, "s", 2, nil)));
@@ -563,7 +590,7 @@ describe("lost requests", function ()
 		assert.are.equal("consumed", (offline(p, "b", 3)));
 		answers, retries = p:take_answers();
 		assert.are.same({}, retries);
-		assert.are.same({ seq, R, "twice", "wait", "recipient-unavailable", GONE }, answers);
+		assert.are.same({ seq, R, host, "twice", "wait", "recipient-unavailable", GONE }, answers);
 		assert.are.equal(0, p:status().pending);
 		-- and it is answered only once: no late reply and no timeout
 		assert.are.equal("drop", (p:route("iq", "result", T .. "/b", from, "twice", 4, nil)));
@@ -661,5 +688,280 @@ describe("state per host", function ()
 		-- the same requester and id on the other host is a separate request
 		assert.are.equal(1, pa:status().pending);
 		assert.are.equal(0, pb:status().pending);
+	end);
+end);
+
+
+local TIMED_OUT = "The implementing client did not answer in time";
+
+describe("messages", function ()
+	it("a user's messages are relayed to one resource (sticky) from host/JAT, to any component address", function ()
+		local p, host = new_proxy();
+		online(p, "a");
+		online(p, "b");
+		online(p, "c");
+		local first = { p:route("message", "chat", R, host, "m0", 0, nil) };
+		assert.are.equal("relay", first[1]);
+		assert.are.equal(3, #first, "relay, to, from (no third value)");
+		local res = resource_of(first[2]);
+		assert.is_true(res == "a" or res == "b" or res == "c", res);
+		assert.are.equal(host .. "/" .. R, first[3]);
+		for i, to in ipairs({ host, host .. "/x", "node@" .. host, host, host }) do
+			for _, kind in ipairs({ "chat", "normal" }) do
+				assert.are.same(first, { p:route("message", kind, R, to, "m" .. i, i, nil) }, "message " .. i .. " moved");
+			end
+		end
+		local nothing = { p:route("message", nil, R, host, nil, 6, nil) };
+		assert.are.same(first, nothing, "a message without type or id");
+		-- messages are not tracked
+		assert.are.equal(0, p:status().pending);
+		assert.are.equal(12, p:status().counters.messages_in);
+		-- the resource leaves: the user moves on to another one, and stays there
+		offline(p, res, 7);
+		local moved = { p:route("message", "chat", R, host, "n1", 8, nil) };
+		assert.are.equal("relay", moved[1]);
+		assert.are_not.equal(first[2], moved[2]);
+		for i = 2, 5 do
+			assert.are.same(moved, { p:route("message", "chat", R, host, "n" .. i, 8, nil) });
+		end
+	end);
+
+	it("a user's message without an eligible resource online: service-unavailable", function ()
+		local p, host = new_proxy();
+		local v = { p:route("message", "chat", R, host, "m", 0, nil) };
+		assert.are.same({ "error", "cancel", "service-unavailable" }, { v[1], v[2], v[3] });
+		assert.are.equal(0, p:status().counters.messages_in);
+	end);
+
+	it("a target resource's message to a JAT address goes to the user from the host", function ()
+		local p, host = new_proxy();
+		online(p, "a");
+		assert.are.same({ "relay", R, host }, { p:route("message", "chat", T .. "/a", host .. "/" .. R, "r1", 0, nil) });
+		-- to a bare user too, and from a resource the proxy has not seen
+		assert.are.same({ "relay", "user@example.org", host },
+			{ p:route("message", "normal", T .. "/z", host .. "/user@example.org", nil, 0, nil) });
+		assert.are.equal(2, p:status().counters.messages_out);
+		-- an address the proxy cannot map back: item-not-found
+		local v = { p:route("message", "chat", T .. "/a", host .. "/@0123456789abcdef", "r2", 0, nil) };
+		assert.are.same({ "error", "cancel", "item-not-found" }, { v[1], v[2], v[3] });
+		-- to the bare component: bad-request (not addressed to anybody)
+		v = { p:route("message", "chat", T .. "/a", host, "r3", 0, nil) };
+		assert.are.same({ "error", "cancel", "bad-request" }, { v[1], v[2], v[3] });
+		-- base64 mode maps back too
+		local q, qhost = new_proxy({ jat = "base64" });
+		online(q, "a");
+		assert.are.same({ "relay", R, qhost },
+			{ q:route("message", "chat", T .. "/a", qhost .. "/dXNlckBleGFtcGxlLm9yZy9hYmM", "r", 0, nil) });
+	end);
+
+	it("bounces go back both ways and are never answered", function ()
+		local p, host = new_proxy();
+		online(p, "a");
+		online(p, "b");
+		local jat = host .. "/" .. R;
+		-- nobody wrote to R yet: the user's bounce has nowhere to go
+		assert.are.equal("drop", (p:route("message", "error", R, host, "x", 0, nil)));
+		-- /b writes to R; R's server bounces it: back to /b, from R's JAT address
+		assert.are.same({ "relay", R, host }, { p:route("message", "chat", T .. "/b", jat, "w1", 0, nil) });
+		assert.are.same({ "relay", T .. "/b", jat }, { p:route("message", "error", R, host, "w1", 0, nil) });
+		-- /a writes last: the bounce follows the last writer
+		p:route("message", "chat", T .. "/a", jat, "w2", 0, nil);
+		assert.are.same({ "relay", T .. "/a", jat }, { p:route("message", "error", R, host, "w2", 0, nil) });
+		-- another user's bounce does not go to R's writer
+		assert.are.equal("drop", (p:route("message", "error", "other@example.org/x", host, "w2", 0, nil)));
+		-- a bounce of R's message from a target resource: back to R from the host
+		assert.are.same({ "relay", R, host }, { p:route("message", "error", T .. "/a", jat, "u1", 0, nil) });
+		-- ... but never to an address the proxy cannot map back, and never answered
+		assert.are.equal("drop", (p:route("message", "error", T .. "/a", host .. "/@0123456789abcdef", "u2", 0, nil)));
+		-- the writer goes offline: its bounces are dropped
+		offline(p, "a");
+		assert.are.equal("drop", (p:route("message", "error", R, host, "w3", 0, nil)));
+		-- bounces are not counted as messages
+		local c = p:status().counters;
+		assert.are.same({ 0, 2 }, { c.messages_in, c.messages_out });
+	end);
+end);
+
+describe("requests from the implementing client (outbound)", function ()
+	it("an iq get/set to a JAT address goes to the user from the host, under an id cp<hex> of the proxy's", function ()
+		local p, host = new_proxy();
+		online(p, "a");
+		online(p, "b");
+		local jat = host .. "/" .. R;
+		local a = { p:route("iq", "get", T .. "/a", jat, "same", 0, nil) };
+		assert.are.equal(4, #a);
+		assert.are.same({ "rewrite", R, host }, { a[1], a[2], a[3] });
+		assert.matches("^cp%x+$", a[4]);
+		-- another resource, the same id: another id towards the user
+		local b = { p:route("iq", "set", T .. "/b", jat, "same", 0, nil) };
+		assert.are.same({ "rewrite", R, host }, { b[1], b[2], b[3] });
+		assert.matches("^cp%x+$", b[4]);
+		assert.are_not.equal(a[4], b[4]);
+		-- the same resource, the same id again (its first is outstanding): yet another id
+		local a2 = { p:route("iq", "get", T .. "/a", jat, "same", 0, nil) };
+		assert.are.equal("rewrite", a2[1]);
+		assert.is_true(a2[4] ~= a[4] and a2[4] ~= b[4]);
+		local s = p:status();
+		assert.are.equal(3, s.outbound_pending);
+		assert.are.equal(3, s.counters.outbound);
+		assert.are.equal(0, s.pending, "outbound requests are not requests from users");
+
+		-- the user's results come back to the resource that asked, from the user's JAT
+		-- address, with the id it used
+		assert.are.same({ "rewrite", T .. "/b", jat, "same" }, { p:route("iq", "result", R, host, b[4], 1, nil) });
+		assert.are.same({ "rewrite", T .. "/a", jat, "same" }, { p:route("iq", "result", R, host, a[4], 1, nil) });
+		-- answered once
+		assert.are.equal("drop", (p:route("iq", "result", R, host, a[4], 1, nil)));
+		-- only the user asked may answer
+		assert.are.equal("drop", (p:route("iq", "result", "other@example.org/x", host, a2[4], 1, nil)));
+		assert.are.equal("drop", (p:route("iq", "result", "user@example.org/other", host, a2[4], 1, nil)));
+		-- an id the proxy never gave out
+		assert.are.equal("drop", (p:route("iq", "result", R, host, "same", 1, nil)));
+		assert.are.equal("drop", (p:route("iq", "result", R, host, "cpffff", 1, nil)));
+		assert.are.same({ "rewrite", T .. "/a", jat, "same" }, { p:route("iq", "result", R, host, a2[4], 1, nil) });
+		assert.are.equal(0, p:status().outbound_pending);
+		-- and nothing times out later
+		assert.are.same({}, p:expire(1e9));
+	end);
+
+	it("ids stay unique over many requests and resources", function ()
+		-- (the per-requester limit counts outbound requests per user: raised here)
+		local p, host = new_proxy({ max_pending_per_requester = 1000 });
+		local seen = {};
+		for _, res in ipairs({ "a", "b", "c" }) do
+			online(p, res);
+			for i = 1, 50 do
+				local v = { p:route("iq", "get", T .. "/" .. res, host .. "/" .. R, "q" .. (i % 3), 0, nil) };
+				assert.are.equal("rewrite", v[1]);
+				assert.matches("^cp%x+$", v[4]);
+				assert.is_nil(seen[v[4]], "id given out twice: " .. v[4]);
+				seen[v[4]] = true;
+			end
+		end
+	end);
+
+	it("an unanswered outbound request gets the resource remote-server-timeout from the user's JAT address", function ()
+		local p, host = new_proxy({ timeout = 10 });
+		online(p, "a", nil, 100);
+		local jat = host .. "/" .. R;
+		local v = { p:route("iq", "set", T .. "/a", jat, "ask-1", 100, nil) };
+		assert.are.equal("rewrite", v[1]);
+		assert.are.same({}, p:expire(109.5));
+		-- 7 fields; seq 0: the shim holds nothing for it
+		assert.are.same({ 0, T .. "/a", jat, "ask-1", "wait", "remote-server-timeout", TIMED_OUT }, p:expire(110));
+		assert.are.same({}, p:expire(1000));
+		assert.are.equal(0, p:status().outbound_pending);
+		-- the late answer goes nowhere
+		assert.are.equal("drop", (p:route("iq", "result", R, host, v[4], 111, nil)));
+	end);
+
+	it("inbound and outbound timeouts come in one list, each 7 fields", function ()
+		local p, host = new_proxy({ timeout = 10 });
+		online(p, "a");
+		local _, _, seq = forward(p, "get", R, host, "in-1", 0);
+		p:route("iq", "get", T .. "/a", host .. "/" .. R, "out-1", 0, nil);
+		local got = p:expire(10);
+		assert.are.equal(14, #got);
+		local by_id = {};
+		for i = 1, #got, 7 do by_id[got[i + 3]] = { table.unpack(got, i, i + 6) }; end
+		assert.are.same({ seq, R, host, "in-1", "wait", "remote-server-timeout", TIMED_OUT }, by_id["in-1"]);
+		assert.are.same({ 0, T .. "/a", host .. "/" .. R, "out-1", "wait", "remote-server-timeout", TIMED_OUT }, by_id["out-1"]);
+	end);
+
+	it("the asking resource going offline: its outbound requests are forgotten, nothing is answered", function ()
+		local p, host = new_proxy({ timeout = 10 });
+		online(p, "a");
+		local v = { p:route("iq", "get", T .. "/a", host .. "/" .. R, "q", 0, nil) };
+		offline(p, "a", 1);
+		local answers, retries = p:take_answers();
+		assert.are.same({}, answers);
+		assert.are.same({}, retries);
+		assert.are.equal(0, p:status().outbound_pending);
+		assert.are.equal("drop", (p:route("iq", "result", R, host, v[4], 2, nil)));
+		assert.are.same({}, p:expire(100));
+	end);
+
+	it("refuses what it cannot send: unknown JAT, no id, not addressed", function ()
+		local p, host = new_proxy();
+		online(p, "a");
+		local v = { p:route("iq", "get", T .. "/a", host .. "/@0123456789abcdef", "q", 0, nil) };
+		assert.are.same({ "error", "cancel", "item-not-found" }, { v[1], v[2], v[3] });
+		v = { p:route("iq", "get", T .. "/a", host .. "/" .. R, nil, 0, nil) };
+		assert.are.same({ "error", "modify", "bad-request" }, { v[1], v[2], v[3] });
+		v = { p:route("iq", "set", T .. "/a", host, "q", 0, nil) };
+		assert.are.same({ "error", "cancel", "bad-request", "Address a requester through its translated resource" }, v);
+		assert.are.equal(0, p:status().outbound_pending);
+	end);
+
+	it("the user's iq error answering an outbound request comes back to the resource", function ()
+		-- README: "The user's result or error comes back to the resource that asked, with
+		-- the id it used, from the user's JAT address."
+		local p, host = new_proxy();
+		online(p, "a");
+		local v = { p:route("iq", "get", T .. "/a", host .. "/" .. R, "asked", 0, nil) };
+		assert.are.equal("rewrite", v[1]);
+		assert.are.same({ "rewrite", T .. "/a", host .. "/" .. R, "asked" },
+			{ p:route("iq", "error", R, host, v[4], 1, nil) });
+	end);
+end);
+
+describe("user subscriptions", function ()
+	it("subscribe, unsubscribe and probe from a user are subscription verdicts; other presence is dropped", function ()
+		local p, host = new_proxy();
+		for _, kind in ipairs({ "subscribe", "unsubscribe", "probe" }) do
+			for _, to in ipairs({ host, host .. "/x", "node@" .. host }) do
+				assert.are.same({ "subscription", kind }, { p:route("presence", kind, "user@example.org", to, nil, 0, nil) });
+			end
+		end
+		for _, kind in ipairs({ "unavailable", "subscribed", "unsubscribed" }) do
+			assert.are.equal("drop", (p:route("presence", kind, R, host, nil, 0, nil)), kind);
+		end
+		assert.are.equal("drop", (p:route("presence", nil, R, host, nil, 0, 0)));
+	end);
+end);
+
+describe("the switches", function ()
+	local NO_MESSAGES = { "error", "cancel", "feature-not-implemented", "This service does not proxy messages" };
+	local NO_OUTBOUND = { "error", "cancel", "feature-not-implemented", "Requests from the implementing client are not proxied" };
+	local NO_PRESENCE = { "error", "cancel", "bad-request", "This service takes no presence" };
+
+	it("messages = false: the original's feature-not-implemented both ways, bounces dropped", function ()
+		local p, host = new_proxy({ messages = false });
+		online(p, "a");
+		assert.are.same(NO_MESSAGES, { p:route("message", "chat", R, host, "m", 0, nil) });
+		assert.are.same(NO_MESSAGES, { p:route("message", nil, R, host, nil, 0, nil) });
+		assert.are.same(NO_MESSAGES, { p:route("message", "chat", T .. "/a", host .. "/" .. R, "m", 0, nil) });
+		assert.are.equal("drop", (p:route("message", "error", R, host, "m", 0, nil)));
+		assert.are.equal("drop", (p:route("message", "error", T .. "/a", host .. "/" .. R, "m", 0, nil)));
+		-- the other switches stay on
+		assert.are.equal("rewrite", (p:route("iq", "get", T .. "/a", host .. "/" .. R, "q", 0, nil)));
+		assert.are.equal("subscription", (p:route("presence", "subscribe", R, host, nil, 0, nil)));
+	end);
+
+	it("outbound = false: the original's feature-not-implemented for a request to a JAT address", function ()
+		local p, host = new_proxy({ outbound = false });
+		online(p, "a");
+		assert.are.same(NO_OUTBOUND, { p:route("iq", "get", T .. "/a", host .. "/" .. R, "q", 0, nil) });
+		assert.are.same(NO_OUTBOUND, { p:route("iq", "set", T .. "/a", host .. "/" .. R, "q", 0, nil) });
+		assert.are.equal(0, p:status().outbound_pending);
+		-- an iq result from a user answers nothing
+		assert.are.equal("drop", (p:route("iq", "result", R, host, "cp1", 0, nil)));
+		-- the other switches stay on
+		assert.are.equal("relay", (p:route("message", "chat", R, host, "m", 0, nil)));
+		assert.are.equal("subscription", (p:route("presence", "probe", R, host, nil, 0, nil)));
+	end);
+
+	it("presence = false: the original's bad-request for any presence from a user", function ()
+		local p, host = new_proxy({ presence = false });
+		online(p, "a");
+		for _, kind in ipairs({ "subscribe", "unsubscribe", "probe", "unavailable" }) do
+			assert.are.same(NO_PRESENCE, { p:route("presence", kind, R, host, nil, 0, nil) }, kind);
+		end
+		assert.are.same(NO_PRESENCE, { p:route("presence", nil, R, host, nil, 0, 0) });
+		-- target presence is still the target's
+		assert.are.equal("consumed", (online(p, "b")));
+		-- the other switches stay on
+		assert.are.equal("relay", (p:route("message", "chat", R, host, "m", 0, nil)));
+		assert.are.equal("rewrite", (p:route("iq", "get", T .. "/a", host .. "/" .. R, "q", 0, nil)));
 	end);
 end);

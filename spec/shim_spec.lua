@@ -173,6 +173,14 @@ local function fake_metric_family(type_, name, unit, description, label_keys)
 	return family;
 end
 
+-- A copy of plain data (tables of strings, numbers, booleans), as serialisation makes it.
+local function deep_copy(v)
+	if type(v) ~= "table" then return v; end
+	local out = {};
+	for k, x in pairs(v) do out[deep_copy(k)] = deep_copy(x); end
+	return out;
+end
+
 -- Prosody 0.12's module status rules (core/moduleapi.lua, api:set_status).
 local status_priorities = { error = 3, warn = 2, info = 1, core = 0 };
 
@@ -196,6 +204,8 @@ local function fake_module(host, opts)
 		sent = {}; -- stanza objects, in order
 		sent_xml = {}; -- canon() of each, taken when it was sent (the shim may readdress
 		-- a stanza it holds and send the same object again)
+		storage = opts.storage or {}; -- store name -> { [user or ""] = data } (module:open_store)
+		store_calls = {}; -- { store=, op=, user=, data= } in order
 	};
 	function m:get_host_type()
 		return opts.host_type or "component";
@@ -230,6 +240,55 @@ local function fake_module(host, opts)
 			self:log("error", "Config option '%s' not understood, expecting a number", name);
 		end
 		return n;
+	end
+	-- As Prosody 0.12 (get_option_scalar, then): nil -> nil (the default when there is
+	-- one), true/"true"/1 -> true, false/"false"/0 -> false, anything else: an error line
+	-- and nil.
+	function m:get_option_boolean(name, default)
+		local v = self.options[name];
+		if v == nil then v = default; end
+		if type(v) == "table" then v = v[1]; end
+		if v == nil then return nil; end
+		if v == true or v == "true" or v == 1 then return true; end
+		if v == false or v == "false" or v == 0 then return false; end
+		self:log("error", "Config option '%s' not understood, expecting true/false", name);
+		return nil;
+	end
+	-- As Prosody 0.12's keyval stores (storage "internal"): get(user) -> data or nil,
+	-- set(user, data) -> true; user nil is the host's own entry. The data is serialised,
+	-- so a get hands out a copy and a set keeps one (changing a table after set() does
+	-- not change what is stored); an empty table is stored as nothing (datamanager
+	-- removes the file). Backed by opts.storage[store name][user or ""], so that a test
+	-- can pass the same storage to two loads (a restart). Every call is recorded in
+	-- m.store_calls = { { store=, op=, user=, data= (a copy) }, ... }.
+	function m:open_store(name, store_type)
+		name = name or self.name;
+		assert(type(name) == "string", "open_store: name");
+		assert(store_type == nil or store_type == "keyval", "open_store: only keyval stores are faked");
+		local backing = self.storage[name];
+		if not backing then
+			backing = {};
+			self.storage[name] = backing;
+		end
+		local module_self = self;
+		local store = { name = name };
+		function store:get(user)
+			assert(self == store, "store.get called without ':'");
+			assert(user == nil or type(user) == "string", "store:get: user");
+			local data = deep_copy(backing[user or ""]);
+			table.insert(module_self.store_calls, { store = name, op = "get", user = user, data = deep_copy(data) });
+			return data;
+		end
+		function store:set(user, data)
+			assert(self == store, "store.set called without ':'");
+			assert(user == nil or type(user) == "string", "store:set: user");
+			assert(data == nil or type(data) == "table", "store:set: data is a " .. type(data));
+			if data ~= nil and next(data) == nil then data = nil; end
+			backing[user or ""] = deep_copy(data);
+			table.insert(module_self.store_calls, { store = name, op = "set", user = user, data = deep_copy(data) });
+			return true;
+		end
+		return store;
 	end
 	function m:hook(event, handler, priority)
 		assert(type(event) == "string", "hook: event name");
@@ -314,7 +373,8 @@ end
 -- and false + the error when the load failed.
 -- opts: host, options (the config), host_type, directory, started/start_time,
 -- version (prosody.version, "0.12.3" unless given; false for none), shared (the store
--- behind module:shared, to share it between two loads).
+-- behind module:shared, to share it between two loads), storage (the data behind
+-- module:open_store, to keep it between two loads: a restart).
 local function load_shim(opts)
 	opts = opts or {};
 	local host = opts.host or fresh_host();
@@ -323,7 +383,7 @@ local function load_shim(opts)
 		options = { target_address = TARGET };
 	end
 	local m = fake_module(host, { options = options, host_type = opts.host_type, directory = opts.directory,
-		shared = opts.shared });
+		shared = opts.shared, storage = opts.storage });
 	-- prosody.version as util.startup sets it ("0.12.3" is Debian's 0.12).
 	local version = opts.version;
 	if version == nil then version = "0.12.3"; end
@@ -593,39 +653,61 @@ describe("stanza handling", function ()
 			"No implementing resource is online");
 	end);
 
-	it("never answers a stanza of type error, and raises nothing", function ()
-		target_online(m, "a");
+	-- Stanzas of type error, none of them the bounce of something the proxy sent.
+	local function error_stanzas(t)
 		local errors = {
-			st.iq({ type = "error", id = "x1", to = m.host, from = USER }),
-			st.iq({ type = "error", id = "x2", to = m.host .. "/" .. USER, from = TARGET .. "/a" }),
-			st.message({ type = "error", to = m.host, from = USER }),
-			st.message({ type = "error", to = m.host .. "/" .. USER, from = TARGET .. "/a" }),
-			st.presence({ type = "error", to = "node@" .. m.host, from = USER }),
-			st.iq({ type = "error", id = "x3", to = "node@" .. m.host .. "/r", from = USER }),
+			st.iq({ type = "error", id = "x1", to = t.host, from = USER }),
+			st.iq({ type = "error", id = "x2", to = t.host .. "/" .. USER, from = TARGET .. "/a" }),
+			st.message({ type = "error", to = t.host, from = USER }),
+			st.presence({ type = "error", to = "node@" .. t.host, from = USER }),
+			st.iq({ type = "error", id = "x3", to = "node@" .. t.host .. "/r", from = USER }),
 		};
 		for _, s in ipairs(errors) do
 			s:tag("error", { type = "cancel" }):tag("service-unavailable", { xmlns = STANZAS }):up():up();
+		end
+		return errors;
+	end
+
+	local function bounce_from_target(t)
+		return st.message({ type = "error", id = "b1", to = t.host .. "/" .. USER, from = TARGET .. "/a" })
+			:tag("error", { type = "cancel" }):tag("service-unavailable", { xmlns = STANZAS }):up():up();
+	end
+
+	it("never answers a stanza of type error, and raises nothing", function ()
+		target_online(m, "a");
+		for _, s in ipairs(error_stanzas(m)) do
 			local ok, handled = try_deliver(m, s);
 			assert.is_true(ok, tostring(handled));
 			assert.is_true(handled);
 		end
 		assert.are.equal(0, #m.sent);
+		-- a message of type error from the target to a user's JAT address is the bounce
+		-- of that user's message: passed back to the user as it is, not answered
+		local ok, handled = try_deliver(m, bounce_from_target(m));
+		assert.is_true(ok, tostring(handled));
+		assert.is_true(handled);
+		assert.are.equal(1, #m.sent);
+		local expected = st.message({ type = "error", id = "b1", to = USER, from = m.host })
+			:tag("error", { type = "cancel" }):tag("service-unavailable", { xmlns = STANZAS }):up():up();
+		assert.are.equal(canon(expected), m.sent_xml[1]);
 		assert.is_nil(logged(m, "error", ""));
 	end);
 
-	it("answers a message with feature-not-implemented", function ()
-		local msg = st.message({ type = "chat", id = "m1", to = m.host, from = USER }):text_tag("body", "hi");
-		assert.is_true(deliver(m, msg));
-		assert.are.equal(1, #m.sent);
-		assert_error_reply(m.sent[1], USER, m.host, "m1", "cancel", "feature-not-implemented");
-		assert.are.equal("message", m.sent[1].name);
-	end);
-
-	it("answers presence from a user with bad-request", function ()
-		assert.is_true(deliver(m, st.presence({ type = "subscribe", to = m.host, from = "user@example.org" })));
-		assert.are.equal(1, #m.sent);
-		assert_error_reply(m.sent[1], "user@example.org", m.host, nil, "cancel", "bad-request");
-		assert.are.equal("presence", m.sent[1].name);
+	it("with the switches off, never answers a stanza of type error and passes no bounce", function ()
+		local t, ok, err = load_shim({ options = { target_address = TARGET, client_proxy_messages = false,
+			client_proxy_outbound = false, client_proxy_presence = false } });
+		assert.is_true(ok, err);
+		t.sent = {};
+		target_online(t, "a");
+		local stanzas = error_stanzas(t);
+		table.insert(stanzas, bounce_from_target(t));
+		for _, s in ipairs(stanzas) do
+			local delivered, handled = try_deliver(t, s);
+			assert.is_true(delivered, tostring(handled));
+			assert.is_true(handled);
+		end
+		assert.are.equal(0, #t.sent);
+		assert.is_nil(logged(t, "error", ""));
 	end);
 
 	it("answers recipient-unavailable when the resource holding a request goes offline", function ()
@@ -1201,6 +1283,7 @@ describe("metrics", function ()
 			errors = { "counter", { "condition" } },
 			eligible_resources = { "gauge", {} },
 			pending = { "gauge", {} },
+			messages = { "counter", { "direction" } },
 		};
 		for name, e in pairs(expected) do
 			local family = m.metrics[name];
@@ -1210,7 +1293,7 @@ describe("metrics", function ()
 			assert.is_string(family.unit, name);
 			assert.is_string(family.description, name);
 		end
-		assert.are.equal(4, #m.items.metric);
+		assert.are.equal(5, #m.items.metric);
 	end);
 
 	it("copies the core's counters and gauges at stats-update; errors counted by condition", function ()
@@ -1240,8 +1323,9 @@ describe("metrics", function ()
 		assert.are.equal(6, #m.sent);
 
 		update();
-		assert.are.same({ forwarded = 3, delivered = 2, refused = 1, unsolicited = 1, timed_out = 0, lost = 0, retried = 0 },
-			requests:by_label());
+		assert.are.same({ forwarded = 3, delivered = 2, refused = 1, unsolicited = 1, timed_out = 0, lost = 0, retried = 0,
+			outbound = 0 }, requests:by_label());
+		assert.are.same({ to_service = 0, to_user = 0 }, m.metrics.messages:by_label());
 		assert.are.equal(1, eligible:value());
 		assert.are.equal(1, pending:value());
 
@@ -1252,8 +1336,8 @@ describe("metrics", function ()
 		assert_error_reply(m.sent[7], USER, m.host, "m3", "wait", "remote-server-timeout");
 
 		update();
-		assert.are.same({ forwarded = 3, delivered = 2, refused = 1, unsolicited = 1, timed_out = 1, lost = 0, retried = 0 },
-			requests:by_label());
+		assert.are.same({ forwarded = 3, delivered = 2, refused = 1, unsolicited = 1, timed_out = 1, lost = 0, retried = 0,
+			outbound = 0 }, requests:by_label());
 		assert.are.equal(1, eligible:value());
 		assert.are.equal(0, pending:value());
 		assert.are.same({ ["service-unavailable"] = 1, ["remote-server-timeout"] = 1 }, errors:by_label());
@@ -1398,5 +1482,535 @@ describe("shell command client_proxy:resources", function ()
 		lines = {};
 		assert.is_not_true((item.handler(shell_self(lines, {}), "other.example")));
 		assert.are.same({}, lines);
+	end);
+end);
+
+
+-- Forgets what was sent so far (both lists: sent_xml is compared whole below).
+local function clear_sent(m)
+	m.sent, m.sent_xml = {}, {};
+end
+
+-- Stanzas sent to `to`, in order.
+local function sent_to(m, to)
+	local out = {};
+	for i, s in ipairs(m.sent) do
+		if s.attr.to == to then table.insert(out, m.sent_xml[i]); end
+	end
+	return out;
+end
+
+local function user_message(from, to, id, body)
+	return st.message({ type = "chat", id = id, to = to, from = from })
+		:text_tag("body", body)
+		:tag("thread"):text("t-1"):up()
+		:tag("x", { xmlns = "urn:example:extra", n = id or "" }):up();
+end
+
+describe("messages", function ()
+	it("a user's messages all go to one resource from proxy/JAT with their content; the reply comes back from the host", function ()
+		local m, ok, err = load_shim();
+		assert.is_true(ok, err);
+		clear_sent(m);
+		target_online(m, "a");
+		target_online(m, "b");
+		target_online(m, "c");
+		local jat = m.host .. "/" .. USER;
+		for i = 1, 5 do
+			assert.is_true(deliver(m, user_message(USER, m.host, "m" .. i, "hello " .. i .. " <&> ünï")));
+		end
+		assert.are.equal(5, #m.sent);
+		local res = resource_of(m.sent[1]);
+		assert.is_string(res, m.sent_xml[1]);
+		for i = 1, 5 do
+			local expected = user_message(jat, TARGET .. "/" .. res, "m" .. i, "hello " .. i .. " <&> ünï");
+			assert.are.equal(canon(expected), m.sent_xml[i], "message " .. i);
+		end
+
+		-- the resource answers the user's JAT address: to the user from the host
+		assert.is_true(deliver(m, user_message(TARGET .. "/" .. res, jat, "r1", "hi back")));
+		assert.are.equal(6, #m.sent);
+		assert.are.equal(canon(user_message(m.host, USER, "r1", "hi back")), m.sent_xml[6]);
+
+		-- the user's server bounces a message of the resource: back to that resource
+		local bounce = st.message({ type = "error", id = "r1", to = m.host, from = USER })
+			:tag("error", { type = "cancel" }):tag("service-unavailable", { xmlns = STANZAS }):up():up();
+		assert.is_true(deliver(m, bounce));
+		assert.are.equal(7, #m.sent);
+		local expected_bounce = st.message({ type = "error", id = "r1", to = TARGET .. "/" .. res, from = jat })
+			:tag("error", { type = "cancel" }):tag("service-unavailable", { xmlns = STANZAS }):up():up();
+		assert.are.equal(canon(expected_bounce), m.sent_xml[7]);
+
+		-- counted by direction at stats-update
+		m.global_hooks["stats-update"]();
+		assert.are.same({ to_service = 5, to_user = 1 }, m.metrics.messages:by_label());
+		assert.is_nil(logged(m, "error", ""));
+	end);
+
+	it("another user's messages stick to a resource of their own; a message to node@host or host/x is the same", function ()
+		local m, ok, err = load_shim();
+		assert.is_true(ok, err);
+		clear_sent(m);
+		target_online(m, "a");
+		target_online(m, "b");
+		local OTHER = "other@example.net/x";
+		local to_user, to_other = {}, {};
+		for i, to in ipairs({ m.host, "node@" .. m.host, m.host .. "/x", m.host }) do
+			deliver(m, user_message(USER, to, "u" .. i, "u"));
+			to_user[i] = resource_of(m.sent[#m.sent]);
+			deliver(m, user_message(OTHER, to, "o" .. i, "o"));
+			to_other[i] = resource_of(m.sent[#m.sent]);
+			assert.are.equal(m.host .. "/" .. OTHER, m.sent[#m.sent].attr.from);
+		end
+		assert.are.equal(8, #m.sent);
+		for i = 2, 4 do
+			assert.are.equal(to_user[1], to_user[i]);
+			assert.are.equal(to_other[1], to_other[i]);
+		end
+	end);
+
+	it("a message with no resource online is answered service-unavailable", function ()
+		local m, ok, err = load_shim();
+		assert.is_true(ok, err);
+		clear_sent(m);
+		assert.is_true(deliver(m, user_message(USER, m.host, "m1", "anyone?")));
+		assert.are.equal(1, #m.sent);
+		assert_error_reply(m.sent[1], USER, m.host, "m1", "cancel", "service-unavailable");
+		assert.are.equal("message", m.sent[1].name);
+	end);
+end);
+
+-- An iq a resource of the target sends to a user's JAT address.
+local function outbound_iq(m, resource, kind, id, value)
+	return st.iq({ type = kind, id = id, to = m.host .. "/" .. USER, from = TARGET .. "/" .. resource })
+		:tag("ask", { xmlns = "urn:example:outbound" }):text_tag("value", value):up();
+end
+
+describe("requests from the implementing client", function ()
+	it("two resources using the same id: different ids towards the user, each answer back to its resource with its id", function ()
+		local m, ok, err = load_shim();
+		assert.is_true(ok, err);
+		clear_sent(m);
+		target_online(m, "a");
+		target_online(m, "b");
+		local jat = m.host .. "/" .. USER;
+		assert.is_true(deliver(m, outbound_iq(m, "a", "get", "same", "from a")));
+		assert.is_true(deliver(m, outbound_iq(m, "b", "set", "same", "from b")));
+		assert.are.equal(2, #m.sent);
+		local id_a, id_b = m.sent[1].attr.id, m.sent[2].attr.id;
+		assert.matches("^cp%x+$", id_a);
+		assert.matches("^cp%x+$", id_b);
+		assert.are_not.equal(id_a, id_b);
+		-- to the user, from the host, payload intact
+		local function asked(kind, id, value)
+			return st.iq({ type = kind, id = id, to = USER, from = m.host })
+				:tag("ask", { xmlns = "urn:example:outbound" }):text_tag("value", value):up();
+		end
+		assert.are.equal(canon(asked("get", id_a, "from a")), m.sent_xml[1]);
+		assert.are.equal(canon(asked("set", id_b, "from b")), m.sent_xml[2]);
+
+		-- the user answers b first, then a
+		local function answer(id, value)
+			return st.iq({ type = "result", id = id, to = m.host, from = USER })
+				:tag("ask", { xmlns = "urn:example:outbound" }):text_tag("answer", value):up();
+		end
+		local function answered(resource, value)
+			return st.iq({ type = "result", id = "same", to = TARGET .. "/" .. resource, from = jat })
+				:tag("ask", { xmlns = "urn:example:outbound" }):text_tag("answer", value):up();
+		end
+		assert.is_true(deliver(m, answer(id_b, "for b")));
+		assert.are.equal(3, #m.sent);
+		assert.are.equal(canon(answered("b", "for b")), m.sent_xml[3]);
+		assert.is_true(deliver(m, answer(id_a, "for a")));
+		assert.are.equal(4, #m.sent);
+		assert.are.equal(canon(answered("a", "for a")), m.sent_xml[4]);
+		-- answered once; nothing times out later
+		assert.is_true(deliver(m, answer(id_a, "again")));
+		clock.offset = 3600;
+		m.timers[1].callback();
+		assert.are.equal(4, #m.sent);
+		m.global_hooks["stats-update"]();
+		assert.are.equal(2, m.metrics.requests:value("outbound"));
+	end);
+
+	it("an unanswered request gets its resource remote-server-timeout from the user's JAT address", function ()
+		local m, ok, err = load_shim({ options = { target_address = TARGET, client_proxy_timeout = 30 } });
+		assert.is_true(ok, err);
+		clear_sent(m);
+		target_online(m, "a");
+		assert.is_true(deliver(m, outbound_iq(m, "a", "get", "ask-1", "x")));
+		assert.are.equal(1, #m.sent);
+		clock.offset = 29;
+		m.timers[1].callback();
+		assert.are.equal(1, #m.sent);
+		clock.offset = 31;
+		m.timers[1].callback();
+		assert.are.equal(2, #m.sent);
+		assert_error_reply(m.sent[2], TARGET .. "/a", m.host .. "/" .. USER, "ask-1", "wait", "remote-server-timeout",
+			"The implementing client did not answer in time");
+		assert.are.equal("iq", m.sent[2].name);
+		clock.offset = 3600;
+		m.timers[1].callback();
+		assert.are.equal(2, #m.sent);
+		assert.are.same({ ["remote-server-timeout"] = 1 }, m.metrics.errors:by_label());
+	end);
+
+	it("a request to an address the proxy cannot map back is answered item-not-found", function ()
+		local m, ok, err = load_shim();
+		assert.is_true(ok, err);
+		clear_sent(m);
+		target_online(m, "a");
+		local q = st.iq({ type = "get", id = "q1", to = m.host .. "/@0123456789abcdef", from = TARGET .. "/a" })
+			:tag("ask", { xmlns = "urn:example:outbound" }):up();
+		assert.is_true(deliver(m, q));
+		assert.are.equal(1, #m.sent);
+		assert_error_reply(m.sent[1], TARGET .. "/a", m.host .. "/@0123456789abcdef", "q1", "cancel", "item-not-found");
+	end);
+
+	it("the user's iq error answering a request comes back to the resource with its id", function ()
+		-- README: "The user's result or error comes back to the resource that asked".
+		local m, ok, err = load_shim();
+		assert.is_true(ok, err);
+		clear_sent(m);
+		target_online(m, "a");
+		deliver(m, outbound_iq(m, "a", "get", "asked", "x"));
+		local id = m.sent[1].attr.id;
+		local refusal = st.iq({ type = "error", id = id, to = m.host, from = USER })
+			:tag("error", { type = "cancel" }):tag("feature-not-implemented", { xmlns = STANZAS }):up():up();
+		assert.is_true(deliver(m, refusal));
+		assert.are.equal(2, #m.sent, "the user's error was not passed back to /a");
+		assert_error_reply(m.sent[2], TARGET .. "/a", m.host .. "/" .. USER, "asked", "cancel", "feature-not-implemented");
+	end);
+end);
+
+local SUBSCRIBERS = "client_proxy_subscribers";
+
+local function presence_from(m, from, kind)
+	return deliver(m, st.presence({ type = kind, to = m.host, from = from }));
+end
+
+-- The presence the component sends a subscriber: type nil = available.
+local function presence_xml(from, to, kind)
+	return canon(st.presence({ from = from, to = to, type = kind }));
+end
+
+-- The subscribers as stored (bare JID -> true), nil when none.
+local function stored(storage)
+	return storage[SUBSCRIBERS] and storage[SUBSCRIBERS][""];
+end
+
+local function store_sets(m)
+	local out = {};
+	for _, call in ipairs(m.store_calls) do
+		if call.op == "set" then table.insert(out, call); end
+	end
+	return out;
+end
+
+describe("presence: users subscribed to the service", function ()
+	local U1, U2 = "u1@example.org", "u2@example.net";
+
+	it("subscribe: subscribed, then unavailable while no resource is online; the subscriber is stored", function ()
+		local storage = {};
+		local m, ok, err = load_shim({ storage = storage });
+		assert.is_true(ok, err);
+		clear_sent(m);
+		assert.are.same({}, store_sets(m));
+		-- from a full JID: the bare JID subscribes
+		assert.is_true(presence_from(m, U1 .. "/laptop", "subscribe"));
+		assert.are.same({ presence_xml(m.host, U1, "subscribed"), presence_xml(m.host, U1, "unavailable") }, m.sent_xml);
+		assert.are.same({ [U1] = true }, stored(storage));
+		assert.are.equal(1, #store_sets(m));
+		assert.is_nil(store_sets(m)[1].user);
+		-- subscribing again answers again and stores nothing new
+		clear_sent(m);
+		assert.is_true(presence_from(m, U1, "subscribe"));
+		assert.are.same({ presence_xml(m.host, U1, "subscribed"), presence_xml(m.host, U1, "unavailable") }, m.sent_xml);
+		assert.are.equal(1, #store_sets(m));
+	end);
+
+	it("subscribe while a resource is online: subscribed, then available", function ()
+		local storage = {};
+		local m, ok, err = load_shim({ storage = storage });
+		assert.is_true(ok, err);
+		target_online(m, "a");
+		clear_sent(m);
+		assert.is_true(presence_from(m, U2, "subscribe"));
+		assert.are.same({ presence_xml(m.host, U2, "subscribed"), presence_xml(m.host, U2, nil) }, m.sent_xml);
+		assert.are.same({ [U2] = true }, stored(storage));
+	end);
+
+	it("tells every subscriber when the last eligible resource goes and when one comes back", function ()
+		local storage = {};
+		local m, ok, err = load_shim({ storage = storage,
+			options = { target_address = TARGET, client_proxy_resources = { "^focus" } } });
+		assert.is_true(ok, err);
+		presence_from(m, U1, "subscribe");
+		presence_from(m, U2 .. "/phone", "subscribe");
+		clear_sent(m);
+		local function told()
+			local out = { [U1] = sent_to(m, U1), [U2] = sent_to(m, U2) };
+			assert.are.equal(#out[U1] + #out[U2], #m.sent, "sent to someone else: " .. table.concat(m.sent_xml, " "));
+			clear_sent(m);
+			return out;
+		end
+		local available = { [U1] = { presence_xml(m.host, U1, nil) }, [U2] = { presence_xml(m.host, U2, nil) } };
+		local unavailable = { [U1] = { presence_xml(m.host, U1, "unavailable") }, [U2] = { presence_xml(m.host, U2, "unavailable") } };
+		local nothing = { [U1] = {}, [U2] = {} };
+
+		target_online(m, "phone"); -- not eligible
+		assert.are.same(nothing, told());
+		target_online(m, "focus1");
+		assert.are.same(available, told());
+		target_online(m, "focus2");
+		target_online(m, "focus1", 5);
+		assert.are.same(nothing, told());
+		target_offline(m, "focus1");
+		assert.are.same(nothing, told(), "focus2 is still online");
+		target_offline(m, "focus2");
+		assert.are.same(unavailable, told());
+		target_offline(m, "phone");
+		assert.are.same(nothing, told());
+		target_online(m, "focus2");
+		assert.are.same(available, told());
+		-- a draining resource is still a resource
+		target_online(m, "focus2", -1);
+		assert.are.same(nothing, told());
+		-- the target revokes the subscription: every resource is gone
+		assert.is_true(deliver(m, st.presence({ type = "unsubscribed", from = TARGET, to = m.host })));
+		assert.are.same(unavailable, told());
+		target_online(m, "focus1");
+		assert.are.same(available, told());
+	end);
+
+	it("a probe from a subscriber gets the availability, from anyone else unsubscribed", function ()
+		local m, ok, err = load_shim({ storage = {} });
+		assert.is_true(ok, err);
+		presence_from(m, U1, "subscribe");
+		clear_sent(m);
+		assert.is_true(presence_from(m, U1, "probe"));
+		assert.are.same({ presence_xml(m.host, U1, "unavailable") }, m.sent_xml);
+		target_online(m, "a");
+		clear_sent(m);
+		assert.is_true(presence_from(m, U1, "probe"));
+		assert.are.same({ presence_xml(m.host, U1, nil) }, m.sent_xml);
+		clear_sent(m);
+		assert.is_true(presence_from(m, U2, "probe"));
+		assert.are.same({ presence_xml(m.host, U2, "unsubscribed") }, m.sent_xml);
+		-- directed presence from users is accepted silently
+		clear_sent(m);
+		assert.is_true(presence_from(m, U1 .. "/laptop", nil));
+		assert.is_true(presence_from(m, U2 .. "/x", "unavailable"));
+		assert.is_true(presence_from(m, U1, "subscribed"));
+		assert.are.same({}, m.sent_xml);
+	end);
+
+	it("unsubscribe removes the subscriber from the store; it is told nothing more", function ()
+		local storage = {};
+		local m, ok, err = load_shim({ storage = storage });
+		assert.is_true(ok, err);
+		presence_from(m, U1, "subscribe");
+		presence_from(m, U2, "subscribe");
+		assert.are.same({ [U1] = true, [U2] = true }, stored(storage));
+		local sets = #store_sets(m);
+		clear_sent(m);
+		assert.is_true(presence_from(m, U1 .. "/laptop", "unsubscribe"));
+		assert.are.same({ [U2] = true }, stored(storage));
+		assert.are.equal(sets + 1, #store_sets(m));
+		-- nothing but an unavailable to the one leaving
+		assert.are.same({}, sent_to(m, U2));
+		assert.are.equal(#sent_to(m, U1), #m.sent);
+		for _, xml in ipairs(sent_to(m, U1)) do
+			assert.is_nil(xml:find("type='subscribed'", 1, true), xml);
+		end
+		-- not told of changes any more; its probe is a stranger's
+		clear_sent(m);
+		target_online(m, "a");
+		assert.are.same({ presence_xml(m.host, U2, nil) }, m.sent_xml);
+		clear_sent(m);
+		presence_from(m, U1, "probe");
+		assert.are.same({ presence_xml(m.host, U1, "unsubscribed") }, m.sent_xml);
+		-- unsubscribing someone who is not subscribed stores nothing
+		sets = #store_sets(m);
+		presence_from(m, "stranger@example.com", "unsubscribe");
+		assert.are.equal(sets, #store_sets(m));
+		-- the last one leaves: nothing stored
+		presence_from(m, U2, "unsubscribe");
+		assert.is_nil(stored(storage));
+	end);
+
+	it("subscribers stored before a restart are told of availability changes after it", function ()
+		-- The storage of the host: what a previous run stored.
+		local storage = { [SUBSCRIBERS] = { [""] = { [U1] = true } } };
+		local host = fresh_host();
+		local m1, ok, err = load_shim({ host = host, storage = storage });
+		assert.is_true(ok, err);
+		assert.are.same({}, store_sets(m1), "nothing to store at load");
+		presence_from(m1, U2, "subscribe");
+		assert.are.same({ [U1] = true, [U2] = true }, stored(storage));
+
+		-- the restart: a new instance on the same storage (nothing was online, so the
+		-- core's state of this host is a new one's)
+		local m2;
+		m2, ok, err = load_shim({ host = host, storage = storage });
+		assert.is_true(ok, err);
+		clear_sent(m2);
+		target_online(m2, "a");
+		assert.are.same({ presence_xml(host, U1, nil) }, sent_to(m2, U1));
+		assert.are.same({ presence_xml(host, U2, nil) }, sent_to(m2, U2));
+		target_offline(m2, "a");
+		assert.are.same({ presence_xml(host, U1, nil), presence_xml(host, U1, "unavailable") }, sent_to(m2, U1));
+		-- and the probe of a stored subscriber gets the availability
+		clear_sent(m2);
+		presence_from(m2, U2, "probe");
+		assert.are.same({ presence_xml(host, U2, "unavailable") }, m2.sent_xml);
+		-- the old instance sent nothing
+		assert.are.equal(0, #sent_to(m1, U1));
+	end);
+
+	it("a server shutdown tells subscribers the service is unavailable", function ()
+		local host = fresh_host();
+		local m, ok, err = load_shim({ host = host, storage = {} });
+		assert.is_true(ok, err);
+		target_online(m, "a");
+		presence_from(m, U1, "subscribe");
+		clear_sent(m);
+		assert.is_function(m.global_hooks["server-stopping"]);
+		m.global_hooks["server-stopping"]({});
+		assert.are.same({ presence_xml(host, U1, "unavailable") }, sent_to(m, U1));
+	end);
+
+	it("a reload with another target_address tells subscribers the service is unavailable", function ()
+		-- README: subscribers "are told whenever the availability changes". The old
+		-- target's resource was online (told: available); the new target has none.
+		local storage = {};
+		local host = fresh_host();
+		local m1, ok, err = load_shim({ host = host, storage = storage });
+		assert.is_true(ok, err);
+		target_online(m1, "a");
+		presence_from(m1, U1, "subscribe");
+		assert.are.same({ presence_xml(host, U1, "subscribed"), presence_xml(host, U1, nil) }, sent_to(m1, U1));
+		-- the reload: Prosody saves the old instance's data and restores it into the new one
+		local data = m1.save();
+		local m2;
+		m2, ok, err = load_shim({ host = host, storage = storage,
+			options = { target_address = "other@example.org" } });
+		assert.is_true(ok, err);
+		assert.are.same({}, sent_to(m2, U1), "nothing before restore");
+		m2.restore(data);
+		assert.are.same({ presence_xml(host, U1, "unavailable") }, sent_to(m2, U1));
+	end);
+end);
+
+describe("each switch off: the original's answers", function ()
+	local function load_with(switches)
+		local options = { target_address = TARGET };
+		for k, v in pairs(switches) do options[k] = v; end
+		local storage = {};
+		local m, ok, err = load_shim({ options = options, storage = storage });
+		assert.is_true(ok, err);
+		clear_sent(m);
+		target_online(m, "a");
+		return m, storage;
+	end
+
+	for _, off in ipairs({ false, "false", 0 }) do
+		local shown = type(off) == "string" and ("%q"):format(off) or tostring(off);
+		it(("client_proxy_messages = %s: a message gets feature-not-implemented, both ways"):format(shown), function ()
+			local m = load_with({ client_proxy_messages = off });
+			local msg = st.message({ type = "chat", id = "m1", to = m.host, from = USER }):text_tag("body", "hi");
+			assert.is_true(deliver(m, msg));
+			assert.are.equal(1, #m.sent);
+			assert_error_reply(m.sent[1], USER, m.host, "m1", "cancel", "feature-not-implemented");
+			assert.are.equal("message", m.sent[1].name);
+			-- from the target to a user's JAT address too
+			assert.is_true(deliver(m, user_message(TARGET .. "/a", m.host .. "/" .. USER, "m2", "hi")));
+			assert.are.equal(2, #m.sent);
+			assert_error_reply(m.sent[2], TARGET .. "/a", m.host .. "/" .. USER, "m2", "cancel", "feature-not-implemented");
+		end);
+	end
+
+	it("client_proxy_presence = false: presence from a user gets bad-request, nothing is stored", function ()
+		local m, storage = load_with({ client_proxy_presence = false });
+		assert.is_true(deliver(m, st.presence({ type = "subscribe", to = m.host, from = "user@example.org" })));
+		assert.are.equal(1, #m.sent);
+		assert_error_reply(m.sent[1], "user@example.org", m.host, nil, "cancel", "bad-request");
+		assert.are.equal("presence", m.sent[1].name);
+		assert.is_true(deliver(m, st.presence({ type = "probe", to = m.host, from = "user@example.org" })));
+		assert.are.equal(2, #m.sent);
+		assert_error_reply(m.sent[2], "user@example.org", m.host, nil, "cancel", "bad-request");
+		assert.are.same({}, store_sets(m));
+		assert.is_nil(stored(storage));
+	end);
+
+	it("client_proxy_outbound = false: an iq get to a JAT address gets feature-not-implemented", function ()
+		local m = load_with({ client_proxy_outbound = false });
+		assert.is_true(deliver(m, outbound_iq(m, "a", "get", "q1", "x")));
+		assert.are.equal(1, #m.sent);
+		assert_error_reply(m.sent[1], TARGET .. "/a", m.host .. "/" .. USER, "q1", "cancel", "feature-not-implemented");
+		assert.are.equal("iq", m.sent[1].name);
+	end);
+
+	it("a switch turned off leaves the others on", function ()
+		local m = load_with({ client_proxy_messages = false });
+		assert.is_true(deliver(m, outbound_iq(m, "a", "get", "q1", "x")));
+		assert.are.equal(USER, m.sent[1].attr.to);
+		assert.matches("^cp%x+$", m.sent[1].attr.id);
+		assert.is_true(presence_from(m, "user@example.org", "subscribe"));
+		assert.are.equal("subscribed", m.sent[2].attr.type);
+	end);
+
+	it("switches on unless turned off: true, \"true\", 1 or nothing", function ()
+		for _, on in ipairs({ true, "true", 1 }) do
+			local m = load_with({ client_proxy_messages = on, client_proxy_outbound = on, client_proxy_presence = on });
+			deliver(m, user_message(USER, m.host, "m1", "hi"));
+			assert.are.equal(TARGET .. "/a", m.sent[1].attr.to, tostring(on));
+		end
+	end);
+end);
+
+describe("the fake module itself", function ()
+	it("get_option_boolean follows Prosody 0.12: true/false, nil -> the default, junk -> nil and an error line", function ()
+		local m = fake_module("fake.example", { options = { t = true, ts = "true", one = 1, f = false, fs = "false",
+			zero = 0, list = { false, true }, junk = "yes" } });
+		assert.are.same({ true, true, true, false, false, false, false },
+			{ m:get_option_boolean("t"), m:get_option_boolean("ts"), m:get_option_boolean("one", false),
+				m:get_option_boolean("f", true), m:get_option_boolean("fs"), m:get_option_boolean("zero", true),
+				m:get_option_boolean("list", true) });
+		assert.is_nil(m:get_option_boolean("unset"));
+		assert.is_true(m:get_option_boolean("unset", true));
+		assert.is_false(m:get_option_boolean("unset", false));
+		assert.is_nil(logged(m, "error", ""));
+		assert.is_nil(m:get_option_boolean("junk", true));
+		assert.is_string(logged(m, "error", "'junk' not understood"));
+	end);
+
+	it("open_store keeps copies, forgets empty data, records sets, and survives into another module on the same storage", function ()
+		local storage = {};
+		local m1 = fake_module("fake.example", { storage = storage });
+		local s1 = m1:open_store("things");
+		assert.is_nil(s1:get(nil));
+		local data = { a = true };
+		assert.is_true(s1:set(nil, data));
+		data.b = true; -- changing the table after set() changes nothing stored
+		assert.are.same({ a = true }, s1:get(nil));
+		local got = s1:get(nil);
+		got.c = true; -- nor does changing what get() handed out
+		assert.are.same({ a = true }, s1:get(nil));
+		s1:set("someone", { x = 1 });
+		assert.are.same({ { nil, { a = true } }, { "someone", { x = 1 } } }, (function ()
+			local out = {};
+			for _, call in ipairs(m1.store_calls) do
+				if call.op == "set" then table.insert(out, { call.user, call.data }); end
+			end
+			return out;
+		end)());
+		-- another module on the same storage (a restart) sees it; another store does not
+		local m2 = fake_module("fake.example", { storage = storage });
+		assert.are.same({ a = true }, m2:open_store("things"):get(nil));
+		assert.are.same({ x = 1 }, m2:open_store("things"):get("someone"));
+		assert.is_nil(m2:open_store("other"):get(nil));
+		m2:open_store("things"):set(nil, {});
+		assert.is_nil(s1:get(nil));
 	end);
 end);

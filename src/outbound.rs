@@ -6,7 +6,7 @@
 use crate::config::Config;
 use crate::pending::{Kind, PendingTable, Refusal};
 use crate::router::{
-    Answer, Proxy, StanzaError, Verdict, NO_ID, NO_OUTBOUND, REQUESTER_FULL, TABLE_FULL, TIMED_OUT,
+    Answer, Proxy, StanzaError, Verdict, NO_ID, NO_OUTBOUND, TABLE_FULL, TIMED_OUT,
 };
 use std::collections::HashMap;
 
@@ -15,6 +15,13 @@ pub const UNKNOWN_JAT: StanzaError = StanzaError {
     kind: "cancel",
     condition: "item-not-found",
     text: "No user behind this translated address (unknown or expired)",
+};
+
+/// Too many requests of the implementing client to one user are outstanding.
+pub const USER_FULL: StanzaError = StanzaError {
+    kind: "wait",
+    condition: "resource-constraint",
+    text: "Too many outstanding requests to this user",
 };
 
 /// Outstanding requests of the implementing client to users.
@@ -96,7 +103,7 @@ impl Proxy {
         match self.outbound.table.insert(&user, &wire, holder, kind, now) {
             Ok(_) => {}
             Err(Refusal::DuplicateId) => unreachable!("fresh ids are unique"),
-            Err(Refusal::RequesterFull) => return Verdict::Error(REQUESTER_FULL),
+            Err(Refusal::RequesterFull) => return Verdict::Error(USER_FULL),
             Err(Refusal::TableFull) => return Verdict::Error(TABLE_FULL),
         }
         self.outbound.original.insert(n, id.to_owned());

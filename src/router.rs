@@ -325,16 +325,18 @@ impl Proxy {
         }
         match (head.name, head.kind) {
             ("message", Some("error")) => self.message_bounce_from_user(from, now),
-            (_, Some("error")) => Verdict::Drop("error stanza from a requester"),
-            ("iq", Some("get")) => self.forward(from, head.id, Kind::Get, now),
-            ("iq", Some("set")) => self.forward(from, head.id, Kind::Set, now),
-            ("iq", _) => match self.outbound_reply(from, head.id, now) {
+            ("iq", Some("result") | Some("error")) => match self.outbound_reply(from, head.id, now)
+            {
                 Some(verdict) => verdict,
                 None => {
                     self.counters.unsolicited += 1;
                     Verdict::Drop("iq result from a requester answers nothing")
                 }
             },
+            (_, Some("error")) => Verdict::Drop("error stanza from a requester"),
+            ("iq", Some("get")) => self.forward(from, head.id, Kind::Get, now),
+            ("iq", Some("set")) => self.forward(from, head.id, Kind::Set, now),
+            ("iq", _) => Verdict::Drop("iq without a valid type"),
             ("message", _) => self.message_from_user(from, now),
             ("presence", kind) => self.user_presence(kind),
             _ => Verdict::Drop("unknown stanza"),
