@@ -53,7 +53,7 @@ section = @printf '\n==== %s ====\n' "$(1)"
 # test runs build once; its sub-makes for the steps skip it (BUILD_DEP=).
 BUILD_DEP := build
 
-.PHONY: all build deps install test test-fmt test-clippy test-unit test-lua test-e2e demo clean
+.PHONY: all build deps install test test-fmt test-clippy test-unit test-lua test-e2e demo bench clean
 
 all: build
 
@@ -146,6 +146,13 @@ test-e2e: $(BUILD_DEP)
 demo: deps build
 	$(call section,demo: cargo run --release --example demo)
 	$(CARGO) run --release $(CARGO_FEATURES) --example demo
+
+# Benchmarks, release build, about 1-3 minutes (bench/run.sh): proxied vs direct round
+# trips against a throwaway Prosody, the shim per stanza in Lua, the core's route cost.
+bench: deps build
+	$(call section,bench: cargo build --release --example bench --example route_cost)
+	$(CARGO) build --release $(CARGO_FEATURES) --example bench --example route_cost
+	@TARGET_DIR='$(TARGET_DIR)' LUA_VERSION='$(LUA)' bench/run.sh
 
 clean:
 	$(CARGO) clean

@@ -1,0 +1,322 @@
+//! `make bench`, part 3: the core's routing cost in Rust, without Lua.
+//!
+//! For 1, 100 and 10,000 online resources and 0, 10,000 and 100,000 requests already
+//! pending (timeout large, so nothing expires), times forward+deliver pairs through
+//! `Proxy::route`: one iq get from a requester (a `Forward` verdict), then the
+//! implementing resource's result (a `Deliver` verdict). Reports the median over several
+//! samples in ns per pair, and whether the cost stays within 20% over all cells.
+//!
+//! Then the memory of a pending request: a counting global allocator gives the bytes
+//! allocated (and not freed) by inserting 100,000 pending requests from distinct
+//! requesters, divided by 100,000.
+//!
+//! Environment: `ROUTE_COST_PAIRS` (pairs per sample, default 100000),
+//! `ROUTE_COST_SAMPLES` (samples per cell, default 7).
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::hint::black_box;
+use std::sync::atomic::{AtomicBool, AtomicIsize, Ordering};
+use std::time::Instant;
+
+use client_proxy::config::Config;
+use client_proxy::router::{Head, Proxy, Verdict};
+
+/// The system allocator, counting live bytes while `COUNTING` is on (a relaxed load
+/// otherwise, so the timings are not skewed by the counting).
+struct Counting;
+
+static COUNTING: AtomicBool = AtomicBool::new(false);
+static LIVE_BYTES: AtomicIsize = AtomicIsize::new(0);
+
+fn count(delta: isize) {
+    if COUNTING.load(Ordering::Relaxed) {
+        LIVE_BYTES.fetch_add(delta, Ordering::Relaxed);
+    }
+}
+
+// SAFETY: every call is passed on to the system allocator unchanged; only sizes are counted.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let p = System.alloc(layout);
+        if !p.is_null() {
+            count(layout.size() as isize);
+        }
+        p
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        let p = System.alloc_zeroed(layout);
+        if !p.is_null() {
+            count(layout.size() as isize);
+        }
+        p
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        System.dealloc(ptr, layout);
+        count(-(layout.size() as isize));
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        let p = System.realloc(ptr, layout, new_size);
+        if !p.is_null() {
+            count(new_size as isize - layout.size() as isize);
+        }
+        p
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+const HOST: &str = "proxy.example";
+const TARGET: &str = "service@example.org";
+/// The requester whose requests are timed (its ids are distinct within a sample).
+const BENCH_REQUESTER: &str = "bench@example.org/load";
+const RESOURCE_COUNTS: [usize; 3] = [1, 100, 10_000];
+const PENDING_COUNTS: [usize; 3] = [0, 10_000, 100_000];
+const MEMORY_REQUESTS: usize = 100_000;
+/// Within 20% across all cells.
+const TOLERANCE: f64 = 0.20;
+
+fn env_number(name: &str, default: usize) -> usize {
+    match std::env::var(name) {
+        Ok(v) => v
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("{name}={v:?} is not a number")),
+        Err(_) => default,
+    }
+}
+
+/// A proxy with limits high enough for the largest cell, a timeout long enough that
+/// nothing expires, and `resources` online.
+fn proxy_with(resources: usize) -> Proxy {
+    let config = Config::new(
+        HOST,
+        Some(TARGET),
+        None,
+        Some(1.0e9),
+        Some(200_000.0),
+        Some(1.0e9),
+    )
+    .expect("a valid config");
+    let mut proxy = Proxy::new(config);
+    proxy.seed(7);
+    for i in 0..resources {
+        let from = format!("{TARGET}/res{i}");
+        let head = Head {
+            name: "presence",
+            kind: None,
+            from: Some(&from),
+            to: Some(HOST),
+            id: None,
+            priority: 0,
+            eligible: true,
+        };
+        match proxy.route(head, 0.0) {
+            Verdict::Consumed(_) => {}
+            other => panic!("presence of {from}: {other:?}"),
+        }
+    }
+    assert_eq!(proxy.resources.eligible(), resources);
+    proxy
+}
+
+fn iq<'a>(kind: &'a str, from: &'a str, to: &'a str, id: &'a str) -> Head<'a> {
+    Head {
+        name: "iq",
+        kind: Some(kind),
+        from: Some(from),
+        to: Some(to),
+        id: Some(id),
+        priority: 0,
+        eligible: true,
+    }
+}
+
+/// Leaves `count` requests pending, each from a requester of its own.
+fn fill_pending(proxy: &mut Proxy, count: usize) {
+    let before = proxy.pending.len();
+    for i in 0..count {
+        let requester = format!("user{i}@example.org/r");
+        let id = format!("p{i}");
+        match proxy.route(iq("get", &requester, HOST, &id), 1.0) {
+            Verdict::Forward { .. } => {}
+            other => panic!("pending request {i}: {other:?}"),
+        }
+    }
+    assert_eq!(proxy.pending.len(), before + count);
+}
+
+/// `ids.len()` forward+deliver pairs; returns the elapsed nanoseconds.
+fn run_pairs(proxy: &mut Proxy, ids: &[String]) -> f64 {
+    let start = Instant::now();
+    for id in ids {
+        let (to, from) = match proxy.route(iq("get", BENCH_REQUESTER, HOST, id), 2.0) {
+            Verdict::Forward { to, from, .. } => (to, from),
+            other => panic!("request {id}: {other:?}"),
+        };
+        // The implementing resource answers from where it got the request, to the JAT
+        // address it came from.
+        match proxy.route(iq("result", &to, &from, id), 2.0) {
+            Verdict::Deliver { to, from, seq } => {
+                black_box((to, from, seq));
+            }
+            other => panic!("reply {id}: {other:?}"),
+        }
+    }
+    start.elapsed().as_nanos() as f64
+}
+
+fn median(mut xs: Vec<f64>) -> f64 {
+    xs.sort_by(|a, b| a.total_cmp(b));
+    let n = xs.len();
+    if n % 2 == 1 {
+        xs[n / 2]
+    } else {
+        (xs[n / 2 - 1] + xs[n / 2]) / 2.0
+    }
+}
+
+/// One cell of the table: a proxy with its resources online and its requests pending.
+struct Cell {
+    resources: usize,
+    pending: usize,
+    proxy: Proxy,
+    /// ns per pair of each sample.
+    samples: Vec<f64>,
+}
+
+impl Cell {
+    fn new(resources: usize, pending: usize, ids: &[String]) -> Cell {
+        let mut proxy = proxy_with(resources);
+        fill_pending(&mut proxy, pending);
+        // Warm-up: caches, and the tables' capacity for the extra entry.
+        run_pairs(&mut proxy, &ids[..ids.len().min(10_000)]);
+        Cell {
+            resources,
+            pending,
+            proxy,
+            samples: Vec::new(),
+        }
+    }
+
+    fn sample(&mut self, ids: &[String]) {
+        let ns = run_pairs(&mut self.proxy, ids) / ids.len() as f64;
+        self.samples.push(ns);
+        assert_eq!(
+            self.proxy.pending.len(),
+            self.pending,
+            "every timed request answered"
+        );
+    }
+
+    fn median(&self) -> f64 {
+        median(self.samples.clone())
+    }
+}
+
+/// Bytes allocated and not freed per pending request, over `MEMORY_REQUESTS` requests.
+fn bytes_per_pending() -> (f64, usize) {
+    let mut proxy = proxy_with(1);
+    // Requester and id strings are built outside the counted span; the table keeps its
+    // own copies.
+    let requests: Vec<(String, String)> = (0..MEMORY_REQUESTS)
+        .map(|i| (format!("user{i}@example.org/r"), format!("p{i}")))
+        .collect();
+    LIVE_BYTES.store(0, Ordering::SeqCst);
+    COUNTING.store(true, Ordering::SeqCst);
+    for (requester, id) in &requests {
+        let verdict = proxy.route(iq("get", requester, HOST, id), 1.0);
+        // The verdict's strings go to the shim and are freed: not part of what is kept.
+        assert!(matches!(verdict, Verdict::Forward { .. }));
+    }
+    COUNTING.store(false, Ordering::SeqCst);
+    let live = LIVE_BYTES.load(Ordering::SeqCst);
+    assert_eq!(proxy.pending.len(), MEMORY_REQUESTS);
+    let sample_len = requests[0].0.len() + requests[0].1.len();
+    (live as f64 / MEMORY_REQUESTS as f64, sample_len)
+}
+
+fn main() {
+    let pairs = env_number("ROUTE_COST_PAIRS", 100_000).max(1);
+    let samples = env_number("ROUTE_COST_SAMPLES", 7).max(1);
+    let ids: Vec<String> = (0..pairs).map(|i| format!("b{i}")).collect();
+
+    println!(
+        "Core route cost (Rust, no Lua): ns per forward+deliver pair, median of {samples} samples of {pairs} pairs"
+    );
+    println!("requester {BENCH_REQUESTER}, JAT plain, strategy random, timeout 1e9 s (nothing expires)\n");
+    print!("{:>20}", "online resources");
+    for p in PENDING_COUNTS {
+        print!("{:>18}", format!("{p} pending"));
+    }
+    println!();
+    // Every cell is set up first, then sampled in turn (sample 1 of every cell, then
+    // sample 2, ...), so that a slow spell of the machine spreads over all cells.
+    let mut cells: Vec<Cell> = RESOURCE_COUNTS
+        .iter()
+        .flat_map(|&r| PENDING_COUNTS.iter().map(move |&p| (r, p)))
+        .map(|(r, p)| Cell::new(r, p, &ids))
+        .collect();
+    for _ in 0..samples {
+        for cell in &mut cells {
+            cell.sample(&ids);
+        }
+    }
+    let all: Vec<(usize, usize, f64)> = cells
+        .iter()
+        .map(|c| (c.resources, c.pending, c.median()))
+        .collect();
+    for (row, r) in RESOURCE_COUNTS.iter().enumerate() {
+        print!("{r:>20}");
+        for col in 0..PENDING_COUNTS.len() {
+            print!(
+                "{:>18}",
+                format!("{:.0} ns", all[row * PENDING_COUNTS.len() + col].2)
+            );
+        }
+        println!();
+    }
+    let (min, max) = all
+        .iter()
+        .fold((f64::MAX, f64::MIN), |(lo, hi), &(_, _, ns)| {
+            (lo.min(ns), hi.max(ns))
+        });
+    let (min_cell, max_cell) = (
+        all.iter().find(|c| c.2 == min).expect("a minimum"),
+        all.iter().find(|c| c.2 == max).expect("a maximum"),
+    );
+    let base = all[0].2;
+    let spread = (max - min) / min;
+    let within = spread <= TOLERANCE;
+    println!(
+        "\nfastest {min:.0} ns ({} resources, {} pending), slowest {max:.0} ns ({} resources, {} pending)",
+        min_cell.0, min_cell.1, max_cell.0, max_cell.1
+    );
+    println!(
+        "spread (slowest - fastest) / fastest = {:.1}%; slowest vs 1 resource/0 pending: {:+.1}%",
+        spread * 100.0,
+        (max / base - 1.0) * 100.0
+    );
+    println!(
+        "route cost within 20% across resource and pending counts: {}",
+        if within { "YES" } else { "NO" }
+    );
+
+    let (bytes, sample_len) = bytes_per_pending();
+    println!(
+        "\nMemory: {bytes:.0} bytes allocated per pending request ({MEMORY_REQUESTS} pending from distinct requesters,\n\
+         e.g. \"user0@example.org/r\" id \"p0\": {sample_len} bytes of requester+id; includes the hash tables' spare capacity)"
+    );
+
+    println!(
+        "\nSUMMARY route_cost: {:.0}-{:.0} ns per forward+deliver pair (1-10000 resources, 0-100000 pending), spread {:.1}% -> within 20%: {}; {:.0} bytes per pending request",
+        min,
+        max,
+        spread * 100.0,
+        if within { "yes" } else { "no" },
+        bytes
+    );
+}
