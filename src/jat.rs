@@ -4,6 +4,7 @@
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fmt;
 
@@ -222,6 +223,22 @@ impl Translator {
             self.tokens.resolve(resource, now)
         } else {
             decode(self.mode, resource)
+        }
+    }
+
+    /// The requester a reply addresses, for looking up the request it answers: cheaper
+    /// than `decode` (a plain resource is taken as it is, without parsing it as a JID),
+    /// and as strict, because only a requester with an outstanding request is accepted.
+    pub fn requester_of<'r>(&mut self, resource: &'r str, now: f64) -> Option<Cow<'r, str>> {
+        if resource.starts_with(TOKEN_PREFIX) {
+            return self.tokens.resolve(resource, now).ok().map(Cow::Owned);
+        }
+        match self.mode {
+            Mode::Plain => (!resource.is_empty()).then_some(Cow::Borrowed(resource)),
+            Mode::Base64 => {
+                let bytes = URL_SAFE_NO_PAD.decode(resource.as_bytes()).ok()?;
+                String::from_utf8(bytes).ok().map(Cow::Owned)
+            }
         }
     }
 

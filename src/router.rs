@@ -434,9 +434,8 @@ impl Proxy {
         let (Some(resource), Some(id)) = (from_res, id) else {
             return Verdict::Drop("reply without resource or id");
         };
-        let requester = match self.jat.decode(jat, now) {
-            Ok(r) => r,
-            Err(_) => return Verdict::Drop("reply to an address this proxy did not produce"),
+        let Some(requester) = self.jat.requester_of(jat, now) else {
+            return Verdict::Drop("reply to an address this proxy did not produce");
         };
         match self.pending.take_reply(&requester, id, resource) {
             Ok(request) => {
