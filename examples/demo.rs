@@ -8,10 +8,17 @@
 //! ```
 //!
 //! runs the implementing client of `examples/implementing_client.rs` as two resources
-//! (service@localhost/a and /b), lets user@localhost/abc send a few requests, and prints
-//! each exchange as the README shows it: user -> component, component -> implementing
-//! client, implementing client -> component, component -> user. Stops Prosody at the end.
-//! Exits non-zero if anything does not go as described.
+//! (service@localhost/a and /b), and prints each exchange leg by leg as the README shows
+//! it (user -> component, component -> implementing client, ...):
+//!
+//! 1. user@localhost/abc sends a few iq requests (README, "What it does");
+//! 2. it chats with the service: its messages go to one resource, whose replies reach it
+//!    from the component (README, "Messages");
+//! 3. it writes "ping me": the implementing client pings it through the component, which
+//!    gives the request an id of its own and hands the answer back with the client's id
+//!    (README, "Requests from the implementing client").
+//!
+//! Stops Prosody at the end. Exits non-zero if anything does not go as described.
 //!
 //! Needs the release library (`make build`) and Prosody installed.
 
@@ -25,20 +32,104 @@ mod implementing_client;
 use std::collections::HashMap;
 use std::time::Duration;
 
-use implementing_client::{Config, Requester};
-use support::client::{get, iq_xml, test_payload, xml, Xmpp};
+use implementing_client::{Activity, Config, Requester};
+use support::client::{as_iq, as_message, get, iq_xml, stanza_xml, test_payload, xml, Xmpp};
 use support::{ComponentSpec, Prosody};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::{sleep, Instant};
 use tokio_xmpp::minidom::{Element, Node};
 use tokio_xmpp::parsers::iq::Iq;
+use tokio_xmpp::parsers::message::{Message, MessageType};
+use tokio_xmpp::Stanza;
 
 const PROXY: &str = "proxy.localhost";
 const PASSWORD: &str = "secret";
 const REQUESTS: usize = 4;
 
-/// One exchange as the implementing client saw it: the request it got, the answer it sent.
-type Seen = (Iq, Iq);
+/// What an implementing resource did (an owned [`Activity`]).
+#[derive(Debug)]
+enum Seen {
+    /// A request it got and the answer it sent.
+    Request(Iq, Iq),
+    /// A message it got and its reply.
+    Chat(Message, Message),
+    /// A request it sent to a user.
+    Asked(Iq),
+    /// Its request and the answer that came back.
+    Answered(Iq, Iq),
+    /// A bounce of one of its messages (none expected here).
+    Bounce,
+}
+
+impl Seen {
+    fn of(activity: Activity<'_>) -> Seen {
+        match activity {
+            Activity::Request { request, answer } => Seen::Request(request.clone(), answer.clone()),
+            Activity::Chat { message, reply } => Seen::Chat(message.clone(), reply.clone()),
+            Activity::Asked { request } => Seen::Asked(request.clone()),
+            Activity::Answered {
+                request, answer, ..
+            } => Seen::Answered(request.clone(), answer.clone()),
+            Activity::Bounce { .. } => Seen::Bounce,
+        }
+    }
+}
+
+/// Waits (at most 10 s) for the implementing clients to report something matching `pick`;
+/// earlier reports that do not match are dropped.
+async fn seen<T>(
+    rx: &mut mpsc::UnboundedReceiver<Seen>,
+    what: &str,
+    mut pick: impl FnMut(Seen) -> Option<T>,
+) -> Result<T, String> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let s = tokio::time::timeout(left, rx.recv())
+            .await
+            .map_err(|_| format!("no implementing client reported {what}"))?
+            .ok_or("implementing clients gone")?;
+        if let Some(t) = pick(s) {
+            return Ok(t);
+        }
+    }
+}
+
+/// Waits (at most 10 s) for the user to receive a stanza matching `pred`.
+async fn received(
+    user: &mut Xmpp,
+    what: &str,
+    pred: impl FnMut(&Stanza) -> bool,
+) -> Result<Stanza, String> {
+    user.wait_for(Duration::from_secs(10), pred)
+        .await
+        .ok_or_else(|| format!("the user did not receive {what}"))
+}
+
+fn jid_text(j: Option<&tokio_xmpp::jid::Jid>) -> String {
+    j.map(|j| j.to_string()).unwrap_or_default()
+}
+
+fn body(m: &Message) -> &str {
+    m.bodies
+        .values()
+        .next()
+        .map(String::as_str)
+        .unwrap_or_default()
+}
+
+fn message_id(m: &Message) -> &str {
+    m.id.as_ref().map(|i| i.0.as_str()).unwrap_or_default()
+}
+
+/// A chat message from the user (with its from, for the printout; the server sets the same).
+fn user_chat(user: &Xmpp, id: &str, text: &str) -> Message {
+    let mut m = Message::chat(Some(tokio_xmpp::jid::Jid::new(PROXY).unwrap()))
+        .with_body(Default::default(), text.to_string());
+    m.from = Some(user.jid.clone().into());
+    m.id = Some(tokio_xmpp::parsers::message::Id(id.to_string()));
+    m
+}
 
 fn main() {
     // Current-thread runtime: see tests/support/mod.rs.
@@ -85,8 +176,8 @@ async fn run() -> Result<(), String> {
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let seen_tx = seen_tx.clone();
         tasks.push(tokio::spawn(async move {
-            let report = |request: &Iq, reply: &Iq| {
-                let _ = seen_tx.send((request.clone(), reply.clone()));
+            let report = |activity: Activity<'_>| {
+                let _ = seen_tx.send(Seen::of(activity));
             };
             let stop = async {
                 let _ = stop_rx.await;
@@ -145,15 +236,11 @@ async fn run() -> Result<(), String> {
             .request(request, Duration::from_secs(10))
             .await
             .ok_or_else(|| format!("no answer to id {id}"))?;
-        let (forwarded, reply) = loop {
-            let (req, rep) = tokio::time::timeout(Duration::from_secs(5), seen_rx.recv())
-                .await
-                .map_err(|_| format!("no implementing client saw id {id}"))?
-                .ok_or("implementing clients gone")?;
-            if req.id() == id {
-                break (req, rep);
-            }
-        };
+        let (forwarded, reply) = seen(&mut seen_rx, &format!("request {id}"), |s| match s {
+            Seen::Request(req, rep) if req.id() == id => Some((req, rep)),
+            _ => None,
+        })
+        .await?;
         println!("Request {} (id {id}):", i + 1);
         println!("  user -> component:\n    {}", readme_xml(&sent));
         println!(
@@ -189,6 +276,9 @@ async fn run() -> Result<(), String> {
     }
     println!("Requests per implementing resource: {used:?}");
 
+    chat(&mut user, &mut seen_rx).await?;
+    ping_me(&mut user, &mut seen_rx).await?;
+
     for stop in stops {
         let _ = stop.send(());
     }
@@ -213,10 +303,181 @@ async fn run() -> Result<(), String> {
     Ok(())
 }
 
+/// Messages: the user chats with the service; one resource takes the conversation.
+async fn chat(user: &mut Xmpp, seen_rx: &mut mpsc::UnboundedReceiver<Seen>) -> Result<(), String> {
+    println!("\nMessages: the user chats with the service.\n");
+    let mut resources = Vec::new();
+    for (n, text) in ["Hello, service!", "Still there?"].iter().enumerate() {
+        let id = format!("chat-{}", n + 1);
+        let sent = user_chat(user, &id, text);
+        user.send(sent.clone()).await;
+        let (forwarded, reply) = seen(seen_rx, &format!("message {id}"), |s| match s {
+            Seen::Chat(m, r) if message_id(&m) == id => Some((m, r)),
+            _ => None,
+        })
+        .await?;
+        let reply_id = message_id(&reply).to_string();
+        let got = received(user, &format!("the reply {reply_id}"), |s| {
+            as_message(s).is_some_and(|m| message_id(m) == reply_id)
+        })
+        .await?;
+        let got = as_message(&got).unwrap().clone();
+        println!("Message {} (id {id}):", n + 1);
+        println!("  user -> component:\n    {}", readme_message(&sent));
+        println!(
+            "  component -> implementing client:\n    {}",
+            readme_message(&forwarded)
+        );
+        println!(
+            "  implementing client -> component:\n    {}",
+            readme_message(&reply)
+        );
+        println!("  component -> user:\n    {}\n", readme_message(&got));
+
+        let user_at_proxy = format!("{PROXY}/{}", user.jid);
+        if jid_text(forwarded.from.as_ref()) != user_at_proxy || body(&forwarded) != *text {
+            return Err(format!(
+                "the message reached the implementing client as {}",
+                readme_message(&forwarded)
+            ));
+        }
+        if jid_text(got.from.as_ref()) != PROXY
+            || body(&got) != body(&reply)
+            || got.type_ != MessageType::Chat
+        {
+            return Err(format!(
+                "the reply reached the user as {}",
+                readme_message(&got)
+            ));
+        }
+        resources.push(jid_text(forwarded.to.as_ref()));
+    }
+    if resources.windows(2).any(|w| w[0] != w[1]) {
+        return Err(format!(
+            "the conversation moved between resources: {resources:?}"
+        ));
+    }
+    println!(
+        "Both messages went to {} (a user stays with one resource).",
+        resources[0]
+    );
+    Ok(())
+}
+
+/// Requests from the implementing client: "ping me" makes it ping the user.
+async fn ping_me(
+    user: &mut Xmpp,
+    seen_rx: &mut mpsc::UnboundedReceiver<Seen>,
+) -> Result<(), String> {
+    println!("\nRequests from the implementing client: the user writes \"ping me\".\n");
+    let sent = user_chat(user, "chat-ping", implementing_client::PING_ME);
+    user.send(sent.clone()).await;
+    let asked = seen(seen_rx, "its ping", |s| match s {
+        Seen::Asked(iq) => Some(iq),
+        _ => None,
+    })
+    .await?;
+    // The user's side: a ping from the component, under the component's own id.
+    let request = received(user, "the ping", |s| {
+        as_iq(s).is_some_and(|iq| matches!(iq, Iq::Get { .. }))
+    })
+    .await?;
+    let request = as_iq(&request).unwrap().clone();
+    let answer = Iq::Result {
+        from: Some(user.jid.clone().into()),
+        to: request.from().cloned(),
+        id: request.id().to_string(),
+        payload: None,
+    };
+    user.send(answer.clone()).await;
+    let (asked_again, returned) = seen(seen_rx, "the answer to its ping", |s| match s {
+        Seen::Answered(req, ans) => Some((req, ans)),
+        _ => None,
+    })
+    .await?;
+    let report_id = format!("report-{}", asked.id());
+    let report = received(user, "the ping report", |s| {
+        as_message(s).is_some_and(|m| message_id(m) == report_id)
+    })
+    .await?;
+    let report = as_message(&report).unwrap().clone();
+    // The reply to "ping me" itself arrived before the request; show it too.
+    let ack = user
+        .take_queued()
+        .into_iter()
+        .filter_map(|s| as_message(&s).cloned())
+        .find(|m| message_id(m) == "re-chat-ping");
+
+    println!("  user -> component:\n    {}", readme_message(&sent));
+    if let Some(ack) = &ack {
+        println!(
+            "  component -> user (the client's reply):\n    {}",
+            readme_message(ack)
+        );
+    }
+    println!(
+        "  implementing client -> component:\n    {}",
+        readme_xml(&asked)
+    );
+    println!("  component -> user:\n    {}", readme_xml(&request));
+    println!("  user -> component:\n    {}", readme_xml(&answer));
+    println!(
+        "  component -> implementing client:\n    {}",
+        readme_xml(&returned)
+    );
+    println!(
+        "  component -> user (the client's report):\n    {}\n",
+        readme_message(&report)
+    );
+
+    let user_at_proxy = format!("{PROXY}/{}", user.jid);
+    if jid_text(asked.to()) != user_at_proxy {
+        return Err(format!(
+            "the ping was not sent to the user's address at the proxy: {}",
+            iq_xml(&asked)
+        ));
+    }
+    if jid_text(request.from()) != PROXY
+        || request.id() == asked.id()
+        || !request.id().starts_with("cp")
+    {
+        return Err(format!("the user got the ping as {}", iq_xml(&request)));
+    }
+    if asked_again.id() != asked.id()
+        || returned.id() != asked.id()
+        || jid_text(returned.from()) != user_at_proxy
+        || !matches!(returned, Iq::Result { .. })
+    {
+        return Err(format!("the answer came back as {}", iq_xml(&returned)));
+    }
+    if jid_text(report.from.as_ref()) != PROXY || !body(&report).contains("answered the ping") {
+        return Err(format!(
+            "the report reached the user as {}",
+            stanza_xml(&Stanza::Message(report))
+        ));
+    }
+    println!(
+        "The component sent the ping as id {} and gave the answer back as id {}.",
+        request.id(),
+        returned.id()
+    );
+    Ok(())
+}
+
+/// A message printed like the README: `<message type=.. id=.. to=.. from=..>` then children.
+fn readme_message(m: &Message) -> String {
+    readme(Element::from(m.clone()))
+}
+
 /// An iq printed like the README: `<iq type=.. id=.. to=.. from=..>` then the payload.
 fn readme_xml(iq: &Iq) -> String {
-    let e = Element::from(iq.clone());
-    let mut out = String::from("<iq");
+    readme(Element::from(iq.clone()))
+}
+
+/// A stanza printed like the README: name and type, id, to, from; then its children.
+/// (Prosody adds xml:lang to what it delivers, e.g. on message bodies.)
+fn readme(e: Element) -> String {
+    let mut out = format!("<{}", e.name());
     for name in ["type", "id", "to", "from"] {
         if let Some(value) = e.attr(name) {
             let value = value
@@ -229,13 +490,16 @@ fn readme_xml(iq: &Iq) -> String {
     let mut inner = String::new();
     for node in e.nodes() {
         match node {
-            Node::Element(child) => inner += &String::from(child),
+            // Children in the stanza's own namespace (a message's <body/>) need no xmlns.
+            Node::Element(child) => {
+                inner += &String::from(child).replacen(" xmlns='jabber:client'", "", 1)
+            }
             Node::Text(text) => inner += &text.replace('&', "&amp;").replace('<', "&lt;"),
         }
     }
     if inner.is_empty() {
         out + "/>"
     } else {
-        format!("{out}>{inner}</iq>")
+        format!("{out}>{inner}</{}>", e.name())
     }
 }
