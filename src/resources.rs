@@ -53,6 +53,9 @@ pub struct Resource {
     pub pool: Pool,
     /// Requests it holds now.
     pub pending: u32,
+    /// When it was last given a request (a counter): ties in `LeastPending` go to the
+    /// one that waited longest, so a lightly loaded service still rotates.
+    stamp: u64,
     /// Position in its pool's dense list.
     slot: usize,
 }
@@ -70,8 +73,9 @@ pub struct ResourceSet {
     all: HashMap<Arc<str>, Resource>,
     active: Vec<Arc<str>>,
     draining: Vec<Arc<str>>,
-    /// (pending, name) per pool, kept only for `LeastPending`.
-    least: [BTreeSet<(u32, Arc<str>)>; 2],
+    /// (pending, stamp, name) per pool, kept only for `LeastPending`.
+    least: [BTreeSet<(u32, u64, Arc<str>)>; 2],
+    clock: u64,
     cursor: usize,
     sticky: HashMap<String, Arc<str>>,
 }
@@ -91,6 +95,7 @@ impl ResourceSet {
             active: Vec::new(),
             draining: Vec::new(),
             least: [BTreeSet::new(), BTreeSet::new()],
+            clock: 0,
             cursor: 0,
             sticky: HashMap::new(),
         }
@@ -107,7 +112,7 @@ impl ResourceSet {
         if strategy == Strategy::LeastPending {
             for r in self.all.values() {
                 if let Some(i) = pool_index(r.pool) {
-                    self.least[i].insert((r.pending, r.name.clone()));
+                    self.least[i].insert(r.least_key());
                 }
             }
         }
@@ -126,30 +131,29 @@ impl ResourceSet {
                 return false;
             }
         }
-        let (name, pending, new) = match self.detach(name) {
-            Some(r) => (r.name, r.pending, false),
-            None => (Arc::from(name), 0, true),
+        let (name, pending, stamp, new) = match self.detach(name) {
+            Some(r) => (r.name, r.pending, r.stamp, false),
+            None => (Arc::from(name), 0, 0, true),
         };
         let slot = match pool {
             Pool::Active => push(&mut self.active, &name),
             Pool::Draining => push(&mut self.draining, &name),
             Pool::Ineligible => 0,
         };
+        let resource = Resource {
+            name: name.clone(),
+            priority,
+            pool,
+            pending,
+            stamp,
+            slot,
+        };
         if self.strategy == Strategy::LeastPending {
             if let Some(i) = pool_index(pool) {
-                self.least[i].insert((pending, name.clone()));
+                self.least[i].insert(resource.least_key());
             }
         }
-        self.all.insert(
-            name.clone(),
-            Resource {
-                name,
-                priority,
-                pool,
-                pending,
-                slot,
-            },
-        );
+        self.all.insert(name, resource);
         new
     }
 
@@ -199,12 +203,14 @@ impl ResourceSet {
 
     /// Counts a request the resource now holds.
     pub fn hold(&mut self, name: &str) {
-        self.adjust(name, 1);
+        self.clock += 1;
+        let clock = self.clock;
+        self.adjust(name, 1, Some(clock));
     }
 
     /// Counts a request the resource no longer holds.
     pub fn release(&mut self, name: &str) {
-        self.adjust(name, -1);
+        self.adjust(name, -1, None);
     }
 
     /// The resource for the next request of `requester`, by the strategy, among the active
@@ -243,7 +249,7 @@ impl ResourceSet {
             }
             Strategy::LeastPending => self.least[pool]
                 .iter()
-                .map(|(_, n)| n)
+                .map(|(_, _, n)| n)
                 .find(|n| Some(&***n) != except)
                 .cloned(),
             Strategy::Sticky => {
@@ -312,16 +318,17 @@ impl ResourceSet {
         None
     }
 
-    fn adjust(&mut self, name: &str, delta: i32) {
+    fn adjust(&mut self, name: &str, delta: i32, stamp: Option<u64>) {
         let Some(r) = self.all.get_mut(name) else {
             return;
         };
-        let before = r.pending;
-        r.pending = before.saturating_add_signed(delta);
+        let before = r.least_key();
+        r.pending = r.pending.saturating_add_signed(delta);
+        r.stamp = stamp.unwrap_or(r.stamp);
         if self.strategy == Strategy::LeastPending {
             if let Some(i) = pool_index(r.pool) {
-                self.least[i].remove(&(before, r.name.clone()));
-                self.least[i].insert((r.pending, r.name.clone()));
+                self.least[i].remove(&before);
+                self.least[i].insert(r.least_key());
             }
         }
     }
@@ -342,9 +349,15 @@ impl ResourceSet {
             }
         }
         if let Some(i) = pool_index(r.pool) {
-            self.least[i].remove(&(r.pending, r.name.clone()));
+            self.least[i].remove(&r.least_key());
         }
         Some(r)
+    }
+}
+
+impl Resource {
+    fn least_key(&self) -> (u32, u64, Arc<str>) {
+        (self.pending, self.stamp, self.name.clone())
     }
 }
 
@@ -449,6 +462,21 @@ mod tests {
             Some("d"),
             "a newcomer holds nothing"
         );
+    }
+
+    #[test]
+    fn least_pending_ties_rotate() {
+        let mut s = set(Strategy::LeastPending, &["a", "b", "c"]);
+        let mut r = rng();
+        let mut seen = Vec::new();
+        for _ in 0..6 {
+            let name = s.choose(&mut r, "u", None).unwrap();
+            s.hold(&name);
+            s.release(&name);
+            seen.push(name.to_string());
+        }
+        assert_eq!(seen[0..3], seen[3..6], "answered at once: a, b, c in turn");
+        assert_eq!(seen[0..3].iter().collect::<HashSet<_>>().len(), 3);
     }
 
     #[test]
