@@ -16,7 +16,10 @@
 #![allow(dead_code)]
 
 pub mod client;
+pub mod faults;
+pub mod features;
 pub mod implementer;
+pub mod ops;
 
 use std::collections::HashSet;
 use std::fs;
