@@ -8,13 +8,14 @@
 
 mod support;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use support::client::*;
 use support::implementer::*;
+use support::setup::*;
 use support::{ComponentSpec, Prosody};
 use tokio::time::{sleep, Instant};
 use tokio_xmpp::parsers::iq::Iq;
@@ -23,78 +24,10 @@ use tokio_xmpp::parsers::presence::Type as PresenceType;
 use tokio_xmpp::parsers::stanza_error::StanzaError;
 use tokio_xmpp::Stanza;
 
-const PROXY: &str = "proxy.localhost";
-const TARGET_USER: &str = "service";
-const PASSWORD: &str = "secret";
 /// Generous bound for one answer that should come at once.
 const ANSWER: Duration = Duration::from_secs(10);
 /// How long "nothing comes back" is watched.
 const QUIET: Duration = Duration::from_secs(1);
-
-/// A Prosody with proxy.localhost -> service@localhost (plus `extra` option lines) and the
-/// users service, user and other, all with [`PASSWORD`].
-fn server(extra: &[&str]) -> Prosody {
-    Prosody::start_with_users(
-        &[ComponentSpec::new(PROXY, "service@localhost", extra)],
-        &[
-            (TARGET_USER, PASSWORD),
-            ("user", PASSWORD),
-            ("other", PASSWORD),
-        ],
-    )
-}
-
-/// A started implementing resource `service@localhost/<resource>` for proxy.localhost.
-async fn implementer(prosody: &Prosody, resource: &str) -> Implementer {
-    let mut i = Implementer::new(&prosody.addr(), TARGET_USER, PASSWORD, resource, PROXY);
-    i.start().await;
-    i
-}
-
-/// A logged-in requester `user@localhost/<resource>` with initial presence.
-async fn requester(prosody: &Prosody, resource: &str) -> Xmpp {
-    let mut r = Xmpp::login(
-        &prosody.addr(),
-        &format!("user@localhost/{resource}"),
-        PASSWORD,
-    )
-    .await;
-    r.presence(None).await;
-    r
-}
-
-/// Sends warm-up requests to `to` until each of `resources` has answered one (the proxy
-/// learns the target's presences asynchronously, after the subscription is approved).
-async fn wait_routable(r: &mut Xmpp, to: &str, resources: &[&str]) {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let mut seen = HashSet::new();
-    let mut n = 0;
-    let mut last = String::new();
-    while Instant::now() < deadline {
-        n += 1;
-        let id = format!("warm-{n}");
-        let answer = r
-            .request(get(to, &id, test_payload(&id)), Duration::from_secs(5))
-            .await;
-        match answer {
-            Some(iq) => {
-                if let Some(res) = answered_by(&iq) {
-                    seen.insert(res);
-                    if resources.iter().all(|x| seen.contains(*x)) {
-                        return;
-                    }
-                } else {
-                    last = iq_xml(&iq);
-                    sleep(Duration::from_millis(100)).await;
-                }
-            }
-            None => last = format!("no answer to {id}"),
-        }
-    }
-    panic!(
-        "{to}: resources {resources:?} not all routable within 15 s; seen {seen:?}; last answer: {last}"
-    );
-}
 
 /// Asserts `iq` is an error with this type and condition, and returns the error.
 fn expect_error<'a>(iq: &'a Iq, etype: &str, cond: &str) -> &'a StanzaError {

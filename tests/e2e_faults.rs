@@ -15,7 +15,7 @@
 
 mod support;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -23,6 +23,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use support::client::*;
 use support::faults::*;
 use support::implementer::*;
+use support::setup::wait_routable;
 use support::{ComponentSpec, Prosody};
 use tokio::sync::RwLock;
 use tokio::time::{sleep, Instant};
@@ -73,37 +74,6 @@ fn request(id: &str, set: bool) -> Iq {
     } else {
         get(PROXY, id, test_payload(id))
     }
-}
-
-/// Sends warm-up requests (ids `warm-<n>`) until each of `resources` has answered one.
-async fn wait_routable(r: &mut Xmpp, resources: &[&str]) {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let mut seen = HashSet::new();
-    let mut n = 0;
-    let mut last = String::new();
-    while Instant::now() < deadline {
-        n += 1;
-        let id = format!("warm-{n}");
-        match r
-            .request(get(PROXY, &id, test_payload(&id)), Duration::from_secs(5))
-            .await
-        {
-            Some(iq) => match answered_by(&iq) {
-                Some(res) => {
-                    seen.insert(res);
-                    if resources.iter().all(|x| seen.contains(*x)) {
-                        return;
-                    }
-                }
-                None => {
-                    last = iq_xml(&iq);
-                    sleep(Duration::from_millis(100)).await;
-                }
-            },
-            None => last = format!("no answer to {id}"),
-        }
-    }
-    panic!("resources {resources:?} not all routable within 15 s; seen {seen:?}; last: {last}");
 }
 
 /// Asserts `iq` is an error with this type and condition from H.
@@ -508,7 +478,7 @@ async fn fault_storm_every_request_answered_exactly_once() {
     }
     {
         let mut warm = login(&prosody, "user@localhost/warm").await;
-        wait_routable(&mut warm, &NAMES).await;
+        wait_routable(&mut warm, PROXY, &NAMES).await;
         warm.close().await;
     }
 
@@ -750,7 +720,7 @@ async fn forged_and_misdirected_replies_are_not_delivered() {
     let mut b = Implementer::new(&prosody.addr(), TARGET_USER, PASSWORD, "b", PROXY);
     b.start().await;
     let mut r = login(&prosody, "user@localhost/abc").await;
-    wait_routable(&mut r, &["a", "b"]).await;
+    wait_routable(&mut r, PROXY, &["a", "b"]).await;
     a.set_behaviour(Behaviour::Silent);
     b.set_behaviour(Behaviour::Silent);
     let mut zzz = login(&prosody, "user@localhost/zzz").await;
@@ -895,7 +865,7 @@ async fn reload_mid_traffic_loses_nothing() {
     }
     {
         let mut warm = login(&prosody, "user@localhost/warm").await;
-        wait_routable(&mut warm, &["a", "b"]).await;
+        wait_routable(&mut warm, PROXY, &["a", "b"]).await;
         warm.close().await;
     }
     let loaded_before = prosody
@@ -1071,7 +1041,7 @@ async fn per_requester_limit() {
     let mut a = Implementer::new(&prosody.addr(), TARGET_USER, PASSWORD, "a", PROXY);
     a.start().await;
     let mut r = login(&prosody, "user@localhost/first").await;
-    wait_routable(&mut r, &["a"]).await;
+    wait_routable(&mut r, PROXY, &["a"]).await;
     a.set_behaviour(Behaviour::Silent);
     let mut s = login(&prosody, "user@localhost/second").await;
     let mut o = login(&prosody, "other@localhost/x").await;

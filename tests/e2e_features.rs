@@ -16,6 +16,7 @@ use std::time::Duration;
 use support::client::*;
 use support::features::*;
 use support::implementer::*;
+use support::setup::*;
 use support::{ComponentSpec, Prosody};
 use tokio::time::{sleep, Instant};
 use tokio_xmpp::parsers::iq::Iq;
@@ -23,28 +24,12 @@ use tokio_xmpp::parsers::message::MessageType;
 use tokio_xmpp::parsers::presence::Type as PresenceType;
 use tokio_xmpp::Stanza;
 
-const PROXY: &str = "proxy.localhost";
-const TARGET_USER: &str = "service";
-const PASSWORD: &str = "secret";
 /// U's JAT address at the proxy (plain JAT).
 const U_AT_PROXY: &str = "proxy.localhost/user@localhost/abc";
 /// Generous bound for one stanza that should come at once.
 const ANSWER: Duration = Duration::from_secs(10);
 /// How long "nothing (more) comes" is watched.
 const QUIET: Duration = Duration::from_secs(1);
-
-/// A Prosody with proxy.localhost -> service@localhost (plus `extra` option lines) and the
-/// users service, user and other, all with [`PASSWORD`].
-fn server(extra: &[&str]) -> Prosody {
-    Prosody::start_with_users(
-        &[ComponentSpec::new(PROXY, "service@localhost", extra)],
-        &[
-            (TARGET_USER, PASSWORD),
-            ("user", PASSWORD),
-            ("other", PASSWORD),
-        ],
-    )
-}
 
 /// A started implementing resource `service@localhost/<resource>` for `proxy`.
 async fn implementer_for(prosody: &Prosody, resource: &str, proxy: &str) -> Implementer {

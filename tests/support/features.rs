@@ -19,8 +19,8 @@ use tokio_xmpp::parsers::presence::{Presence, Type as PresenceType};
 use tokio_xmpp::parsers::stanza_error::StanzaError;
 use tokio_xmpp::Stanza;
 
-use super::client::{as_presence, get, iq_xml, test_payload, xml, Xmpp};
-use super::implementer::{answered_by, Implementer};
+use super::client::{as_presence, iq_xml, xml, Xmpp};
+use super::implementer::Implementer;
 
 /// How often an [`Inbox`] looks at what its implementer received.
 const POLL: Duration = Duration::from_millis(20);
@@ -218,37 +218,4 @@ pub async fn await_reconnect(x: &mut Xmpp, before: usize, wait: Duration) {
         );
         let _ = x.wait_for(Duration::from_millis(200), |_| false).await;
     }
-}
-
-/// Sends warm-up requests to `to` until each of `resources` has answered one (the proxy
-/// learns the target's presences asynchronously, after the subscription is approved).
-pub async fn wait_routable(r: &mut Xmpp, to: &str, resources: &[&str]) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let mut seen = std::collections::HashSet::new();
-    let mut n = 0;
-    let mut last = String::new();
-    while Instant::now() < deadline {
-        n += 1;
-        let id = format!("warm-{n}");
-        let answer = r
-            .request(get(to, &id, test_payload(&id)), Duration::from_secs(5))
-            .await;
-        match answer {
-            Some(iq) => {
-                if let Some(res) = answered_by(&iq) {
-                    seen.insert(res);
-                    if resources.iter().all(|x| seen.contains(*x)) {
-                        return;
-                    }
-                } else {
-                    last = iq_xml(&iq);
-                    sleep(Duration::from_millis(100)).await;
-                }
-            }
-            None => last = format!("no answer to {id}"),
-        }
-    }
-    panic!(
-        "{to}: resources {resources:?} not all routable within 20 s; seen {seen:?}; last answer: {last}"
-    );
 }

@@ -20,6 +20,7 @@ pub mod faults;
 pub mod features;
 pub mod implementer;
 pub mod ops;
+pub mod setup;
 
 use std::collections::HashSet;
 use std::fs;
