@@ -301,42 +301,49 @@ local function describe(print_line)
 	return #status.resources;
 end
 
+-- Every client_proxy component of the server, for the one shell command that lists them.
+local shell_hosts = module:shared("/*/client_proxy/shell_hosts");
+shell_hosts[host] = describe;
+
 local function shell_resources(self, wanted)
-	if wanted and wanted ~= host then return; end
-	local n = describe(function (line) self.session.print(line); end);
-	return true, ("%d resource(s)"):format(n);
+	local shown, count = false, 0;
+	for h, show in pairs(shell_hosts) do
+		if not wanted or wanted == h then
+			shown, count = true, count + show(function (line) self.session.print(line); end);
+		end
+	end
+	if not shown then return false, "No client_proxy component " .. tostring(wanted); end
+	return true, ("%d resource(s)"):format(count);
 end
 
-if module.add_item and prosody.version and not prosody.version:match("^0%.") then
-	-- Prosody 13: commands are items.
-	module:add_item("shell-command", {
-		section = "client_proxy"; section_desc = "mod_client_proxy";
-		name = "resources"; desc = "List the implementing client's resources of a proxy host";
-		args = { { name = "host"; type = "string" } };
-		host_selector = "host";
-		handler = function (self, wanted) return shell_resources(self, wanted or host); end;
-	});
-else
-	-- Prosody 0.12: the shell's shared environment, one entry per proxy host.
-	local env = module:shared("/*/admin_shell/env");
-	env.client_proxy = env.client_proxy or { hosts = {} };
-	env.client_proxy.hosts[host] = shell_resources;
-	function env.client_proxy:resources(wanted)
-		local found, text = false, nil;
-		for h, show in pairs(env.client_proxy.hosts) do
-			if not wanted or wanted == h then
-				local shown, t = show(self, h);
-				found, text = found or shown, t;
-			end
-		end
-		if not found then return false, "No client_proxy component " .. tostring(wanted); end
-		return true, text;
+module:hook("module-unloaded", function (event)
+	if event.module == "client_proxy" and event.host == host then
+		shell_hosts[host] = nil;
 	end
-	module:hook("module-unloaded", function (event)
-		if event.module == "client_proxy" and event.host == host then
-			env.client_proxy.hosts[host] = nil;
-		end
-	end);
+end);
+
+if prosody.version and not prosody.version:match("^0%.") then
+	-- Prosody 13: commands are items. mod_admin_shell only watches the global context
+	-- and VirtualHosts, not components, so the item goes to the global context, once the
+	-- server has started (mod_admin_shell may load after this component).
+	local function add_shell_command()
+		module:context("*"):add_item("shell-command", {
+			section = "client_proxy"; section_desc = "mod_client_proxy";
+			name = "resources"; desc = "List the implementing client's resources of a proxy host (or of all)";
+			args = { { name = "host"; type = "string" } };
+			handler = shell_resources;
+		});
+	end
+	if prosody.start_time then
+		add_shell_command();
+	else
+		module:hook_global("server-started", add_shell_command);
+	end
+else
+	-- Prosody 0.12: the shell's shared environment.
+	local env = module:shared("/*/admin_shell/env");
+	env.client_proxy = env.client_proxy or {};
+	env.client_proxy.resources = shell_resources;
 end
 
 -- A reload that changed target_address answers what the old target still held.

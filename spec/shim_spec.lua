@@ -197,6 +197,7 @@ local function fake_module(host, opts)
 		global_hook_list = {}; -- { event=, handler=, priority= } in order
 		metrics = {}; -- name -> fake metric family
 		items = {}; -- key -> { item, ... } (module:add_item)
+		global_items = {}; -- { key=, item= } added through module:context("*")
 		status_calls = {}; -- { type=, message=, override= } (module:set_status), in order
 		shared_tables = opts.shared or {}; -- path -> table (module:shared)
 		timers = {}; -- { delay=, callback= }
@@ -331,6 +332,11 @@ local function fake_module(host, opts)
 		assert(type(key) == "string", "add_item: key");
 		self.items[key] = self.items[key] or {};
 		table.insert(self.items[key], value);
+		if self.host == "*" then table.insert(self.global_items, { key = key, item = value }); end
+	end
+	-- As Prosody: the module seen from another host ("*": the global context).
+	function m:context(host)
+		return setmetatable({ host = host or "*" }, { __index = self, __newindex = self });
 	end
 	-- As Prosody 0.12: every call is recorded; the status it leaves follows Prosody's
 	-- rules (an unknown type counts as "info"; an "error" is only replaced by another
@@ -1457,8 +1463,16 @@ describe("shell command client_proxy:resources", function ()
 
 	it("Prosody 13: a shell-command item with the same listing", function ()
 		local shared = {};
-		local m, ok, err = load_shim({ options = OPTIONS, version = "13.0.1", shared = shared });
+		local m, ok, err = load_shim({ options = OPTIONS, version = "13.0.1", shared = shared, started = false });
 		assert.is_true(ok, err);
+		-- mod_admin_shell may load after the component: the item comes once the server started,
+		-- in the global context (mod_admin_shell does not watch components' items).
+		assert.is_nil(m.items["shell-command"]);
+		for _, h in ipairs(m.global_hook_list) do
+			if h.event == "server-started" then h.handler({}); end
+		end
+		assert.are.equal(1, #m.global_items);
+		assert.are.equal("shell-command", m.global_items[1].key);
 		populate(m);
 		assert.is_nil(m:shared("/*/admin_shell/env").client_proxy);
 		local items = m.items["shell-command"];
