@@ -16,7 +16,7 @@ use std::time::Duration;
 use support::client::*;
 use support::implementer::*;
 use support::ops::*;
-use support::{ComponentSpec, Prosody};
+use support::{free_port, ComponentSpec, Prosody};
 use tokio::time::{sleep, Instant};
 use tokio_xmpp::parsers::iq::Iq;
 use tokio_xmpp::parsers::presence::{Presence, Type as PresenceType};

@@ -73,7 +73,9 @@ pub struct Prosody {
 /// Ports handed out in this process, never handed out twice (tests run in parallel).
 static PORTS: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
 
-fn free_port() -> u16 {
+/// A loopback port that was free a moment ago and was not handed out before in this
+/// process (servers and their extra listeners share the one set).
+pub fn free_port() -> u16 {
     let mut used = PORTS.lock().unwrap_or_else(|e| e.into_inner());
     let used = used.get_or_insert_with(HashSet::new);
     loop {

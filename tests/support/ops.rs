@@ -6,9 +6,8 @@
 use std::collections::HashSet;
 use std::fs;
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::process::Stdio;
-use std::sync::Mutex;
 use std::time::Duration;
 
 use tokio::time::{sleep, timeout, Instant};
@@ -46,22 +45,6 @@ pub fn add_globals(prosody: &Prosody, modules: &[&str], lines: &[String]) {
     }
     let cfg = format!("{}{globals}{}", &cfg[..at], &cfg[at..]);
     fs::write(&path, cfg).expect("write the prosody config");
-}
-
-/// Ports handed out by [`free_port`] (the harness keeps its own, private set).
-static PORTS: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
-
-/// A loopback port that was free a moment ago and was not handed out before here.
-pub fn free_port() -> u16 {
-    let mut used = PORTS.lock().unwrap_or_else(|e| e.into_inner());
-    let used = used.get_or_insert_with(HashSet::new);
-    loop {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-        let port = listener.local_addr().expect("local_addr").port();
-        if used.insert(port) {
-            return port;
-        }
-    }
 }
 
 /// Global lines for statistics and mod_http_openmetrics on 127.0.0.1:`port` (no https).
