@@ -6,6 +6,7 @@
 #   make deps                     install missing Debian packages (root)
 #   make test                     fmt, clippy, unit tests, Lua specs, end-to-end tests
 #   make demo                     run the demo against a throwaway local Prosody
+#   make bench                    proxied vs direct, per-stanza and route-cost figures
 #   make clean
 #
 # GNU make. Written for Debian 12 (bookworm) with Prosody 0.12 and cargo.
