@@ -196,7 +196,13 @@ impl PendingTable {
                 deadline,
             },
         );
-        *self.per_requester.entry(requester.to_owned()).or_insert(0) += 1;
+        // No key copy when the requester already has requests outstanding (the usual case).
+        match self.per_requester.get_mut(requester) {
+            Some(n) => *n += 1,
+            None => {
+                self.per_requester.insert(requester.to_owned(), 1);
+            }
+        }
     }
 
     /// Takes a request by requester and id, whoever holds it (outbound requests, whose

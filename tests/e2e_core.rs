@@ -22,7 +22,6 @@ use tokio_xmpp::parsers::iq::Iq;
 use tokio_xmpp::parsers::message::MessageType;
 use tokio_xmpp::parsers::presence::Type as PresenceType;
 use tokio_xmpp::parsers::stanza_error::StanzaError;
-use tokio_xmpp::Stanza;
 
 /// Generous bound for one answer that should come at once.
 const ANSWER: Duration = Duration::from_secs(10);
@@ -35,20 +34,6 @@ fn expect_error<'a>(iq: &'a Iq, etype: &str, cond: &str) -> &'a StanzaError {
     assert_eq!(condition(e), cond, "condition of {}", iq_xml(iq));
     assert_eq!(error_type(e), etype, "error type of {}", iq_xml(iq));
     e
-}
-
-/// Stanzas among `got` that came from the component host (any resource) or a node at it.
-fn from_host<'a>(got: &'a [Stanza], host: &str) -> Vec<&'a Stanza> {
-    got.iter()
-        .filter(|s| {
-            let from = match s {
-                Stanza::Iq(iq) => iq.from().cloned(),
-                Stanza::Message(m) => m.from.clone(),
-                Stanza::Presence(p) => p.from.clone(),
-            };
-            from.is_some_and(|f| f.domain().as_str() == host)
-        })
-        .collect()
 }
 
 // a. The README exchange, exactly, with two implementing resources; both get used.

@@ -23,7 +23,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use support::client::*;
 use support::faults::*;
 use support::implementer::*;
-use support::setup::wait_routable;
+use support::setup::{from_host, wait_routable};
 use support::{ComponentSpec, Prosody};
 use tokio::sync::RwLock;
 use tokio::time::{sleep, Instant};
@@ -89,19 +89,9 @@ fn expect_error(iq: &Iq, etype: &str, cond: &str) {
     );
 }
 
-/// Stanzas among `got` that came from H (any resource).
+/// Stanzas among `got` that came from H (any resource), as XML.
 fn from_proxy(got: &[Stanza]) -> Vec<String> {
-    got.iter()
-        .filter(|s| {
-            let from = match s {
-                Stanza::Iq(iq) => iq.from().cloned(),
-                Stanza::Message(m) => m.from.clone(),
-                Stanza::Presence(p) => p.from.clone(),
-            };
-            from.is_some_and(|f| f.domain().as_str() == PROXY)
-        })
-        .map(stanza_xml)
-        .collect()
+    from_host(got, PROXY).into_iter().map(stanza_xml).collect()
 }
 
 fn env_num(name: &str, default: u64) -> u64 {

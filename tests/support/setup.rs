@@ -7,6 +7,7 @@ use super::{ComponentSpec, Prosody};
 use std::collections::HashSet;
 use std::time::Duration;
 use tokio::time::{sleep, Instant};
+use tokio_xmpp::Stanza;
 
 /// The component host of the standard setup.
 pub const PROXY: &str = "proxy.localhost";
@@ -79,4 +80,18 @@ pub async fn wait_routable(r: &mut Xmpp, to: &str, resources: &[&str]) {
     panic!(
         "{to}: resources {resources:?} not all routable within 20 s; seen {seen:?}; last answer: {last}"
     );
+}
+
+/// Stanzas among `got` that came from the component host (any resource) or a node at it.
+pub fn from_host<'a>(got: &'a [Stanza], host: &str) -> Vec<&'a Stanza> {
+    got.iter()
+        .filter(|s| {
+            let from = match s {
+                Stanza::Iq(iq) => iq.from().cloned(),
+                Stanza::Message(m) => m.from.clone(),
+                Stanza::Presence(p) => p.from.clone(),
+            };
+            from.is_some_and(|f| f.domain().as_str() == host)
+        })
+        .collect()
 }
