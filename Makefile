@@ -33,7 +33,18 @@ $(error LUA=$(LUA) is not supported; use one of 5.4 5.3 5.2 5.1 jit)
 endif
 CARGO_FEATURES := --no-default-features --features $(FEATURE)
 
-TARGET_DIR := $(abspath $(or $(CARGO_TARGET_DIR),target))
+# Each Lua gets its own target directory, so that builds for several Luas (the spec
+# matrix, `make LUA=5.1`) never overwrite each other's library: target/ for 5.4,
+# target/lua5.1/, target/lua5.2/, target/lua5.3/, target/luajit/ for the others.
+TARGET_SUBDIR_5.4 :=
+TARGET_SUBDIR_5.3 := /lua5.3
+TARGET_SUBDIR_5.2 := /lua5.2
+TARGET_SUBDIR_5.1 := /lua5.1
+TARGET_SUBDIR_jit := /luajit
+# TARGET_BASE is exported so that sub-makes do not append the subdirectory twice.
+export TARGET_BASE ?= $(abspath $(or $(CARGO_TARGET_DIR),target))
+TARGET_DIR := $(TARGET_BASE)$(TARGET_SUBDIR_$(LUA))
+export CARGO_TARGET_DIR := $(TARGET_DIR)
 SO := $(TARGET_DIR)/release/libclient_proxy.so
 
 # The Lua specs and the end-to-end tests load the library from here.
@@ -133,10 +144,17 @@ test-unit:
 	$(call section,test: cargo test --release --lib (core unit tests))
 	$(CARGO) test --release $(CARGO_FEATURES) --lib
 
-# The specs run under lua5.4 with Debian's Prosody libraries (see .busted).
+# The specs run under the interpreter of LUA (lua5.4 by default) against the library
+# built for it, with Debian's Prosody libraries (see .busted).
+LUA_BIN_5.4 := lua5.4
+LUA_BIN_5.3 := lua5.3
+LUA_BIN_5.2 := lua5.2
+LUA_BIN_5.1 := lua5.1
+LUA_BIN_jit := luajit
+LUA_BIN := $(LUA_BIN_$(LUA))
 test-lua: $(BUILD_DEP)
-	$(call section,test: busted (Lua specs in spec/; CLIENT_PROXY_SO=$(CLIENT_PROXY_SO)))
-	$(BUSTED)
+	$(call section,test: busted --lua=$(LUA_BIN) (Lua specs in spec/; CLIENT_PROXY_SO=$(SO)))
+	CLIENT_PROXY_SO='$(SO)' $(BUSTED) --lua=$(LUA_BIN)
 
 # End-to-end tests against a real Prosody; release profile, so compiled
 # artifacts are shared with `make build`.

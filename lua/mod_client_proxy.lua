@@ -13,22 +13,45 @@ end
 
 local now = util_time.monotonic or util_time.now;
 
-local function load_native()
-	local path = module:get_directory() .. "/client_proxy.so";
-	local open, err = package.loadlib(path, "luaopen_client_proxy");
-	if not open then
-		local hint = "build it and install it next to mod_client_proxy.lua";
-		if tostring(err):match("undefined symbol") then
-			-- e.g. lua_newuserdatauv: a library built for Lua 5.4 loaded by an older Lua.
-			local version = _VERSION:match("%d+%.%d+") or "?";
-			hint = ("it was built for another Lua than this Prosody's %s: rebuild with make LUA=%s"):format(_VERSION, rawget(_G, "jit") and "jit" or version);
-		end
-		error(("cannot load the native library %s (%s): %s"):format(path, hint, tostring(err)), 0);
+-- Where the native library may be, in order: next to this file (`make install`, a plugin
+-- directory); in the luarocks tree this file was installed into (share/lua/5.x/ holds the
+-- shim, lib/lua/5.x/ the library: `luarocks make`, `prosodyctl install`); on package.cpath.
+local function library_candidates()
+	local dir = module:get_directory();
+	local candidates = { dir .. "/client_proxy.so" };
+	local tree, version = dir:match("^(.*)/share/lua/(%d+%.%d+)/?$");
+	if tree then
+		candidates[#candidates + 1] = tree .. "/lib/lua/" .. version .. "/client_proxy.so";
 	end
-	return open();
+	for template in package.cpath:gmatch("[^;]+") do
+		local path = template:gsub("%?", "client_proxy");
+		candidates[#candidates + 1] = path;
+	end
+	return candidates;
 end
 
-local native = load_native();
+local function load_native()
+	local tried = {};
+	for _, path in ipairs(library_candidates()) do
+		local file = io.open(path, "rb");
+		if file then
+			file:close();
+			local open, err = package.loadlib(path, "luaopen_client_proxy");
+			if open then return open(), path; end
+			local hint = "rebuild it with make and install it again";
+			if tostring(err):match("undefined symbol") then
+				-- e.g. lua_newuserdatauv: a library built for Lua 5.4 loaded by an older Lua.
+				local version = _VERSION:match("%d+%.%d+") or "?";
+				hint = ("it was built for another Lua than this Prosody's %s: rebuild with make LUA=%s"):format(_VERSION, rawget(_G, "jit") and "jit" or version);
+			end
+			error(("cannot load the native library %s (%s): %s"):format(path, hint, tostring(err)), 0);
+		end
+		tried[#tried + 1] = path;
+	end
+	error(("cannot find the native library client_proxy.so: build it (make) and install it next to mod_client_proxy.lua; looked in %s"):format(table.concat(tried, ", ")), 0);
+end
+
+local native, native_path = load_native();
 
 -- client_proxy_resources: Lua patterns; a resource is eligible when its name matches one.
 local patterns = module:get_option_array("client_proxy_resources");
@@ -59,15 +82,43 @@ local function is_eligible(from)
 	return false;
 end
 
+-- A period in seconds. Prosody 13's module:get_option_period also takes a description
+-- ("30 seconds", "2 min"); 0.12 has numbers only. A value neither understands is a load
+-- error naming the option, not a silent default.
+local function option_period(name)
+	local raw = module:get_option_scalar(name);
+	if raw == nil or type(raw) == "number" then return raw; end
+	local seconds;
+	if module.get_option_period then
+		seconds = module:get_option_period(name);
+	else
+		seconds = tonumber(raw);
+	end
+	if type(seconds) ~= "number" then
+		error(("%s: %q is not a number of seconds%s"):format(name, tostring(raw),
+			module.get_option_period and " nor a period such as \"30 seconds\"" or ""), 0);
+	end
+	return seconds;
+end
+
+-- One of a set of names. Prosody 13's module:get_option_enum logs the allowed values when
+-- the value is not one of them; the core then refuses it, naming the option.
+local function option_enum(name, default, ...)
+	if module.get_option_enum then
+		return module:get_option_enum(name, default, ...);
+	end
+	return module:get_option_string(name);
+end
+
 local ok, proxy = pcall(native.new_proxy, {
 	host = module.host;
 	target = module:get_option_string("target_address");
-	jat = module:get_option_string("client_proxy_jat");
-	strategy = module:get_option_string("client_proxy_strategy");
+	jat = option_enum("client_proxy_jat", "plain", "base64");
+	strategy = option_enum("client_proxy_strategy", "random", "round_robin", "least_pending", "sticky");
 	messages = module:get_option_boolean("client_proxy_messages", true);
 	outbound = module:get_option_boolean("client_proxy_outbound", true);
 	presence = module:get_option_boolean("client_proxy_presence", true);
-	timeout = module:get_option_number("client_proxy_timeout");
+	timeout = option_period("client_proxy_timeout");
 	max_pending = module:get_option_number("client_proxy_max_pending");
 	max_pending_per_requester = module:get_option_number("client_proxy_max_pending_per_requester");
 });
@@ -322,6 +373,18 @@ module:hook("module-unloaded", function (event)
 	end
 end);
 
+-- Runs f once the server has started: at once on a running server (a module reload or a
+-- component added at runtime), else when it has. Prosody 13's module:on_ready where present.
+local function when_started(f)
+	if module.on_ready then
+		module:on_ready(f);
+	elseif prosody.start_time then
+		f();
+	else
+		module:hook_global("server-started", f);
+	end
+end
+
 if prosody.version and not prosody.version:match("^0%.") then
 	-- Prosody 13: commands are items. mod_admin_shell only watches the global context
 	-- and VirtualHosts, not components, so the item goes to the global context, once the
@@ -334,11 +397,7 @@ if prosody.version and not prosody.version:match("^0%.") then
 			handler = shell_resources;
 		});
 	end
-	if prosody.start_time then
-		add_shell_command();
-	else
-		module:hook_global("server-started", add_shell_command);
-	end
+	when_started(add_shell_command);
 else
 	-- Prosody 0.12: the shell's shared environment.
 	local env = module:shared("/*/admin_shell/env");
@@ -370,11 +429,7 @@ module:hook_global("server-stopping", function ()
 	set_available(false);
 end);
 
-if prosody.start_time then
-	subscribe();
-else
-	module:hook_global("server-started", subscribe);
-end
+when_started(subscribe);
 
 update_status();
-module:log("info", "Proxying %s to %s (native core %s)", host, target, native.version);
+module:log("info", "Proxying %s to %s (native core %s, %s)", host, target, native.version, native_path);

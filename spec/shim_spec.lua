@@ -214,6 +214,53 @@ local function fake_module(host, opts)
 	function m:get_directory()
 		return opts.directory or plugin_dir;
 	end
+	-- As Prosody 0.12 and 13: the value (the default when nil); of a list, the first item.
+	function m:get_option_scalar(name, default)
+		local v = self.options[name];
+		if v == nil then v = default; end
+		if type(v) == "table" then v = v[1]; end
+		return v;
+	end
+	if opts.api13 then
+		-- As Prosody 13's get_option_period (util.human.io.parse_duration: a number and a
+		-- unit, s/min/h/d/w/mon/y and their long forms), without the bounds.
+		local multipliers = { s = 1, min = 60, h = 3600, ho = 3600, d = 86400, w = 604800, mon = 31 * 86400, y = 365.2425 * 86400 };
+		function m:get_option_period(name, default)
+			local v = self:get_option_scalar(name, default);
+			if v == "never" or v == false then return math.huge; end
+			if type(v) == "number" then return v < 0 and math.huge or v; end
+			if type(v) ~= "string" then
+				if v ~= nil then self:log("error", "Config option '%s' expects a number or a period description string (e.g. \"3 hours\"), not %s", name, type(v)); end
+				return nil;
+			end
+			local n, unit = v:lower():match("(%d+)%s*([smhdwy]?[io]?n?)");
+			if not n or not multipliers[unit] then
+				self:log("error", "Config option '%s' not understood, expecting a period (e.g. \"2 days\")", name);
+				return nil;
+			end
+			return tonumber(n) * multipliers[unit];
+		end
+		-- As Prosody 13's get_option_enum: the value (default when nil), with an error line
+		-- when it is not one of the allowed ones.
+		function m:get_option_enum(name, default, ...)
+			local v = self:get_option_scalar(name, default);
+			if v == nil then return nil; end
+			local allowed = false;
+			for _, x in ipairs({ default, ... }) do
+				if x == v then allowed = true; end
+			end
+			if not allowed then
+				self:log("error", "Config option '%s' not in set of allowed values (one of: %s)", name, table.concat({ default, ... }, ", "));
+			end
+			return v;
+		end
+		-- As Prosody 13's on_ready (prosody.started:next(f)): f runs once the server has
+		-- started, at once when it already has. m.ready_waiting holds what waits.
+		m.ready_waiting = {};
+		function m:on_ready(f)
+			if opts.prosody_started() then f(); else table.insert(self.ready_waiting, f); end
+		end
+	end
 	-- As Prosody 0.12: strings as they are, numbers made strings, nil -> default.
 	function m:get_option_string(name, default)
 		local v = self.options[name];
@@ -388,8 +435,6 @@ local function load_shim(opts)
 	if options == nil then
 		options = { target_address = TARGET };
 	end
-	local m = fake_module(host, { options = options, host_type = opts.host_type, directory = opts.directory,
-		shared = opts.shared, storage = opts.storage });
 	-- prosody.version as util.startup sets it ("0.12.3" is Debian's 0.12).
 	local version = opts.version;
 	if version == nil then version = "0.12.3"; end
@@ -397,6 +442,12 @@ local function load_shim(opts)
 	if opts.started ~= false and prosody.start_time == nil then
 		prosody.start_time = os.time();
 	end
+	-- Prosody 13's module API (option getters, on_ready) with a 13 version, unless api13 says.
+	local api13 = opts.api13;
+	if api13 == nil then api13 = type(version) == "string" and not version:match("^0%."); end
+	local m = fake_module(host, { options = options, host_type = opts.host_type, directory = opts.directory,
+		shared = opts.shared, storage = opts.storage, api13 = api13,
+		prosody_started = function () return prosody.start_time ~= nil; end });
 	local env = setmetatable({ module = m, prosody = prosody, require = shim_require }, { __index = _G });
 	local chunk = assert(loadfile(SHIM, "t", env));
 	local ok, err = pcall(chunk);
@@ -404,6 +455,16 @@ local function load_shim(opts)
 		return m, false, tostring(err);
 	end
 	return m, true;
+end
+
+-- The server has started: server-started fires, and (Prosody 13) what waits on on_ready runs.
+local function server_started(m)
+	for _, h in ipairs(m.global_hook_list) do
+		if h.event == "server-started" then h.handler({}); end
+	end
+	local waiting = m.ready_waiting or {};
+	m.ready_waiting = {};
+	for _, f in ipairs(waiting) do f(); end
 end
 
 -- Delivers a stanza to the component as Prosody would: the event follows the to address.
@@ -540,7 +601,7 @@ describe("loading", function ()
 	it("explains a missing native library", function ()
 		local _, ok, err = load_shim({ directory = empty_dir });
 		assert.is_false(ok);
-		assert.matches("cannot load the native library", err, 1, true);
+		assert.matches("cannot find the native library", err, 1, true);
 		assert.matches(empty_dir .. "/client_proxy.so", err, 1, true);
 	end);
 end);
@@ -1468,9 +1529,7 @@ describe("shell command client_proxy:resources", function ()
 		-- mod_admin_shell may load after the component: the item comes once the server started,
 		-- in the global context (mod_admin_shell does not watch components' items).
 		assert.is_nil(m.items["shell-command"]);
-		for _, h in ipairs(m.global_hook_list) do
-			if h.event == "server-started" then h.handler({}); end
-		end
+		server_started(m);
 		assert.are.equal(1, #m.global_items);
 		assert.are.equal("shell-command", m.global_items[1].key);
 		populate(m);
@@ -2026,5 +2085,167 @@ describe("the fake module itself", function ()
 		assert.is_nil(m2:open_store("other"):get(nil));
 		m2:open_store("things"):set(nil, {});
 		assert.is_nil(s1:get(nil));
+	end);
+end);
+
+describe("options through Prosody 13's getters, and 0.12's", function ()
+	-- Forwards a get, then moves the clock: true when it timed out by `after` seconds and
+	-- not by `before`.
+	local function times_out_between(m, before, after)
+		m.sent = {};
+		target_online(m, "a");
+		deliver(m, request(m, USER, "clocked"));
+		assert.are.equal(1, #m.sent);
+		local saved = clock.offset;
+		clock.offset = saved + before;
+		m.timers[1].callback();
+		local early = #m.sent;
+		clock.offset = saved + after;
+		m.timers[1].callback();
+		clock.offset = saved;
+		return early == 1 and #m.sent == 2 and m.sent[2].attr.type == "error";
+	end
+
+	it("Prosody 13: client_proxy_timeout may be a period such as \"5 seconds\" or \"2min\"", function ()
+		for text, seconds in pairs({ ["5 seconds"] = 5, ["2min"] = 120, ["1 hour"] = 3600 }) do
+			local m, ok, err = load_shim({ version = "13.0.1", options = { target_address = TARGET, client_proxy_timeout = text } });
+			assert.is_true(ok, err);
+			assert.is_true(times_out_between(m, seconds - 1, seconds + 1), text);
+		end
+	end);
+
+	it("Prosody 13: a number of seconds still works, and a bad period names the option", function ()
+		local m, ok, err = load_shim({ version = "13.0.1", options = { target_address = TARGET, client_proxy_timeout = 7 } });
+		assert.is_true(ok, err);
+		assert.is_true(times_out_between(m, 6, 8));
+		local bad;
+		bad, ok, err = load_shim({ version = "13.0.1", options = { target_address = TARGET, client_proxy_timeout = "soon" } });
+		assert.is_false(ok);
+		assert.matches("^client_proxy_timeout: \"soon\" is not a number of seconds nor a period", err);
+		assert.is_string(logged(bad, "error", "client_proxy_timeout"));
+		_, ok, err = load_shim({ version = "13.0.1", options = { target_address = TARGET, client_proxy_timeout = "never" } });
+		assert.is_false(ok); -- a request must time out some time
+		assert.matches("^client_proxy_timeout: ", err);
+	end);
+
+	it("Prosody 0.12: client_proxy_timeout is a number (also as a string); a period is refused, naming the option", function ()
+		local m, ok, err = load_shim({ options = { target_address = TARGET, client_proxy_timeout = "9" } });
+		assert.is_true(ok, err);
+		assert.is_nil(m.get_option_period);
+		assert.is_true(times_out_between(m, 8, 10));
+		_, ok, err = load_shim({ options = { target_address = TARGET, client_proxy_timeout = "5 seconds" } });
+		assert.is_false(ok);
+		assert.are.equal("client_proxy_timeout: \"5 seconds\" is not a number of seconds", err);
+	end);
+
+	it("Prosody 13: the strategy and JAT format go through get_option_enum, which lists the allowed values", function ()
+		local m, ok, err = load_shim({ version = "13.0.1", options = { target_address = TARGET,
+			client_proxy_strategy = "round_robin", client_proxy_jat = "base64" } });
+		assert.is_true(ok, err);
+		local status = m:shared("/*/client_proxy/shell_hosts");
+		assert.is_function(status[m.host]);
+		local lines = {};
+		status[m.host](function (line) lines[#lines + 1] = line; end);
+		assert.matches(m.host, lines[1], 1, true);
+		-- a bad value: Prosody's own line with the allowed values, then the core's refusal
+		local bad;
+		bad, ok, err = load_shim({ version = "13.0.1", options = { target_address = TARGET, client_proxy_strategy = "fastest" } });
+		assert.is_false(ok);
+		assert.matches("^client_proxy_strategy: ", err);
+		local line = logged(bad, "error", "not in set of allowed values");
+		assert.is_string(line);
+		assert.matches("least_pending", line, 1, true);
+		assert.matches("sticky", line, 1, true);
+		bad, ok, err = load_shim({ version = "13.0.1", options = { target_address = TARGET, client_proxy_jat = "rot13" } });
+		assert.is_false(ok);
+		assert.matches("^client_proxy_jat: ", err);
+		assert.matches("base64", logged(bad, "error", "not in set of allowed values"), 1, true);
+	end);
+
+	it("Prosody 13: round_robin read through get_option_enum really alternates", function ()
+		local m, ok, err = load_shim({ version = "13.0.1", options = { target_address = TARGET, client_proxy_strategy = "round_robin" } });
+		assert.is_true(ok, err);
+		target_online(m, "a");
+		target_online(m, "b");
+		m.sent = {};
+		for i = 1, 4 do deliver(m, request(m, USER, "rr" .. i)); end
+		local to = {};
+		for i = 1, 4 do to[i] = m.sent[i].attr.to; end
+		assert.are_not.equal(to[1], to[2]);
+		assert.are.equal(to[1], to[3]);
+		assert.are.equal(to[2], to[4]);
+	end);
+
+	it("Prosody 13: the subscription waits for on_ready, and is sent at once on a running server", function ()
+		local m, ok, err = load_shim({ version = "13.0.1", started = false });
+		assert.is_true(ok, err);
+		assert.are.equal(0, #m.sent);
+		assert.is_nil(m.global_hooks["server-started"]); -- on_ready, not the event
+		assert.are.equal(2, #m.ready_waiting); -- the subscription and the shell command
+		server_started(m);
+		assert.are.equal(1, #m.sent);
+		assert.are.equal("subscribe", m.sent[1].attr.type);
+		m, ok, err = load_shim({ version = "13.0.1" });
+		assert.is_true(ok, err);
+		assert.are.equal(0, #m.ready_waiting);
+		assert.are.equal(1, #m.sent);
+		assert.are.equal("subscribe", m.sent[1].attr.type);
+	end);
+end);
+
+describe("finding the native library", function ()
+	local lua_version = _VERSION:match("%d+%.%d+");
+	local tree;
+	setup(function ()
+		-- a luarocks tree as `luarocks make --tree` leaves it: the shim in share/lua/5.x/,
+		-- the library in lib/lua/5.x/
+		tree = make_temp_dir();
+		assert(os.execute(("mkdir -p %s %s"):format(sh_quote(tree .. "/share/lua/" .. lua_version), sh_quote(tree .. "/lib/lua/" .. lua_version))));
+		assert(os.execute("ln -s " .. sh_quote(SO) .. " " .. sh_quote(tree .. "/lib/lua/" .. lua_version .. "/client_proxy.so")));
+	end);
+	teardown(function ()
+		if tree and tree:match("^/tmp/") then os.execute("rm -rf " .. sh_quote(tree)); end
+	end);
+
+	it("next to the shim (make install)", function ()
+		local m, ok, err = load_shim();
+		assert.is_true(ok, err);
+		assert.is_string(logged(m, "info", plugin_dir:gsub("%p", "%%%0") .. "/client_proxy%.so"));
+	end);
+
+	it("in the luarocks tree the shim was installed into (luarocks make, prosodyctl install)", function ()
+		local m, ok, err = load_shim({ directory = tree .. "/share/lua/" .. lua_version });
+		assert.is_true(ok, err);
+		assert.is_string(logged(m, "info", (tree .. "/lib/lua/" .. lua_version):gsub("%p", "%%%0") .. "/client_proxy%.so"));
+	end);
+
+	it("on package.cpath", function ()
+		local saved = package.cpath;
+		package.cpath = "/nonexistent/?.so;" .. tree .. "/lib/lua/" .. lua_version .. "/?.so";
+		local m, ok, err = load_shim({ directory = empty_dir });
+		package.cpath = saved;
+		assert.is_true(ok, err);
+		assert.is_string(logged(m, "info", "/lib/lua/" .. lua_version:gsub("%p", "%%%0") .. "/client_proxy%.so"));
+	end);
+
+	it("says where it looked when it is nowhere", function ()
+		local saved = package.cpath;
+		package.cpath = "/nonexistent/?.so";
+		local _, ok, err = load_shim({ directory = empty_dir });
+		package.cpath = saved;
+		assert.is_false(ok);
+		assert.matches("cannot find the native library client_proxy.so", err, 1, true);
+		assert.matches(empty_dir .. "/client_proxy.so, /nonexistent/client_proxy.so", err, 1, true);
+	end);
+
+	it("says which file it could not load, and why", function ()
+		local dir = make_temp_dir();
+		local f = assert(io.open(dir .. "/client_proxy.so", "wb"));
+		f:write("not a shared object\n");
+		f:close();
+		local _, ok, err = load_shim({ directory = dir });
+		os.execute("rm -rf " .. sh_quote(dir));
+		assert.is_false(ok);
+		assert.matches("cannot load the native library " .. dir .. "/client_proxy.so", err, 1, true);
 	end);
 end);
