@@ -4,7 +4,9 @@
 #   make LUA=5.3                  ... for another Lua: 5.4 5.3 5.2 5.1 jit
 #   make install [PLUGIN_DIR=dir] install into dir/mod_client_proxy/
 #   make deps                     install missing Debian packages (root)
-#   make test                     fmt, clippy, unit tests, Lua specs, end-to-end tests
+#   make test                     fmt, clippy, unit tests, Lua specs (every Lua), the rock,
+#                                 end-to-end tests on Prosody 0.12 and 13
+#   make rock                     a binary rock for prosodyctl install, in target/rock/
 #   make demo                     run the demo against a throwaway local Prosody
 #   make bench                    proxied vs direct, per-stanza and route-cost figures
 #   make clean
@@ -57,7 +59,10 @@ export CLIENT_PROXY_SO ?= $(SO)
 PLUGIN_DIR ?= /usr/local/lib/prosody/modules
 MODULE_DIR := $(DESTDIR)$(PLUGIN_DIR)/mod_client_proxy
 
-DEB_PACKAGES := prosody lua5.4 lua-busted
+# prosody, lua5.4, lua-busted: the module, its Lua and the specs. lua5.1, lua5.2, lua5.3,
+# luajit: the spec matrix. luarocks and liblua5.4-dev (luarocks refuses to build without
+# Lua's headers): the rock and its install test.
+DEB_PACKAGES := prosody lua5.4 lua-busted lua5.1 lua5.2 lua5.3 luajit luarocks liblua5.4-dev
 
 # A section header before each step ($(1) must contain no comma).
 section = @printf '\n==== %s ====\n' "$(1)"
@@ -65,7 +70,7 @@ section = @printf '\n==== %s ====\n' "$(1)"
 # test runs build once; its sub-makes for the steps skip it (BUILD_DEP=).
 BUILD_DEP := build
 
-.PHONY: all build deps install test test-fmt test-clippy test-unit test-lua test-e2e demo bench clean
+.PHONY: all build deps install test test-fmt test-clippy test-unit test-lua test-lua-matrix test-rock test-e2e test-e2e-13 demo bench rock rock-build print-so clean
 
 all: build
 
@@ -123,7 +128,7 @@ install:
 	@echo "Restart Prosody to load a new client_proxy.so (a module reload keeps the old library)."
 
 # Runs every step, then fails if any step failed.
-TEST_STEPS := fmt clippy unit lua e2e
+TEST_STEPS := fmt clippy unit lua lua-matrix rock e2e e2e-13
 test: deps build
 	@failed=""; \
 	for s in $(TEST_STEPS); do \
@@ -156,11 +161,33 @@ test-lua: $(BUILD_DEP)
 	$(call section,test: busted --lua=$(LUA_BIN) (Lua specs in spec/; CLIENT_PROXY_SO=$(SO)))
 	CLIENT_PROXY_SO='$(SO)' $(BUSTED) --lua=$(LUA_BIN)
 
+# The specs under every other Debian Lua, each against the library built for it
+# (target/lua5.3/, target/lua5.2/, target/lua5.1/, target/luajit/).
+LUA_MATRIX := 5.3 5.2 5.1 jit
+test-lua-matrix:
+	@failed=""; \
+	for v in $(LUA_MATRIX); do \
+		$(MAKE) --no-print-directory build test-lua LUA=$$v || failed="$$failed $$v"; \
+	done; \
+	if [ -n "$$failed" ]; then echo "test-lua-matrix: failed under Lua$$failed" >&2; exit 1; fi
+
+# The binary rock that the end-to-end install test installs (tests/e2e_install.rs).
+test-rock:
+	$(MAKE) --no-print-directory rock
+
 # End-to-end tests against a real Prosody; release profile, so compiled
 # artifacts are shared with `make build`.
 test-e2e: $(BUILD_DEP)
 	$(call section,test: cargo test --release --test '*' (end-to-end; CLIENT_PROXY_SO=$(CLIENT_PROXY_SO)))
 	$(CARGO) test --release $(CARGO_FEATURES) --test '*'
+
+# The same end-to-end suite against Prosody 13 from bookworm-backports, unpacked into
+# target/prosody13/ beside the system's 0.12 (scripts/prosody13.sh) and first on PATH.
+P13_DIR := $(TARGET_BASE)/prosody13
+test-e2e-13: $(BUILD_DEP)
+	@bin=$$(scripts/prosody13.sh '$(P13_DIR)' | tail -n 1); \
+	printf '\n==== %s ====\n' "test: cargo test --release --test '*' against Prosody $$(scripts/prosody13.sh --version '$(P13_DIR)') ($$bin first on PATH)"; \
+	PATH="$$bin:$$PATH" $(CARGO) test --release $(CARGO_FEATURES) --test '*'
 
 demo: deps build
 	$(call section,demo: cargo run --release --example demo)
@@ -172,6 +199,30 @@ bench: deps build
 	$(call section,bench: cargo build --release --example bench --example route_cost)
 	$(CARGO) build --release $(CARGO_FEATURES) --example bench --example route_cost
 	@TARGET_DIR='$(TARGET_DIR)' LUA_VERSION='$(LUA)' bench/run.sh
+
+# For the rockspec (luarocks make): builds for the Lua of LUA_INTERPRETER (the one
+# luarocks runs for) and puts the library where the rockspec's install table takes it.
+ROCK_DIR := $(TARGET_BASE)/rock
+rock-build:
+	@set -eu; lua='$(or $(LUA_INTERPRETER),lua5.4)'; \
+	v=$$("$$lua" -e 'print(rawget(_G, "jit") and "jit" or _VERSION:match("%d+%.%d+"))'); \
+	echo "rock-build: $$lua is Lua $$v"; \
+	$(MAKE) --no-print-directory build LUA=$$v; \
+	so=$$($(MAKE) --no-print-directory -s print-so LUA=$$v); \
+	mkdir -p '$(ROCK_DIR)'; cp "$$so" '$(ROCK_DIR)/client_proxy.so.tmp'; \
+	mv -f '$(ROCK_DIR)/client_proxy.so.tmp' '$(ROCK_DIR)/client_proxy.so'
+
+print-so:
+	@echo '$(SO)'
+
+# A binary rock for `prosodyctl install ./mod_client_proxy-dev-1.<arch>.rock` (or a local
+# rocks server: luarocks-admin make-manifest on a directory of rocks), in target/rock/.
+rock:
+	$(call section,rock: luarocks make --pack-binary-rock (Lua $(LUA)))
+	@mkdir -p '$(ROCK_DIR)' && rm -f '$(ROCK_DIR)'/*.rock
+	luarocks --lua-version=$(if $(filter jit,$(LUA)),5.1,$(LUA)) make --pack-binary-rock mod_client_proxy-dev-1.rockspec
+	mv mod_client_proxy-dev-1.*.rock '$(ROCK_DIR)/'
+	@ls '$(ROCK_DIR)'/*.rock
 
 clean:
 	$(CARGO) clean

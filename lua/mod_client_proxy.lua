@@ -15,17 +15,33 @@ local now = util_time.monotonic or util_time.now;
 
 -- Where the native library may be, in order: next to this file (`make install`, a plugin
 -- directory); in the luarocks tree this file was installed into (share/lua/5.x/ holds the
--- shim, lib/lua/5.x/ the library: `luarocks make`, `prosodyctl install`); on package.cpath.
+-- shim, lib/lua/5.x/ the library: `luarocks make`, `prosodyctl install`, for which
+-- module:get_directory() is the rock's directory lib/luarocks/rocks-5.x/<name>/<version>/
+-- of the tree); on package.cpath.
 local function library_candidates()
-	local dir = module:get_directory();
-	local candidates = { dir .. "/client_proxy.so" };
-	local tree, version = dir:match("^(.*)/share/lua/(%d+%.%d+)/?$");
-	if tree then
-		candidates[#candidates + 1] = tree .. "/lib/lua/" .. version .. "/client_proxy.so";
+	local candidates, seen = {}, {};
+	local function add(path)
+		if not seen[path] then
+			seen[path] = true;
+			candidates[#candidates + 1] = path;
+		end
+	end
+	local dirs = { module:get_directory() };
+	if type(module.path) == "string" then
+		dirs[#dirs + 1] = module.path:match("^(.*)/[^/]*$");
+	end
+	for _, dir in ipairs(dirs) do
+		add(dir .. "/client_proxy.so");
+		local tree, version = dir:match("^(.*)/share/lua/(%d+%.%d+)/?$");
+		if not tree then
+			tree, version = dir:match("^(.*)/lib/luarocks/rocks%-(%d+%.%d+)/");
+		end
+		if tree then
+			add(tree .. "/lib/lua/" .. version .. "/client_proxy.so");
+		end
 	end
 	for template in package.cpath:gmatch("[^;]+") do
-		local path = template:gsub("%?", "client_proxy");
-		candidates[#candidates + 1] = path;
+		add((template:gsub("%?", "client_proxy")));
 	end
 	return candidates;
 end

@@ -2219,6 +2219,13 @@ describe("finding the native library", function ()
 		assert.is_string(logged(m, "info", (tree .. "/lib/lua/" .. lua_version):gsub("%p", "%%%0") .. "/client_proxy%.so"));
 	end);
 
+	it("in the tree of a rock prosodyctl installed (module:get_directory() is the rock's directory)", function ()
+		local rock_dir = tree .. "/lib/luarocks/rocks-" .. lua_version .. "/mod_client_proxy/dev-1";
+		local m, ok, err = load_shim({ directory = rock_dir });
+		assert.is_true(ok, err);
+		assert.is_string(logged(m, "info", (tree .. "/lib/lua/" .. lua_version):gsub("%p", "%%%0") .. "/client_proxy%.so"));
+	end);
+
 	it("on package.cpath", function ()
 		local saved = package.cpath;
 		package.cpath = "/nonexistent/?.so;" .. tree .. "/lib/lua/" .. lua_version .. "/?.so";

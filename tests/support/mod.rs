@@ -87,7 +87,8 @@ pub fn free_port() -> u16 {
     }
 }
 
-fn unique_dir() -> PathBuf {
+/// A new empty directory under the system temp dir, named after this process and a counter.
+pub fn unique_dir() -> PathBuf {
     static COUNTER: AtomicUsize = AtomicUsize::new(0);
     let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -151,6 +152,15 @@ fn lua_str(s: &str) -> String {
 impl Prosody {
     /// Writes config and installs the module; does not start (see [`Prosody::start`]).
     pub fn new(components: &[ComponentSpec]) -> Prosody {
+        let prosody = Prosody::without_module(components, &[]);
+        prosody.install_module();
+        prosody
+    }
+
+    /// Writes config with `global` option lines after the usual ones (a `plugin_paths`
+    /// line replaces the usual one), and installs nothing: for tests that install the
+    /// module themselves (luarocks, `prosodyctl install`). Does not start.
+    pub fn without_module(components: &[ComponentSpec], global: &[String]) -> Prosody {
         let dir = unique_dir();
         let port = free_port();
         for sub in ["data", "plugins", "certs"] {
@@ -173,7 +183,12 @@ impl Prosody {
         cfg += "modules_disabled = { \"s2s\", \"tls\" }\n";
         cfg += "modules_enabled = { \"roster\", \"saslauth\", \"disco\", \"ping\" }\n";
         cfg += &format!("log = {{ debug = {} }}\n", p("prosody.log"));
-        cfg += &format!("plugin_paths = {{ {} }}\n", p("plugins"));
+        if !global.iter().any(|line| line.starts_with("plugin_paths")) {
+            cfg += &format!("plugin_paths = {{ {} }}\n", p("plugins"));
+        }
+        for line in global {
+            cfg += &format!("{line}\n");
+        }
         cfg += "\nVirtualHost \"localhost\"\n";
         for c in components {
             cfg += &format!("\nComponent {} \"client_proxy\"\n", lua_str(&c.host));
@@ -183,14 +198,12 @@ impl Prosody {
         }
         let config = dir.join("prosody.cfg.lua");
         fs::write(&config, cfg).expect("write prosody config");
-        let prosody = Prosody {
+        Prosody {
             dir,
             config,
             port,
             child: None,
-        };
-        prosody.install_module();
-        prosody
+        }
     }
 
     /// Copies the shim and the built library into `<dir>/plugins/mod_client_proxy/`.
@@ -233,21 +246,29 @@ impl Prosody {
 
     /// Creates an account with `prosodyctl register` (works with the server stopped or running).
     pub fn register(&self, user: &str, password: &str) {
+        self.prosodyctl(&["register", user, DOMAIN, password]);
+    }
+
+    /// Runs `prosodyctl --config <this config> <args>` in the server's directory; panics
+    /// with its output when it fails. Returns stdout and stderr.
+    pub fn prosodyctl(&self, args: &[&str]) -> String {
         let out = Command::new("prosodyctl")
             .arg("--config")
             .arg(&self.config)
-            .args(["register", user, DOMAIN, password])
+            .args(args)
+            .current_dir(&self.dir)
             .stdin(Stdio::null())
             .output()
             .expect("run prosodyctl");
+        let text = format!(
+            "{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
         if !out.status.success() {
-            panic!(
-                "prosodyctl register {user} failed ({}):\n{}\n{}",
-                out.status,
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
+            panic!("prosodyctl {} failed ({}):\n{text}", args.join(" "), out.status);
         }
+        text
     }
 
     /// Starts `prosody -F` and waits until the c2s port accepts connections.
