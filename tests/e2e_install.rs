@@ -117,7 +117,10 @@ async fn luarocks_install_into_a_tree_on_plugin_paths() {
     // Only the tree: the usual plugins directory of the harness is not listed at all.
     let mut prosody = Prosody::without_module(
         &[ComponentSpec::new(PROXY, "service@localhost", &[])],
-        &[format!("plugin_paths = {{ {:?} }}", tree.0.display().to_string())],
+        &[format!(
+            "plugin_paths = {{ {:?} }}",
+            tree.0.display().to_string()
+        )],
     );
     let line = route_a_request(&mut prosody).await;
     assert!(

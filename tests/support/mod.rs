@@ -266,7 +266,11 @@ impl Prosody {
             String::from_utf8_lossy(&out.stderr)
         );
         if !out.status.success() {
-            panic!("prosodyctl {} failed ({}):\n{text}", args.join(" "), out.status);
+            panic!(
+                "prosodyctl {} failed ({}):\n{text}",
+                args.join(" "),
+                out.status
+            );
         }
         text
     }
