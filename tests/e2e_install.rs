@@ -4,8 +4,9 @@
 //!
 //! - `luarocks install --tree=<dir>` into a temp tree, and Prosody's `plugin_paths` pointed
 //!   at that tree (Prosody looks for share/lua/5.x/mod_<name>.lua in each plugin path);
-//! - `prosodyctl install <rock>`, which runs luarocks into Prosody's own tree
-//!   (`<data_path>/custom_plugins`), with no plugin path of ours at all.
+//! - `prosodyctl install <rock>` and `prosodyctl install --server=<dir> mod_client_proxy`
+//!   (a local rocks server), which run luarocks into Prosody's own tree
+//!   (installer_plugin_path), with no plugin path of ours at all.
 //!
 //! In both, the shim must find its library in lib/lua/5.x/ of the tree it was installed
 //! into: the log line "Proxying ... (native core <version>, <library path>)" says which
@@ -130,9 +131,10 @@ async fn luarocks_install_into_a_tree_on_plugin_paths() {
     );
 }
 
-#[tokio::test]
-async fn prosodyctl_install_of_the_rock() {
-    let rock = rock_path();
+/// `prosodyctl install <what>` (with `extra` arguments first) into a temp
+/// installer_plugin_path, then a request routed; the shim must load the library of that
+/// tree.
+async fn prosodyctl_install(extra: &[&str], what: &str) {
     // prosodyctl installs into installer_plugin_path, by default custom_plugins under the
     // data directory Prosody was built with (Debian: /var/lib/prosody/custom_plugins, not
     // under data_path), and Prosody adds it to its plugin paths: a temp dir here.
@@ -145,7 +147,10 @@ async fn prosodyctl_install_of_the_rock() {
             tree.display().to_string()
         )],
     );
-    let said = prosody.prosodyctl(&["install", &rock.display().to_string()]);
+    let mut args = vec!["install"];
+    args.extend_from_slice(extra);
+    args.push(what);
+    let said = prosody.prosodyctl(&args);
     let library = tree.join(format!("lib/lua/{LUA_VERSION}/client_proxy.so"));
     assert!(
         tree.join(format!("share/lua/{LUA_VERSION}/mod_client_proxy.lua"))
@@ -160,4 +165,29 @@ async fn prosodyctl_install_of_the_rock() {
         "the shim did not load {}: {line}",
         library.display()
     );
+}
+
+#[tokio::test]
+async fn prosodyctl_install_of_the_rock() {
+    prosodyctl_install(&[], &rock_path().display().to_string()).await;
+}
+
+#[tokio::test]
+async fn prosodyctl_install_from_a_local_rocks_server() {
+    // A rocks server is a directory of rocks with a manifest (luarocks-admin make-manifest).
+    let server = TempDir(unique_dir());
+    let rock = rock_path();
+    fs::copy(&rock, server.0.join(rock.file_name().unwrap())).expect("copy the rock");
+    let out = Command::new("luarocks-admin")
+        .arg("make-manifest")
+        .arg(&server.0)
+        .output()
+        .expect("run luarocks-admin");
+    assert!(
+        out.status.success(),
+        "luarocks-admin make-manifest failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let option = format!("--server={}", server.0.display());
+    prosodyctl_install(&[&option], "mod_client_proxy").await;
 }
