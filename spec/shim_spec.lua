@@ -2247,6 +2247,28 @@ describe("finding the native library", function ()
 		assert.matches(empty_dir .. "/client_proxy.so, /nonexistent/client_proxy.so", err, 1, true);
 	end);
 
+	-- make test-lua sets CLIENT_PROXY_FOREIGN_SO to a build for another Lua: the 5.4 one
+	-- under the others, the 5.1 one (when built) under 5.4.
+	it("a library built for another Lua: names the make LUA= to use", function ()
+		local foreign = os.getenv("CLIENT_PROXY_FOREIGN_SO");
+		if not foreign or foreign == "" then
+			pending("CLIENT_PROXY_FOREIGN_SO is not set (make test-lua sets it)");
+			return;
+		end
+		local f = io.open(foreign, "rb");
+		assert(f, foreign .. " not found");
+		f:close();
+		local dir = make_temp_dir();
+		assert(os.execute("ln -s " .. sh_quote(foreign) .. " " .. sh_quote(dir .. "/client_proxy.so")));
+		local _, ok, err = load_shim({ directory = dir });
+		os.execute("rm -rf " .. sh_quote(dir));
+		assert.is_false(ok);
+		local wanted = rawget(_G, "jit") and "jit" or _VERSION:match("%d+%.%d+");
+		assert.matches("it was built for another Lua than this Prosody's " .. _VERSION
+			.. ": rebuild with make LUA=" .. wanted, err, 1, true);
+		assert.matches("undefined symbol", err, 1, true);
+	end);
+
 	it("says which file it could not load, and why", function ()
 		local dir = make_temp_dir();
 		local f = assert(io.open(dir .. "/client_proxy.so", "wb"));

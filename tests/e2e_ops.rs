@@ -780,3 +780,43 @@ async fn status_and_shell() {
     drop(a);
     prosody.assert_no_tracebacks();
 }
+
+/// client_proxy_timeout = "2 seconds": Prosody 13's get_option_period reads it, and a
+/// silent resource's request times out after about 2 s (not the default 60); Prosody 0.12
+/// has no periods, and the module refuses to load with an error naming the option.
+#[tokio::test]
+async fn timeout_as_a_period() {
+    let prosody = support::setup::server(&["client_proxy_timeout = \"2 seconds\""]);
+    let version = prosody.version().expect("Prosody logged no version");
+    if version.starts_with("0.") {
+        let refused =
+            prosody.log_lines("client_proxy_timeout: \"2 seconds\" is not a number of seconds");
+        assert_eq!(
+            refused.len(),
+            1,
+            "Prosody {version}: {}",
+            prosody.log_tail(30)
+        );
+        assert!(refused[0].contains("\terror\t"), "{refused:?}");
+        prosody.assert_no_tracebacks();
+        return;
+    }
+    let service = support::setup::implementer(&prosody, "a").await;
+    let mut r = support::setup::requester(&prosody, "abc").await;
+    support::setup::wait_routable(&mut r, PROXY, &["a"]).await;
+    service.set_behaviour(Behaviour::Silent);
+    let started = Instant::now();
+    let answer = r
+        .must_request(
+            get(PROXY, "slow", test_payload("slow")),
+            Duration::from_secs(30),
+        )
+        .await;
+    let waited = started.elapsed();
+    expect_error(&answer, "wait", "remote-server-timeout");
+    assert!(
+        waited >= Duration::from_secs(1) && waited < Duration::from_secs(10),
+        "Prosody {version}: timed out after {waited:?}, expected about 2 s"
+    );
+    prosody.assert_no_tracebacks();
+}

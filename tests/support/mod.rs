@@ -418,6 +418,16 @@ impl Prosody {
             .collect()
     }
 
+    /// The Prosody version the server logged at start ("Hello and welcome to Prosody
+    /// version 13.0.1"), e.g. "13.0.1"; None before a start. (Never `prosody --version`:
+    /// Prosody ignores the flag and starts.)
+    pub fn version(&self) -> Option<String> {
+        self.log_lines("Hello and welcome to Prosody version ")
+            .last()
+            .and_then(|l| l.split("Prosody version ").nth(1))
+            .map(|v| v.trim().to_string())
+    }
+
     /// Number of log lines containing "Traceback" (Lua errors in handlers).
     pub fn traceback_count(&self) -> usize {
         self.log_lines("Traceback").len()
