@@ -69,6 +69,7 @@ local function fake_module(host, options)
 	local m = { host = host, name = "client_proxy", handlers = {}, timers = {} };
 	function m:get_host_type() return "component"; end
 	function m:get_directory() return plugin_dir; end
+	function m:get_option_scalar(name) return options[name]; end
 	function m:get_option_string(name) local v = options[name]; return v ~= nil and tostring(v) or nil; end
 	function m:get_option_number(name) return tonumber(options[name]); end
 	function m:get_option_boolean(name, default) local v = options[name]; if v == nil then return default; end return v; end
