@@ -88,10 +88,10 @@ build:
 deps:
 	$(call section,deps: $(DEB_PACKAGES))
 	@if ! command -v dpkg-query >/dev/null 2>&1 || ! command -v apt-get >/dev/null 2>&1; then \
-		for c in prosody lua5.4 busted; do \
-			command -v $$c >/dev/null 2>&1 || { echo "deps: $$c not found, and this is not a Debian system: install Prosody, Lua 5.4 and busted by hand" >&2; exit 1; }; \
+		for c in prosody lua5.4 lua5.3 lua5.2 lua5.1 luajit busted luarocks; do \
+			command -v $$c >/dev/null 2>&1 || { echo "deps: $$c not found, and this is not a Debian system: install Prosody, Lua 5.1-5.4, LuaJIT, busted and luarocks by hand" >&2; exit 1; }; \
 		done; \
-		echo "deps: not Debian, but prosody, lua5.4 and busted are present"; \
+		echo "deps: not Debian, but prosody, the Luas, busted and luarocks are present"; \
 		exit 0; \
 	fi; \
 	missing=""; \
