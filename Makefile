@@ -224,11 +224,14 @@ print-so:
 
 # A binary rock for `prosodyctl install ./mod_client_proxy-dev-1.<arch>.rock` (or a local
 # rocks server: luarocks-admin make-manifest on a directory of rocks), in target/rock/.
+# Made as the README says to install with luarocks (`luarocks make --tree`, into
+# target/rock/tree/), then packed from that tree.
+ROCK_LUA := $(if $(filter jit,$(LUA)),5.1,$(LUA))
 rock:
-	$(call section,rock: luarocks make --pack-binary-rock (Lua $(LUA)))
-	@mkdir -p '$(ROCK_DIR)' && rm -f '$(ROCK_DIR)'/*.rock
-	luarocks --lua-version=$(if $(filter jit,$(LUA)),5.1,$(LUA)) make --pack-binary-rock mod_client_proxy-dev-1.rockspec
-	mv mod_client_proxy-dev-1.*.rock '$(ROCK_DIR)/'
+	$(call section,rock: luarocks make --tree $(ROCK_DIR)/tree + luarocks pack (Lua $(LUA)))
+	rm -rf '$(ROCK_DIR)/tree' '$(ROCK_DIR)'/*.rock
+	luarocks --lua-version=$(ROCK_LUA) --tree='$(ROCK_DIR)/tree' make mod_client_proxy-dev-1.rockspec
+	cd '$(ROCK_DIR)' && luarocks --lua-version=$(ROCK_LUA) --tree='$(ROCK_DIR)/tree' pack mod_client_proxy
 	@ls '$(ROCK_DIR)'/*.rock
 
 clean:

@@ -1,6 +1,7 @@
 //! End-to-end tests of the luarocks packaging: the binary rock that `make rock` builds
-//! (`luarocks make --pack-binary-rock` on mod_client_proxy-dev-1.rockspec, which runs cargo)
-//! installed the two ways an operator would, then a request routed through a real Prosody:
+//! (`luarocks make --tree` on mod_client_proxy-dev-1.rockspec, which runs cargo, as the
+//! README says; then `luarocks pack` from that tree) installed the ways an operator would,
+//! then a request routed through a real Prosody:
 //!
 //! - `luarocks install --tree=<dir>` into a temp tree, and Prosody's `plugin_paths` pointed
 //!   at that tree (Prosody looks for share/lua/5.x/mod_<name>.lua in each plugin path);
