@@ -242,6 +242,16 @@ fn split_resource(jid: &str) -> (&str, Option<&str>) {
     }
 }
 
+/// `bare/resource`, built with one allocation: on every forwarded request, where
+/// `format!` cost about as much as the rest of the routing decision (callgrind).
+fn full_jid(bare: &str, resource: &str) -> String {
+    let mut jid = String::with_capacity(bare.len() + 1 + resource.len());
+    jid.push_str(bare);
+    jid.push('/');
+    jid.push_str(resource);
+    jid
+}
+
 impl Proxy {
     /// A proxy with nothing online and nothing outstanding.
     pub fn new(config: Config) -> Self {
@@ -371,7 +381,7 @@ impl Proxy {
         let Some(resource) = self.resources.choose(&mut self.rng, requester, None) else {
             return Verdict::Error(NO_RESOURCE);
         };
-        let to = format!("{}/{}", self.config.target, resource);
+        let to = full_jid(&self.config.target, &resource);
         let seq = match self
             .pending
             .insert(requester, id, resource.clone(), kind, now)
@@ -386,7 +396,7 @@ impl Proxy {
             }
         };
         self.resources.hold(&resource);
-        let from = format!("{}/{}", self.config.host, self.jat.encode(requester, now));
+        let from = full_jid(&self.config.host, &self.jat.encode(requester, now));
         Verdict::Forward { to, from, seq }
     }
 
@@ -506,11 +516,10 @@ impl Proxy {
                 Some(resource) => {
                     self.retries.push(Retry {
                         seq: request.seq,
-                        to: format!("{}/{}", self.config.target, resource),
-                        from: format!(
-                            "{}/{}",
-                            self.config.host,
-                            self.jat.encode(&request.requester, now)
+                        to: full_jid(&self.config.target, &resource),
+                        from: full_jid(
+                            &self.config.host,
+                            &self.jat.encode(&request.requester, now),
                         ),
                     });
                     self.resources.hold(&resource);
