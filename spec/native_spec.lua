@@ -24,23 +24,10 @@ local native = load_native();
 local pack = table.pack or function (...) return { n = select("#", ...), ... }; end
 local unpack = table.unpack or unpack;
 
--- math.type where there is one (5.3, 5.4). Lua 5.1, 5.2 and LuaJIT have a single number
--- type (a double): there, an integer is a finite number without a fraction.
-local function number_type(x)
-	if math.type then return math.type(x); end
-	if type(x) ~= "number" then return nil; end
-	if x == math.floor(x) and x > -math.huge and x < math.huge then return "integer"; end
-	return "float";
-end
-
--- Unique per test and per run, so that state kept in the library from an earlier
--- test (or an earlier `busted --repeat` round) never leaks in.
-local run_nonce = ("%x%x"):format(os.time() % 0x10000, math.random(0, 0xffffff));
-local host_counter = 0;
-local function fresh_host()
-	host_counter = host_counter + 1;
-	return ("native-%d-%s.test"):format(host_counter, run_nonce);
-end
+local support = require "support";
+local number_type = support.number_type;
+-- Unique per test and per run (see support.host_namer).
+local fresh_host = support.host_namer("native", "test");
 
 local T = "service@example.org";
 local R = "user@example.org/abc";
