@@ -112,7 +112,8 @@ deps:
 		elif command -v update-rc.d >/dev/null 2>&1; then update-rc.d prosody disable || true; fi ;; \
 	esac
 
-# Copies each file to a temporary name in the target directory and renames it:
+# Copies the shim, its libraries (lua/*.lib.lua, loaded with module:require) and the
+# native library, each to a temporary name in the target directory and renames it:
 # overwriting a .so that a running Prosody has loaded crashes that Prosody.
 # Builds first when cargo is at hand (so `sudo make install` after `make` works).
 install:
@@ -128,6 +129,7 @@ install:
 		else rm -f "$$tmp"; echo "install: could not install $$dir/$$2" >&2; exit 1; fi; \
 	}; \
 	put lua/mod_client_proxy.lua mod_client_proxy.lua; \
+	for lib in native compat shell; do put "lua/$$lib.lib.lua" "$$lib.lib.lua"; done; \
 	put '$(SO)' client_proxy.so
 	@echo "Restart Prosody to load a new client_proxy.so (a module reload keeps the old library)."
 

@@ -34,7 +34,15 @@ build = {
 	-- leaves the library at target/rock/client_proxy.so.
 	build_command = "make rock-build LUA_INTERPRETER=$(LUA)",
 	install = {
-		lua = { ["mod_client_proxy"] = "lua/mod_client_proxy.lua" },
+		-- The shim's libraries become share/lua/5.x/mod_client_proxy/<name>.lua, where
+		-- Prosody's module:require finds them (it falls back from <name>.lib.lua to
+		-- <name>.lua and looks in share/lua/5.x/mod_<module>/ of each plugin path).
+		lua = {
+			["mod_client_proxy"] = "lua/mod_client_proxy.lua",
+			["mod_client_proxy.native"] = "lua/native.lib.lua",
+			["mod_client_proxy.compat"] = "lua/compat.lib.lua",
+			["mod_client_proxy.shell"] = "lua/shell.lib.lua",
+		},
 		lib = { ["client_proxy"] = "target/rock/client_proxy.so" },
 	},
 	copy_directories = {},

@@ -1,0 +1,66 @@
+-- The shell command client_proxy:resources([host]) (module:require "shell"): lists the
+-- implementing client's resources of one client_proxy component, or of all of them.
+-- Returns add(host, status), where status() is the proxy's status table; add returns a
+-- function that removes the host again (at unload).
+
+local compat = module:require "compat";
+
+-- Every client_proxy component of the server, for the one command that lists them.
+local hosts = module:shared("/*/client_proxy/shell_hosts");
+
+local function describe(status, print_line)
+	print_line(("%s -> %s: %d eligible, %d pending%s"):format(status.host, status.target,
+		status.eligible, status.pending, status.revoked and ", subscription revoked" or ""));
+	table.sort(status.resources, function (x, y) return x.name < y.name; end);
+	for _, r in ipairs(status.resources) do
+		print_line(("  %-30s priority %4d  %-10s  %d pending"):format(r.name, r.priority, r.pool, r.pending));
+	end
+	return #status.resources;
+end
+
+local function resources(self, wanted)
+	local shown, count = false, 0;
+	local function print_line(line) self.session.print(line); end
+	for h, status_of in pairs(hosts) do
+		if not wanted or wanted == h then
+			shown = true;
+			local ok, status = pcall(status_of);
+			if ok then
+				count = count + describe(status, print_line);
+			else
+				print_line(("%s: the native core failed: %s"):format(h, tostring(status)));
+			end
+		end
+	end
+	if not shown then return false, "No client_proxy component " .. tostring(wanted); end
+	return true, ("%d resource(s)"):format(count);
+end
+
+local function add_command()
+	if prosody.version and not prosody.version:match("^0%.") then
+		-- Prosody 13: commands are items. mod_admin_shell only watches the global context
+		-- and VirtualHosts, not components, so the item goes to the global context, once
+		-- the server has started (mod_admin_shell may load after this component).
+		compat.when_started(function ()
+			module:context("*"):add_item("shell-command", {
+				section = "client_proxy"; section_desc = "mod_client_proxy";
+				name = "resources"; desc = "List the implementing client's resources of a proxy host (or of all)";
+				args = { { name = "host"; type = "string" } };
+				handler = resources;
+			});
+		end);
+	else
+		-- Prosody 0.12: the shell's shared environment.
+		local env = module:shared("/*/admin_shell/env");
+		env.client_proxy = env.client_proxy or {};
+		env.client_proxy.resources = resources;
+	end
+end
+
+return function (host, status)
+	hosts[host] = status;
+	add_command();
+	return function ()
+		if hosts[host] == status then hosts[host] = nil; end
+	end;
+end;
