@@ -1,0 +1,401 @@
+-- lua/mod_client_proxy.lua, the glue: options in, verdicts and outbox items applied,
+-- subscribers stored, status, metrics, reload and unload. Loaded in the fake Prosody of
+-- spec/helpers/fake_module.lua with Prosody's real util.stanza, against a scripted native
+-- core (what the core decides is tested in Rust); the last block runs it against the real
+-- library (CLIENT_PROXY_SO).
+
+local st = require "util.stanza";
+local fake = require "helpers.fake_module";
+local support = require "support";
+
+local unpack = table.unpack or unpack;
+local TARGET, USER, HOST = "service@example.org", "user@example.org/abc", "proxy.example";
+local JAT = HOST .. "/" .. USER;
+
+-- A scripted native core: proxy.verdicts (route's results, in turn; "raise" raises),
+-- proxy.outbox[method] (the next drain/tick/stopping result; "raise" raises); calls are
+-- recorded in native.opened, native.closed and proxy.calls.
+local function scripted_native()
+	local native = { version = "9.9.9", opened = {}, closed = {},
+		INTERNAL_ERROR = { type = "cancel", condition = "internal-server-error", text = "The proxy failed" } };
+	local proxy = { verdicts = {}, outbox = {}, calls = {}, routed = {} };
+	proxy.status_table = { host = HOST, target = TARGET, pending = 2, outbound_pending = 0, eligible = 1,
+		revoked = false, level = "warn", text = "No eligible resource of " .. TARGET .. " is online",
+		requests = { forwarded = 3, timed_out = 1 }, messages = { to_service = 4, to_user = 5 }, resources = {} };
+	function proxy:route(...)
+		table.insert(self.routed, { n = select("#", ...), ... });
+		local v = table.remove(self.verdicts, 1) or { "drop", "unscripted", false };
+		if v == "raise" then error("route failed"); end
+		return unpack(v, 1, 6);
+	end
+	local function outbox_method(name)
+		return function (self, ...)
+			table.insert(self.calls, { name, ... });
+			local items = self.outbox[name] or {};
+			self.outbox[name] = nil;
+			if items == "raise" then error(name .. " failed"); end
+			return items;
+		end
+	end
+	proxy.drain, proxy.tick, proxy.stopping = outbox_method("drain"), outbox_method("tick"), outbox_method("stopping");
+	function proxy:status()
+		if self.status_raises then error("status failed"); end
+		return self.status_table;
+	end
+	function native.open(options)
+		table.insert(native.opened, options);
+		if native.open_error then error(native.open_error, 0); end
+		return proxy;
+	end
+	function native.close(host) table.insert(native.closed, host); end
+	return native, proxy;
+end
+
+-- Loads the shim against a scripted core; opts as fake.new's.
+local function load(opts)
+	opts = opts or {};
+	local native, proxy = scripted_native();
+	if opts.script then opts.script(native, proxy); end
+	opts.host = opts.host or HOST;
+	opts.options = opts.options or { target_address = TARGET };
+	opts.libs = { native = function () return native, "/fake/client_proxy.so"; end };
+	local m, ok, err = fake.load(opts);
+	return m, ok, err, native, proxy;
+end
+
+local function loaded(opts)
+	local m, ok, err, native, proxy = load(opts);
+	assert(ok, err);
+	m.sent = {}; -- the subscription to the target
+	return m, native, proxy;
+end
+
+local function request(id, payload)
+	return st.iq({ type = "get", id = id, from = USER, to = HOST }):tag("query", { xmlns = payload or "urn:example" }):up();
+end
+
+local function count_logs(m, level, needle)
+	local n = 0;
+	for _, line in ipairs(m.logs) do
+		if line.level == level and line.text:find(needle, 1, true) then n = n + 1; end
+	end
+	return n;
+end
+
+local function assert_error(s, to, from, id, etype, condition, text)
+	assert.are.same({ "iq", "error", to, from, id }, { s.name, s.attr.type, s.attr.to, s.attr.from, s.attr.id });
+	assert.are.same({ etype, condition, text }, { s:get_error() });
+end
+
+describe("loading", function ()
+	it("hooks the nine stanza events at priority -1, a 1 s timer; status and the load line", function ()
+		local m, ok, err = load();
+		assert.is_true(ok, err);
+		local events = {};
+		for _, h in ipairs(m.hooks) do
+			if h.event:match("^iq/") or h.event:match("^message/") or h.event:match("^presence/") then
+				assert.are.equal(-1, h.priority);
+				assert.are.equal(fake.handlers(m, "iq/host")[1], h.handler);
+				events[#events + 1] = h.event;
+			end
+		end
+		table.sort(events);
+		assert.are.same({ "iq/bare", "iq/full", "iq/host", "message/bare", "message/full", "message/host",
+			"presence/bare", "presence/full", "presence/host" }, events);
+		assert.are.equal(1, #m.timers);
+		assert.are.equal(1, m.timers[1].delay);
+		assert.are.same({ { type = "warn", message = "No eligible resource of " .. TARGET .. " is online", override = true } }, m.status_calls);
+		assert.is_string(fake.logged(m, "warn", "No eligible resource"));
+		assert.is_string(fake.logged(m, "info", "Proxying proxy.example to service@example.org (native core 9.9.9, /fake/client_proxy.so)"));
+	end);
+
+	it("passes the options raw, keyed by option name, with the stored subscribers", function ()
+		local options = { target_address = TARGET, client_proxy_jat = "base64", client_proxy_strategy = 7,
+			client_proxy_timeout = 30, client_proxy_max_pending = "12", client_proxy_max_pending_per_requester = { 3, 4 },
+			client_proxy_messages = "no", client_proxy_outbound = 0, client_proxy_presence = false };
+		local storage = { client_proxy_subscribers = { [""] = { ["a@example.org"] = true, ["b@example.org"] = true } } };
+		local _, ok, err, native = load({ options = options, storage = storage });
+		assert.is_true(ok, err);
+		local opened = native.opened[1];
+		table.sort(opened.subscribers);
+		assert.are.same({ host = HOST, target_address = TARGET, client_proxy_jat = "base64", client_proxy_strategy = 7,
+			client_proxy_timeout = 30, client_proxy_max_pending = "12", client_proxy_max_pending_per_requester = 3,
+			client_proxy_messages = "no", client_proxy_outbound = 0, client_proxy_presence = false,
+			subscribers = { "a@example.org", "b@example.org" } }, opened);
+	end);
+
+	it("Prosody 13: the timeout as a period reaches the core in seconds", function ()
+		local _, ok, err, native = load({ api13 = true, options = { target_address = TARGET, client_proxy_timeout = "2 min" } });
+		assert.is_true(ok, err);
+		assert.are.equal(120, native.opened[1].client_proxy_timeout);
+		assert.are.equal("plain", native.opened[1].client_proxy_jat);
+	end);
+
+	it("fails with the first line of the core's error, which names the option", function ()
+		local _, ok, err = load({ script = function (native) native.open_error = "client_proxy_jat: \"rot13\" is not plain or base64\nmore"; end });
+		assert.is_false(ok);
+		assert.are.equal("client_proxy_jat: \"rot13\" is not plain or base64", err);
+	end);
+
+	it("refuses a host that is not a component, and patterns that are not Lua patterns", function ()
+		local _, ok, err = load({ host_type = "local" });
+		assert.is_false(ok);
+		assert.matches("must be loaded as a component", err, 1, true);
+		for _, bad in ipairs({ "[a", "(a", "%", 5 }) do
+			_, ok, err = load({ options = { target_address = TARGET, client_proxy_resources = { "^ok", bad } } });
+			assert.is_false(ok);
+			assert.matches("^client_proxy_resources: " .. tostring(bad):gsub("%p", "%%%0"), (err:gsub("\"", "")));
+		end
+	end);
+
+	it("subscribes to the target once the server has started (0.12: server-started; 13: on_ready)", function ()
+		for _, api13 in ipairs({ false, true }) do
+			local m, ok, err = load({ api13 = api13, prosody = { version = api13 and "13.0.1" or "0.12.3" } });
+			assert.is_true(ok, err);
+			assert.are.same({}, m.sent);
+			fake.server_started(m);
+			assert.are.equal(1, #m.sent);
+			assert.are.same({ type = "subscribe", from = HOST, to = TARGET }, m.sent[1].attr);
+		end
+		local m = load();
+		assert.are.same({ type = "subscribe", from = HOST, to = TARGET }, m.sent[1].attr);
+	end);
+end);
+
+describe("a stanza", function ()
+	it("reaches route as name, type, from, to, id, now, priority (raw) and eligible (presence only)", function ()
+		local m, _, proxy = loaded({ options = { target_address = TARGET, client_proxy_resources = "^focus" } });
+		fake.deliver(m, request("r1"));
+		local function presence(resource, priority)
+			local p = st.presence({ from = TARGET .. "/" .. resource, to = HOST });
+			if priority then p:text_tag("priority", priority); end
+			fake.deliver(m, p);
+		end
+		presence("focus1", "-200.5");
+		presence("phone", "x");
+		presence("focus2");
+		local r = proxy.routed;
+		assert.are.same({ "iq", "get", USER, HOST, "r1" }, { unpack(r[1], 1, 5) });
+		assert.are.equal("number", type(r[1][6]));
+		assert.are.same({ 8, nil, nil }, { r[1].n, r[1][7], r[1][8] });
+		assert.are.same({ "presence", nil, TARGET .. "/focus1", HOST, nil }, { unpack(r[2], 1, 5) });
+		assert.are.same({ -200.5, true }, { r[2][7], r[2][8] });
+		assert.are.same({ nil, false }, { r[3][7], r[3][8] });
+		assert.are.same({ nil, true }, { r[4][7], r[4][8] });
+	end);
+
+	it("send: readdressed (id when given), held and released by key, payload kept", function ()
+		local m, _, proxy = loaded();
+		proxy.verdicts = { { "send", TARGET .. "/a", JAT, nil, 7, nil }, { "send", USER, HOST, "orig", nil, 7 },
+			{ "send", TARGET .. "/a", JAT, "cp1", nil, nil } };
+		fake.deliver(m, request("r1", "urn:x"));
+		assert.are.same({ type = "get", id = "r1", to = TARGET .. "/a", from = JAT }, m.sent[1].attr);
+		assert.are.equal("<query xmlns='urn:x'/>", tostring(m.sent[1].tags[1]));
+		assert.are.equal("r1", m.save().held[7].attr.id);
+		fake.deliver(m, st.iq({ type = "result", id = "r1", from = TARGET .. "/a", to = JAT }));
+		assert.are.same({ type = "result", id = "orig", to = USER, from = HOST }, m.sent[2].attr);
+		assert.is_nil(next(m.save().held));
+		fake.deliver(m, request("r2"));
+		assert.are.equal("cp1", m.sent[3].attr.id);
+	end);
+
+	it("error: an error reply, counted by condition; never to a stanza of type error", function ()
+		local m, _, proxy = loaded();
+		proxy.verdicts = { { "error", "cancel", "service-unavailable", "No resource" }, { "error", "cancel", "bad-request", "x" } };
+		fake.deliver(m, request("r1"));
+		assert_error(m.sent[1], USER, HOST, "r1", "cancel", "service-unavailable", "No resource");
+		assert.are.equal(1, m.metrics.errors.values["service-unavailable"]);
+		local bounce = st.error_reply(request("r2"), "cancel", "gone");
+		assert.is_true(fake.deliver(m, bounce));
+		assert.are.equal(1, #m.sent);
+	end);
+
+	it("drop: nothing sent; with drain, the outbox is applied at once", function ()
+		local m, _, proxy = loaded();
+		proxy.verdicts = { { "drop", "unsolicited", false }, { "drop", "resource online", true } };
+		proxy.outbox.drain = { { kind = "presence", to = "u@example.org", from = HOST } };
+		fake.deliver(m, st.iq({ type = "result", id = "x", from = TARGET .. "/a", to = JAT }));
+		assert.are.same({}, m.sent);
+		assert.is_string(fake.logged(m, "debug", "unsolicited"));
+		fake.deliver(m, st.presence({ from = TARGET .. "/a", to = HOST }));
+		assert.are.equal(1, #m.sent);
+		assert.are.same({ to = "u@example.org", from = HOST }, m.sent[1].attr);
+	end);
+
+	it("a failing core: a get/set gets the core's INTERNAL_ERROR, anything else nothing; never raises", function ()
+		local m, _, proxy = loaded();
+		local stanzas = { request("r1"), st.iq({ type = "set", id = "r2", from = USER, to = HOST }),
+			st.iq({ type = "result", id = "r3", from = USER, to = HOST }), st.message({ from = USER, to = HOST }),
+			st.presence({ from = USER, to = HOST }), st.error_reply(request("r4"), "cancel", "gone") };
+		for _, s in ipairs(stanzas) do
+			proxy.verdicts = { "raise" };
+			assert.is_true(fake.deliver(m, s));
+		end
+		assert.are.equal(2, #m.sent);
+		assert_error(m.sent[1], USER, HOST, "r1", "cancel", "internal-server-error", "The proxy failed");
+		assert_error(m.sent[2], USER, HOST, "r2", "cancel", "internal-server-error", "The proxy failed");
+		assert.are.equal(2, m.metrics.errors.values["internal-server-error"]);
+		assert.are.equal(6, count_logs(m, "error", "route failed"));
+	end);
+end);
+
+describe("the outbox", function ()
+	it("error items answer and release; resend items send the held stanza again", function ()
+		local m, _, proxy = loaded();
+		proxy.verdicts = { { "send", TARGET .. "/a", JAT, nil, 1 }, { "send", TARGET .. "/a", JAT, nil, 2 } };
+		fake.deliver(m, request("r1", "urn:one"));
+		fake.deliver(m, request("r2"));
+		proxy.outbox.tick = {
+			{ kind = "resend", held = 1, to = TARGET .. "/b", from = JAT },
+			{ kind = "error", to = USER, from = HOST, id = "r2", type = "wait", condition = "remote-server-timeout", text = "Timed out", release = 2 },
+			{ kind = "resend", held = 9, to = TARGET .. "/b", from = JAT },
+			{ kind = "novel" },
+		};
+		assert.are.equal(1, m.timers[1].callback());
+		assert.are.same({ "tick", "number" }, { proxy.calls[#proxy.calls][1], type(proxy.calls[#proxy.calls][2]) });
+		assert.are.equal(4, #m.sent);
+		assert.are.same({ type = "get", id = "r1", to = TARGET .. "/b", from = JAT }, m.sent[3].attr);
+		assert.are.equal("<query xmlns='urn:one'/>", tostring(m.sent[3].tags[1]));
+		assert_error(m.sent[4], USER, HOST, "r2", "wait", "remote-server-timeout", "Timed out");
+		assert.are.equal(1, m.metrics.errors.values["remote-server-timeout"]);
+		local held = m.save().held;
+		assert.are.same({ 1, nil }, { (next(held)), next(held, 1) });
+		assert.is_string(fake.logged(m, "warn", "no longer held"));
+		assert.is_string(fake.logged(m, "warn", "novel"));
+	end);
+
+	it("presence items are sent; subscribers items stored as bare JID -> true", function ()
+		local m, _, proxy = loaded();
+		proxy.verdicts = { { "drop", "subscribe", true }, { "drop", "unsubscribe", true } };
+		proxy.outbox.drain = {
+			{ kind = "presence", to = "u@example.org", from = HOST, type = "subscribed" },
+			{ kind = "presence", to = "u@example.org", from = HOST, type = "unavailable" },
+			{ kind = "subscribers", list = { "u@example.org", "v@example.org" } },
+		};
+		fake.deliver(m, st.presence({ type = "subscribe", from = "u@example.org", to = HOST }));
+		assert.are.same({ "subscribed", "unavailable" }, { m.sent[1].attr.type, m.sent[2].attr.type });
+		assert.are.same({ ["u@example.org"] = true, ["v@example.org"] = true }, m.storage.client_proxy_subscribers[""]);
+		proxy.outbox.drain = { { kind = "subscribers", list = {} } };
+		fake.deliver(m, st.presence({ type = "unsubscribe", from = "u@example.org", to = HOST }));
+		assert.is_nil(m.storage.client_proxy_subscribers[""]);
+	end);
+
+	it("status items: set_status(level, text, true), each new text logged once (core at info)", function ()
+		local m, _, proxy = loaded();
+		local function status(level, text)
+			proxy.outbox.tick = { { kind = "status", level = level, text = text } };
+			m.timers[1].callback();
+		end
+		status("error", "revoked");
+		status("error", "revoked");
+		status("core", "1 online");
+		assert.are.same({ "warn", "error", "error", "core" }, { m.status_calls[1].type, m.status_calls[2].type, m.status_calls[3].type, m.status_calls[4].type });
+		assert.is_true(m.status_calls[4].override);
+		assert.are.equal("core", m.status_type); -- 0.12 keeps an error unless overridden
+		assert.are.same({ 1, 1 }, { count_logs(m, "error", "revoked"), count_logs(m, "info", "1 online") });
+	end);
+
+	it("a failing drain, tick or stopping is logged; the timer goes on", function ()
+		local m, _, proxy = loaded();
+		proxy.outbox.tick = "raise";
+		assert.are.equal(1, m.timers[1].callback());
+		proxy.outbox.stopping = "raise";
+		fake.fire(m, "server-stopping");
+		assert.are.same({ 1, 1 }, { count_logs(m, "error", "tick failed"), count_logs(m, "error", "stopping failed") });
+	end);
+
+	it("server-stopping sends proxy:stopping()'s outbox", function ()
+		local m, _, proxy = loaded();
+		proxy.outbox.stopping = { { kind = "presence", to = "u@example.org", from = HOST, type = "unavailable" } };
+		fake.fire(m, "server-stopping");
+		assert.are.equal(1, #m.sent);
+		assert.are.same({ to = "u@example.org", from = HOST, type = "unavailable" }, m.sent[1].attr);
+	end);
+
+	it("is drained at load: what a reconfigured core owes", function ()
+		local m = load({ script = function (_, proxy)
+			proxy.outbox.drain = { { kind = "error", to = USER, from = HOST, id = "old", type = "cancel", condition = "recipient-unavailable" } };
+		end });
+		assert.are.equal(2, #m.sent); -- the subscription, then the answer
+		assert_error(m.sent[2], USER, HOST, "old", "cancel", "recipient-unavailable", nil);
+	end);
+end);
+
+describe("metrics", function ()
+	it("copy the core's requests and messages by their names, the gauges, at stats-update", function ()
+		local m, _, proxy = loaded();
+		fake.fire(m, "stats-update");
+		assert.are.same({ forwarded = 3, timed_out = 1 }, m.metrics.requests.values);
+		assert.are.same({ to_service = 4, to_user = 5 }, m.metrics.messages.values);
+		assert.are.same({ [""] = 1 }, m.metrics.eligible_resources.values);
+		assert.are.same({ [""] = 2 }, m.metrics.pending.values);
+		assert.are.same({ "counter", "counter", "gauge", "gauge", "counter" }, { m.metrics.requests.type,
+			m.metrics.errors.type, m.metrics.eligible_resources.type, m.metrics.pending.type, m.metrics.messages.type });
+		proxy.status_raises = true;
+		fake.fire(m, "stats-update");
+	end);
+end);
+
+describe("reload and unload", function ()
+	it("a reload keeps held stanzas (save/restore), reopens the host, drains after restoring", function ()
+		local m, native, proxy = loaded();
+		proxy.verdicts = { { "send", TARGET .. "/a", JAT, nil, 5 } };
+		fake.deliver(m, request("r1", "urn:held"));
+		local m2, ok, err = fake.reload(m);
+		assert.is_true(ok, err);
+		assert.are.same({}, native.closed);
+		assert.are.same({ HOST, HOST }, { native.opened[1].host, native.opened[2].host });
+		-- one drain at the first load, the next in restore (none at the reload's load)
+		local drains = 0;
+		for _, call in ipairs(proxy.calls) do if call[1] == "drain" then drains = drains + 1; end end
+		assert.are.equal(2, drains);
+		proxy.outbox.tick = { { kind = "resend", held = 5, to = TARGET .. "/b", from = JAT } };
+		m2.sent = {};
+		m2.timers[1].callback();
+		assert.are.equal("<query xmlns='urn:held'/>", tostring(m2.sent[1].tags[1]));
+		assert.are.equal(TARGET .. "/b", m2.sent[1].attr.to);
+	end);
+
+	it("an unload for good closes the host and leaves the shell", function ()
+		local m, native = loaded();
+		assert.is_function(m:shared("/*/client_proxy/shell_hosts")[HOST]);
+		fake.unload(m);
+		assert.are.same({ HOST }, native.closed);
+		assert.is_nil(m:shared("/*/client_proxy/shell_hosts")[HOST]);
+	end);
+end);
+
+describe("against the real library", function ()
+	local fresh_host = support.host_namer("shim", "example");
+
+	it("the README exchange, then unload forgets the host", function ()
+		local host = fresh_host();
+		local m, ok, err = fake.load({ host = host, options = { target_address = TARGET } });
+		assert.is_true(ok, err);
+		assert.is_string(fake.logged(m, "info", "(native core "));
+		assert.is_string(fake.logged(m, "info", fake.plugin_dir() .. "/client_proxy.so)"));
+		m.sent = {};
+		fake.deliver(m, st.presence({ from = TARGET .. "/a", to = host }));
+		local jat = host .. "/" .. USER;
+		local sent_before = #m.sent;
+		fake.deliver(m, st.iq({ type = "get", id = "1234", from = USER, to = host }):tag("query", { xmlns = "urn:example" }):up());
+		local fwd = m.sent[sent_before + 1];
+		assert.are.same({ type = "get", id = "1234", to = TARGET .. "/a", from = jat }, fwd.attr);
+		fake.deliver(m, st.iq({ type = "result", id = "1234", from = TARGET .. "/a", to = jat }):tag("query", { xmlns = "urn:example" }):up());
+		assert.are.same({ type = "result", id = "1234", to = USER, from = host }, m.sent[sent_before + 2].attr);
+		assert.are.equal("<query xmlns='urn:example'/>", tostring(m.sent[sent_before + 2].tags[1]));
+
+		-- a request held across a reload is answered after it
+		fake.deliver(m, st.iq({ type = "get", id = "5678", from = USER, to = host }));
+		local m2, ok2, err2 = fake.reload(m);
+		assert.is_true(ok2, err2);
+		fake.deliver(m2, st.iq({ type = "result", id = "5678", from = TARGET .. "/a", to = jat }));
+		assert.are.same({ type = "result", id = "5678", to = USER, from = host }, m2.sent[#m2.sent].attr);
+
+		fake.unload(m2);
+		local m3 = assert(fake.load({ host = host, options = { target_address = TARGET } }));
+		m3.sent = {};
+		fake.deliver(m3, st.iq({ type = "get", id = "9", from = USER, to = host }));
+		assert.are.equal("service-unavailable", select(2, m3.sent[1]:get_error()));
+	end);
+end);
