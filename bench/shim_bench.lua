@@ -1,9 +1,9 @@
 -- `make bench`, part 2: per-stanza cost of the Prosody shim + native core, in Lua 5.4,
 -- with Prosody's real util.stanza objects.
 --
--- The shim (lua/mod_client_proxy.lua) is loaded as spec/shim_spec.lua does it: loadfile
--- with an environment holding a minimal fake `module` whose get_directory() is a temp
--- dir with client_proxy.so in it. One target resource is online. Then, in batches:
+-- The shim (lua/mod_client_proxy.lua) is loaded in the specs' fake Prosody module
+-- (spec/helpers/fake_module.lua), whose get_directory() is a temp dir with
+-- client_proxy.so in it. One target resource is online. Then, in batches:
 --   shim:   an iq get from a user through the recorded iq/host handler (forwarded), and
 --           the implementing resource's result through the iq/full handler (delivered);
 --           module:send is a no-op.
@@ -15,13 +15,15 @@
 --
 -- Run from the repository root:  lua5.4 bench/shim_bench.lua [pairs]
 -- Environment: CLIENT_PROXY_SO (default ./target/release/libclient_proxy.so),
--- CLIENT_PROXY_LUA (default lua/mod_client_proxy.lua), SHIM_BENCH_PAIRS (default 200000).
+-- CLIENT_PROXY_SHIM (default lua/mod_client_proxy.lua), SHIM_BENCH_PAIRS (default 200000).
 
-package.path = "/usr/lib/prosody/?.lua;" .. package.path;
+package.path = "/usr/lib/prosody/?.lua;./spec/?.lua;" .. package.path;
 package.cpath = "/usr/lib/prosody/?.so;" .. package.cpath;
 
 local st = require "util.stanza";
 local util_time = require "util.time";
+-- The specs' fake Prosody: the same module API the specs check the shim against.
+local fake = require "helpers.fake_module";
 
 local PAIRS = tonumber(arg and arg[1] or os.getenv("SHIM_BENCH_PAIRS") or "") or 200000;
 local BATCH = 10000;
@@ -32,77 +34,21 @@ local RESOURCE = TARGET .. "/a";
 local USER = "user@example.org/abc";
 local NS = "urn:example:client-proxy-bench";
 
-local function env_or(name, default)
-	local v = os.getenv(name);
-	if v == nil or v == "" then return default; end
-	return v;
-end
+assert(io.open(fake.SO, "rb"), "native library " .. fake.SO .. " not found: run `make build` first"):close();
 
-local function read_line(command)
-	local p = assert(io.popen(command));
-	local line = p:read("l");
-	p:close();
-	return line;
-end
-
-local function sh_quote(s)
-	return "'" .. s:gsub("'", "'\\''") .. "'";
-end
-
-local SO = env_or("CLIENT_PROXY_SO", "./target/release/libclient_proxy.so");
-if SO:sub(1, 1) ~= "/" then
-	SO = read_line("pwd") .. "/" .. SO:gsub("^%./", "");
-end
-local SHIM = env_or("CLIENT_PROXY_LUA", "lua/mod_client_proxy.lua");
-assert(io.open(SO, "rb"), "native library " .. SO .. " not found: run `make build` first"):close();
-
--- The installed layout: client_proxy.so next to the shim, found via get_directory().
-local plugin_dir = read_line("mktemp -d");
-assert(plugin_dir and plugin_dir:match("^/tmp/"), "mktemp -d failed");
-assert(os.execute("ln -s " .. sh_quote(SO) .. " " .. sh_quote(plugin_dir .. "/client_proxy.so")));
-
--- The least of Prosody's module API the shim uses while loading and routing.
-local function fake_module(host, options)
-	local noop = function () end;
-	local metric = { set = noop, add = noop };
-	local family = { with_labels = function () return metric; end };
-	local m = { host = host, name = "client_proxy", handlers = {}, timers = {} };
-	function m:get_host_type() return "component"; end
-	function m:get_directory() return plugin_dir; end
-	function m:get_option_scalar(name) return options[name]; end
-	function m:get_option_string(name) local v = options[name]; return v ~= nil and tostring(v) or nil; end
-	function m:get_option_number(name) return tonumber(options[name]); end
-	function m:get_option_boolean(name, default) local v = options[name]; if v == nil then return default; end return v; end
-	function m:get_option_array(name) return options[name]; end
-	function m:open_store() return { get = function () return nil; end, set = function () return true; end }; end
-	function m:hook(event, handler) self.handlers[event] = handler; end
-	function m:hook_global() end
-	function m:metric() return family; end
-	function m:shared() return {}; end
-	function m:add_item() end
-	function m:set_status() end
-	function m:add_timer(delay, f) table.insert(self.timers, f); end
-	function m:log() end
-	m.send = noop;
-	return m;
-end
-
-local function load_shim()
-	local m = fake_module(HOST, { target_address = TARGET });
-	local env = setmetatable({ module = m, prosody = { start_time = os.time(), version = "0.12.3" } }, { __index = _G });
-	local chunk = assert(loadfile(SHIM, "t", env));
-	chunk();
-	return m;
-end
-
-local m = load_shim();
-local on_host, on_full = assert(m.handlers["iq/host"]), assert(m.handlers["iq/full"]);
+-- The installed layout: client_proxy.so next to the shim, found via get_directory()
+-- (fake.plugin_dir(), a temp dir with a link to CLIENT_PROXY_SO).
+local m, loaded, err = fake.load({ host = HOST, options = { target_address = TARGET } });
+assert(loaded, err);
+local on_host, on_full = fake.handlers(m, "iq/host")[1], fake.handlers(m, "iq/full")[1];
 local origin = { type = "component", host = HOST };
-m.handlers["presence/host"]({ stanza = st.presence({ from = RESOURCE, to = HOST }), origin = origin });
+on_full, on_host = assert(on_full), assert(on_host);
+fake.handlers(m, "presence/host")[1]({ stanza = st.presence({ from = RESOURCE, to = HOST }), origin = origin });
 
-local native = assert(package.loadlib(SO, "luaopen_client_proxy"))();
-local proxy = native.new_proxy({ host = NATIVE_HOST, target = TARGET });
-assert(proxy:route("presence", nil, RESOURCE, NATIVE_HOST, nil, util_time.now(), 0, true) == "consumed");
+local native = assert(package.loadlib(fake.SO, "luaopen_client_proxy"))();
+local proxy = native.open({ host = NATIVE_HOST, target_address = TARGET });
+assert(proxy:route("presence", nil, RESOURCE, NATIVE_HOST, nil, util_time.now(), 0, true) == "drop");
+proxy:drain();
 
 local batch_no = 0;
 -- Builds one batch: request and reply stanzas, their event tables, and the ids.
@@ -121,10 +67,11 @@ local function build(n)
 	return requests, replies, ids;
 end
 
--- Checks the shim's decisions once (module:send records), then makes it a no-op again.
+-- Checks the shim's decisions once (the fake module:send records copies), then makes
+-- module:send a no-op.
 do
-	local sent = {};
-	m.send = function (_, s) sent[#sent + 1] = s; end;
+	m.sent = {};
+	local sent = m.sent;
 	local requests, replies = build(100);
 	for i = 1, 100 do
 		on_host(requests[i]);
@@ -137,8 +84,7 @@ do
 		assert(dlv.attr.to == USER and dlv.attr.from == HOST and dlv.attr.type == "result", "delivered: " .. tostring(dlv));
 	end
 	m.send = function () end;
-	local _, pending = proxy:health();
-	assert(pending == 0);
+	assert(proxy:status().pending == 0);
 end
 
 local clock = os.clock;
@@ -165,7 +111,7 @@ local function native_batch(n)
 		local id = ids[i];
 		local a = route(proxy, "iq", "get", USER, NATIVE_HOST, id, now);
 		local b = route(proxy, "iq", "result", RESOURCE, native_jat, id, now);
-		if a ~= "forward" or b ~= "deliver" then
+		if a ~= "send" or b ~= "send" then
 			error(("native route: %s, %s"):format(tostring(a), tostring(b)));
 		end
 	end
@@ -195,14 +141,13 @@ while done < PAIRS do
 	done = done + n;
 end
 
-local _, pending = proxy:health();
-assert(pending == 0, "native: requests left pending");
+assert(proxy:status().pending == 0, "native: requests left pending");
 -- The shim's proxy: the same library (dlopen finds the one already loaded), so the same
 -- per-host state.
-local shim_status = native.new_proxy({ host = HOST, target = TARGET }):status();
+local shim_status = native.open({ host = HOST, target_address = TARGET }):status();
 assert(shim_status.pending == 0, "shim: requests left pending");
-assert(shim_status.counters.delivered == shim_status.counters.forwarded
-	and shim_status.counters.delivered >= PAIRS, "shim: not every request was forwarded and delivered");
+assert(shim_status.requests.delivered == shim_status.requests.forwarded
+	and shim_status.requests.delivered >= PAIRS, "shim: not every request was forwarded and delivered");
 
 local function median(list)
 	table.sort(list);
@@ -228,4 +173,4 @@ print(("\nnative route() is %.0f%% of the shim path; %.0f request+reply pairs/s 
 print(("\nSUMMARY shim_bench: %.2f us per request+reply pair through the shim, %.2f us of it in bare native route() calls (%.0f%%), shim's own %.2f us"):format(
 	us.shim, us.native, us.native / us.shim * 100, us.shim - us.native));
 
-os.execute("rm -rf " .. sh_quote(plugin_dir));
+fake.remove_dir(fake.plugin_dir());
