@@ -18,8 +18,9 @@ use std::hint::black_box;
 use std::sync::atomic::{AtomicBool, AtomicIsize, Ordering};
 use std::time::Instant;
 
-use client_proxy::config::Config;
-use client_proxy::router::{Head, Proxy, Verdict};
+use client_proxy::config::{Config, Options};
+use client_proxy::router::Proxy;
+use client_proxy::verdict::{Head, Send, Verdict};
 
 /// The system allocator, counting live bytes while `COUNTING` is on (a relaxed load
 /// otherwise, so the timings are not skewed by the counting).
@@ -92,61 +93,60 @@ fn env_number(name: &str, default: usize) -> usize {
 /// A proxy with limits high enough for the largest cell, a timeout long enough that
 /// nothing expires, and `resources` online.
 fn proxy_with(resources: usize) -> Proxy {
-    let config = Config::new(
-        HOST,
-        Some(TARGET),
-        None,
-        Some(1.0e9),
-        Some(200_000.0),
-        Some(1.0e9),
-    )
-    .expect("a valid config");
+    let options = Options {
+        target_address: Some(TARGET.into()),
+        timeout: Some(1.0e9),
+        max_pending: Some(200_000.0),
+        max_pending_per_requester: Some(1.0e9),
+        ..Options::default()
+    };
+    let config = Config::new(HOST, &options).expect("a valid config");
     let mut proxy = Proxy::new(config);
     proxy.seed(7);
     for i in 0..resources {
         let from = format!("{TARGET}/res{i}");
         let head = Head {
             name: "presence",
-            kind: None,
+            stanza_type: None,
             from: Some(&from),
             to: Some(HOST),
             id: None,
-            priority: 0,
+            priority: None,
             eligible: true,
         };
         match proxy.route(head, 0.0) {
-            Verdict::Consumed(_) => {}
+            Verdict::Drop { .. } => {}
             other => panic!("presence of {from}: {other:?}"),
         }
     }
-    assert_eq!(proxy.resources.eligible(), resources);
+    assert_eq!(proxy.status().eligible, resources);
     proxy
 }
 
 fn iq<'a>(kind: &'a str, from: &'a str, to: &'a str, id: &'a str) -> Head<'a> {
     Head {
         name: "iq",
-        kind: Some(kind),
+        stanza_type: Some(kind),
         from: Some(from),
         to: Some(to),
         id: Some(id),
-        priority: 0,
+        priority: None,
         eligible: true,
     }
 }
 
 /// Leaves `count` requests pending, each from a requester of its own.
 fn fill_pending(proxy: &mut Proxy, count: usize) {
-    let before = proxy.pending.len();
+    let before = proxy.status().pending;
     for i in 0..count {
         let requester = format!("user{i}@example.org/r");
         let id = format!("p{i}");
         match proxy.route(iq("get", &requester, HOST, &id), 1.0) {
-            Verdict::Forward { .. } => {}
+            Verdict::Send(_) => {}
             other => panic!("pending request {i}: {other:?}"),
         }
     }
-    assert_eq!(proxy.pending.len(), before + count);
+    assert_eq!(proxy.status().pending, before + count);
 }
 
 /// `ids.len()` forward+deliver pairs; returns the elapsed nanoseconds.
@@ -154,14 +154,14 @@ fn run_pairs(proxy: &mut Proxy, ids: &[String]) -> f64 {
     let start = Instant::now();
     for id in ids {
         let (to, from) = match proxy.route(iq("get", BENCH_REQUESTER, HOST, id), 2.0) {
-            Verdict::Forward { to, from, .. } => (to, from),
+            Verdict::Send(Send { to, from, .. }) => (to, from),
             other => panic!("request {id}: {other:?}"),
         };
         // The implementing resource answers from where it got the request, to the JAT
         // address it came from.
         match proxy.route(iq("result", &to, &from, id), 2.0) {
-            Verdict::Deliver { to, from, seq } => {
-                black_box((to, from, seq));
+            Verdict::Send(send) => {
+                black_box(send);
             }
             other => panic!("reply {id}: {other:?}"),
         }
@@ -206,7 +206,7 @@ impl Cell {
         let ns = run_pairs(&mut self.proxy, ids) / ids.len() as f64;
         self.samples.push(ns);
         assert_eq!(
-            self.proxy.pending.len(),
+            self.proxy.status().pending,
             self.pending,
             "every timed request answered"
         );
@@ -230,11 +230,11 @@ fn bytes_per_pending() -> (f64, usize) {
     for (requester, id) in &requests {
         let verdict = proxy.route(iq("get", requester, HOST, id), 1.0);
         // The verdict's strings go to the shim and are freed: not part of what is kept.
-        assert!(matches!(verdict, Verdict::Forward { .. }));
+        assert!(matches!(verdict, Verdict::Send(_)));
     }
     COUNTING.store(false, Ordering::SeqCst);
     let live = LIVE_BYTES.load(Ordering::SeqCst);
-    assert_eq!(proxy.pending.len(), MEMORY_REQUESTS);
+    assert_eq!(proxy.status().pending, MEMORY_REQUESTS);
     let sample_len = requests[0].0.len() + requests[0].1.len();
     (live as f64 / MEMORY_REQUESTS as f64, sample_len)
 }

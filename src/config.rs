@@ -61,17 +61,34 @@ pub const DEFAULT_MAX_PENDING: usize = 100_000;
 /// Default of `client_proxy_max_pending_per_requester`.
 pub const DEFAULT_MAX_PER_REQUESTER: u32 = 64;
 
+/// The options as the operator wrote them (None: not set), by name. The binding fills it
+/// from the config file's values after checking each one's type.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Options {
+    /// `target_address`.
+    pub target_address: Option<String>,
+    /// `client_proxy_jat`.
+    pub jat: Option<String>,
+    /// `client_proxy_strategy`.
+    pub strategy: Option<String>,
+    /// `client_proxy_timeout`, in seconds.
+    pub timeout: Option<f64>,
+    /// `client_proxy_max_pending`.
+    pub max_pending: Option<f64>,
+    /// `client_proxy_max_pending_per_requester`.
+    pub max_pending_per_requester: Option<f64>,
+    /// `client_proxy_messages`.
+    pub messages: Option<bool>,
+    /// `client_proxy_outbound`.
+    pub outbound: Option<bool>,
+    /// `client_proxy_presence`.
+    pub presence: Option<bool>,
+}
+
 impl Config {
-    /// Checks and normalises the raw option values (None = not set).
-    pub fn new(
-        host: &str,
-        target: Option<&str>,
-        jat: Option<&str>,
-        timeout: Option<f64>,
-        max_pending: Option<f64>,
-        max_pending_per_requester: Option<f64>,
-    ) -> Result<Config, ConfigError> {
-        let target = target.ok_or_else(|| {
+    /// Checks and normalises the options of the component `host`.
+    pub fn new(host: &str, options: &Options) -> Result<Config, ConfigError> {
+        let target = options.target_address.as_deref().ok_or_else(|| {
             bad(
                 "target_address",
                 "is required (the implementing client's bare JID)",
@@ -102,7 +119,7 @@ impl Config {
                 format!("{target:?} is on the component's own host"),
             ));
         }
-        let jat = match jat {
+        let jat = match options.jat.as_deref() {
             None => Mode::Plain,
             Some(name) => Mode::parse(name).ok_or_else(|| {
                 bad(
@@ -111,7 +128,18 @@ impl Config {
                 )
             })?,
         };
-        let timeout = match timeout {
+        let strategy = match options.strategy.as_deref() {
+            None => Strategy::Random,
+            Some(name) => Strategy::parse(name).ok_or_else(|| {
+                bad(
+                    "client_proxy_strategy",
+                    format!(
+                        "{name:?} is not one of \"random\", \"round_robin\", \"least_pending\", \"sticky\""
+                    ),
+                )
+            })?,
+        };
+        let timeout = match options.timeout {
             None => DEFAULT_TIMEOUT,
             Some(t) if t.is_finite() && t > 0.0 => t,
             Some(t) => {
@@ -123,58 +151,26 @@ impl Config {
         };
         let max_pending = count(
             "client_proxy_max_pending",
-            max_pending,
+            options.max_pending,
             DEFAULT_MAX_PENDING as f64,
         )?;
         let max_per = count(
             "client_proxy_max_pending_per_requester",
-            max_pending_per_requester,
+            options.max_pending_per_requester,
             DEFAULT_MAX_PER_REQUESTER as f64,
         )?;
         Ok(Config {
             host: host.to_owned(),
             target: bare.to_string(),
             jat,
-            strategy: Strategy::Random,
-            messages: true,
-            outbound: true,
-            presence: true,
+            strategy,
+            messages: options.messages.unwrap_or(true),
+            outbound: options.outbound.unwrap_or(true),
+            presence: options.presence.unwrap_or(true),
             timeout,
             max_pending: max_pending as usize,
             max_pending_per_requester: max_per.min(u32::MAX as u64) as u32,
         })
-    }
-}
-
-impl Config {
-    /// Sets `client_proxy_strategy` (None = the default, "random").
-    pub fn with_strategy(mut self, name: Option<&str>) -> Result<Config, ConfigError> {
-        if let Some(name) = name {
-            self.strategy = Strategy::parse(name).ok_or_else(|| {
-                bad(
-                    "client_proxy_strategy",
-                    format!(
-                        "{name:?} is not one of \"random\", \"round_robin\", \"least_pending\", \"sticky\""
-                    ),
-                )
-            })?;
-        }
-        Ok(self)
-    }
-}
-
-impl Config {
-    /// Sets the feature switches (None = the default, on).
-    pub fn with_switches(
-        mut self,
-        messages: Option<bool>,
-        outbound: Option<bool>,
-        presence: Option<bool>,
-    ) -> Config {
-        self.messages = messages.unwrap_or(true);
-        self.outbound = outbound.unwrap_or(true);
-        self.presence = presence.unwrap_or(true);
-        self
     }
 }
 
@@ -192,7 +188,20 @@ mod tests {
     use super::*;
 
     fn cfg(target: Option<&str>) -> Result<Config, ConfigError> {
-        Config::new("proxy.example", target, None, None, None, None)
+        let options = Options {
+            target_address: target.map(str::to_owned),
+            ..Options::default()
+        };
+        Config::new("proxy.example", &options)
+    }
+
+    fn with(f: impl FnOnce(&mut Options)) -> Result<Config, ConfigError> {
+        let mut options = Options {
+            target_address: Some("a@b".into()),
+            ..Options::default()
+        };
+        f(&mut options);
+        Config::new("h", &options)
     }
 
     #[test]
@@ -201,8 +210,10 @@ mod tests {
         let c = cfg(Some("Service@Example.ORG")).unwrap();
         assert_eq!(c.target, "service@example.org");
         assert_eq!(c.jat, Mode::Plain);
+        assert_eq!(c.strategy, Strategy::Random);
         assert_eq!(c.timeout, 60.0);
         assert_eq!((c.max_pending, c.max_pending_per_requester), (100_000, 64));
+        assert!(c.messages && c.outbound && c.presence);
     }
 
     #[test]
@@ -216,31 +227,30 @@ mod tests {
 
     #[test]
     fn other_options_are_checked() {
-        let e = Config::new("h", Some("a@b"), Some("rot13"), None, None, None).unwrap_err();
+        let e = with(|o| o.jat = Some("rot13".into())).unwrap_err();
         assert_eq!(e.option, "client_proxy_jat");
-        let e = Config::new("h", Some("a@b"), None, Some(0.0), None, None).unwrap_err();
+        let e = with(|o| o.timeout = Some(0.0)).unwrap_err();
         assert_eq!(e.option, "client_proxy_timeout");
-        let e = Config::new("h", Some("a@b"), None, None, Some(1.5), None).unwrap_err();
+        let e = with(|o| o.max_pending = Some(1.5)).unwrap_err();
         assert_eq!(e.option, "client_proxy_max_pending");
-        let e = Config::new("h", Some("a@b"), None, None, None, Some(-1.0)).unwrap_err();
+        let e = with(|o| o.max_pending_per_requester = Some(-1.0)).unwrap_err();
         assert_eq!(e.option, "client_proxy_max_pending_per_requester");
-        let c = Config::new(
-            "h",
-            Some("a@b"),
-            Some("base64"),
-            Some(2.5),
-            Some(10.0),
-            Some(3.0),
-        )
+        let e = with(|o| o.strategy = Some("fastest".into())).unwrap_err();
+        assert_eq!(e.option, "client_proxy_strategy");
+        let c = with(|o| {
+            o.jat = Some("base64".into());
+            o.timeout = Some(2.5);
+            o.max_pending = Some(10.0);
+            o.max_pending_per_requester = Some(3.0);
+            o.strategy = Some("least_pending".into());
+            o.messages = Some(false);
+        })
         .unwrap();
         assert_eq!(
             (c.jat, c.timeout, c.max_pending, c.max_pending_per_requester),
             (Mode::Base64, 2.5, 10, 3)
         );
-        assert_eq!(c.strategy, Strategy::Random);
-        let c = c.with_strategy(Some("least_pending")).unwrap();
         assert_eq!(c.strategy, Strategy::LeastPending);
-        let e = c.with_strategy(Some("fastest")).unwrap_err();
-        assert_eq!(e.option, "client_proxy_strategy");
+        assert!(!c.messages && c.outbound && c.presence);
     }
 }

@@ -1,25 +1,26 @@
-//! mod_client_proxy's native core. This file is the only one that knows Lua: it converts
-//! between Lua values and the plain Rust core (`router`, `pending`, `resources`, `jat`).
+//! mod_client_proxy's native core. This file is the only one that knows Lua: it turns the
+//! options table into `Options`, stanza heads into `Head`, and verdicts, outbox items and
+//! status snapshots into Lua values. The boundary is described in docs/INTERNALS.md.
 
 pub mod config;
 pub mod jat;
-pub mod messages;
-pub mod outbound;
 pub mod pending;
 pub mod resources;
 pub mod router;
+pub mod verdict;
 
-use config::Config;
+use config::{Config, Options};
 use mlua::prelude::*;
 use once_cell::sync::Lazy;
-use router::{Answer, Head, Proxy, Verdict};
+use router::{Proxy, Status};
+use verdict::{Head, OutItem, Verdict, INTERNAL};
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 /// State per component host, kept in the library so that a `module:reload` (which builds
-/// a new shim but finds the same loaded library) keeps online resources and outstanding
-/// requests.
+/// a new shim but finds the same loaded library) keeps online resources, outstanding
+/// requests and subscribers. `close` removes a host unloaded for good.
 static PROXIES: Lazy<Mutex<HashMap<String, Arc<Mutex<Proxy>>>>> =
     Lazy::new(|| Mutex::new(HashMap::new()));
 
@@ -36,7 +37,7 @@ type RouteArgs = (
     Option<LuaString>,
     Option<LuaString>,
     f64,
-    Option<i32>,
+    Option<f64>,
     Option<bool>,
 );
 
@@ -47,177 +48,288 @@ fn opt_str(v: &Option<LuaString>) -> LuaResult<Option<mlua::BorrowedStr>> {
     v.as_ref().map(|s| s.to_str()).transpose()
 }
 
-fn answers_to_lua(lua: &Lua, answers: Vec<Answer>) -> LuaResult<LuaTable> {
-    let t = lua.create_table_with_capacity(answers.len() * 7, 0)?;
-    for a in answers {
-        t.raw_push(a.seq as i64)?;
-        t.raw_push(a.to)?;
-        t.raw_push(a.from)?;
-        t.raw_push(a.id)?;
-        t.raw_push(a.error.kind)?;
-        t.raw_push(a.error.condition)?;
-        t.raw_push(a.error.text)?;
+/// An option's value as the config file gave it, for an error message.
+fn shown(value: &LuaValue) -> String {
+    match value {
+        LuaValue::String(s) => format!("{:?}", s.to_string_lossy()),
+        LuaValue::Integer(i) => i.to_string(),
+        LuaValue::Number(n) => n.to_string(),
+        LuaValue::Boolean(b) => b.to_string(),
+        other => format!("a {}", other.type_name()),
     }
+}
+
+fn option_error(option: &'static str, value: &LuaValue, expected: &str) -> LuaError {
+    LuaError::external(config::ConfigError {
+        option,
+        reason: format!("{} is not {expected}", shown(value)),
+    })
+}
+
+fn string_option(t: &LuaTable, option: &'static str) -> LuaResult<Option<String>> {
+    match t.raw_get::<LuaValue>(option)? {
+        LuaValue::Nil => Ok(None),
+        LuaValue::String(s) => match s.to_str() {
+            Ok(s) => Ok(Some(s.to_owned())),
+            Err(_) => Err(option_error(option, &LuaValue::String(s), "UTF-8 text")),
+        },
+        other => Err(option_error(option, &other, "a string")),
+    }
+}
+
+fn number_option(t: &LuaTable, option: &'static str) -> LuaResult<Option<f64>> {
+    match t.raw_get::<LuaValue>(option)? {
+        LuaValue::Nil => Ok(None),
+        LuaValue::Integer(i) => Ok(Some(i as f64)),
+        LuaValue::Number(n) => Ok(Some(n)),
+        LuaValue::String(s) => match s.to_str().ok().and_then(|s| s.trim().parse().ok()) {
+            Some(n) => Ok(Some(n)),
+            None => Err(option_error(option, &LuaValue::String(s), "a number")),
+        },
+        other => Err(option_error(option, &other, "a number")),
+    }
+}
+
+/// A switch: a boolean, or one of the spellings Prosody's get_option_boolean accepts.
+fn switch_option(t: &LuaTable, option: &'static str) -> LuaResult<Option<bool>> {
+    let value = t.raw_get::<LuaValue>(option)?;
+    let parsed = match &value {
+        LuaValue::Nil => return Ok(None),
+        LuaValue::Boolean(b) => Some(*b),
+        LuaValue::Integer(1) => Some(true),
+        LuaValue::Integer(0) => Some(false),
+        LuaValue::Number(n) if *n == 1.0 => Some(true),
+        LuaValue::Number(n) if *n == 0.0 => Some(false),
+        LuaValue::String(s) => match s.as_bytes().as_ref() {
+            b"true" | b"yes" | b"on" | b"1" => Some(true),
+            b"false" | b"no" | b"off" | b"0" => Some(false),
+            _ => None,
+        },
+        _ => None,
+    };
+    parsed
+        .map(Some)
+        .ok_or_else(|| option_error(option, &value, "true or false"))
+}
+
+/// The options table of `open`, each value checked for its type (errors name the option).
+fn options_from(t: &LuaTable) -> LuaResult<Options> {
+    Ok(Options {
+        target_address: string_option(t, "target_address")?,
+        jat: string_option(t, "client_proxy_jat")?,
+        strategy: string_option(t, "client_proxy_strategy")?,
+        timeout: number_option(t, "client_proxy_timeout")?,
+        max_pending: number_option(t, "client_proxy_max_pending")?,
+        max_pending_per_requester: number_option(t, "client_proxy_max_pending_per_requester")?,
+        messages: switch_option(t, "client_proxy_messages")?,
+        outbound: switch_option(t, "client_proxy_outbound")?,
+        presence: switch_option(t, "client_proxy_presence")?,
+    })
+}
+
+fn item_to_lua(lua: &Lua, item: OutItem) -> LuaResult<LuaTable> {
+    let t = lua.create_table()?;
+    match item {
+        OutItem::Error {
+            to,
+            from,
+            id,
+            error,
+            release,
+        } => {
+            t.raw_set("kind", "error")?;
+            t.raw_set("to", to)?;
+            t.raw_set("from", from)?;
+            t.raw_set("id", id)?;
+            t.raw_set("type", error.error_type)?;
+            t.raw_set("condition", error.condition)?;
+            t.raw_set("text", error.text)?;
+            t.raw_set("release", release)?;
+        }
+        OutItem::Resend { held, to, from } => {
+            t.raw_set("kind", "resend")?;
+            t.raw_set("held", held)?;
+            t.raw_set("to", to)?;
+            t.raw_set("from", from)?;
+        }
+        OutItem::Presence {
+            to,
+            from,
+            presence_type,
+        } => {
+            t.raw_set("kind", "presence")?;
+            t.raw_set("to", to)?;
+            t.raw_set("from", from)?;
+            t.raw_set("type", presence_type)?;
+        }
+        OutItem::Subscribers(list) => {
+            t.raw_set("kind", "subscribers")?;
+            t.raw_set("list", list)?;
+        }
+        OutItem::Status { level, text } => {
+            t.raw_set("kind", "status")?;
+            t.raw_set("level", level.as_str())?;
+            t.raw_set("text", text)?;
+        }
+    }
+    Ok(t)
+}
+
+fn outbox_to_lua(lua: &Lua, items: Vec<OutItem>) -> LuaResult<LuaTable> {
+    let list = lua.create_table_with_capacity(items.len(), 0)?;
+    for item in items {
+        list.raw_push(item_to_lua(lua, item)?)?;
+    }
+    Ok(list)
+}
+
+fn status_to_lua(lua: &Lua, s: Status) -> LuaResult<LuaTable> {
+    let t = lua.create_table()?;
+    t.raw_set("host", s.host)?;
+    t.raw_set("target", s.target)?;
+    t.raw_set("pending", s.pending)?;
+    t.raw_set("outbound_pending", s.outbound_pending)?;
+    t.raw_set("eligible", s.eligible)?;
+    t.raw_set("revoked", s.revoked)?;
+    t.raw_set("level", s.level.as_str())?;
+    t.raw_set("text", s.text)?;
+    let counts = |pairs: &[(&'static str, u64)]| -> LuaResult<LuaTable> {
+        let t = lua.create_table()?;
+        for (name, value) in pairs {
+            t.raw_set(*name, *value)?;
+        }
+        Ok(t)
+    };
+    t.raw_set("requests", counts(&s.requests)?)?;
+    t.raw_set("messages", counts(&s.messages)?)?;
+    let list = lua.create_table_with_capacity(s.resources.len(), 0)?;
+    for r in s.resources {
+        let row = lua.create_table()?;
+        row.raw_set("name", r.name)?;
+        row.raw_set("priority", r.priority)?;
+        row.raw_set("pool", r.pool)?;
+        row.raw_set("pending", r.pending)?;
+        list.raw_push(row)?;
+    }
+    t.raw_set("resources", list)?;
     Ok(t)
 }
 
 impl LuaUserData for LuaProxy {
     fn add_methods<M: LuaUserDataMethods<Self>>(methods: &mut M) {
-        // route(name, type, from, to, id, now, priority) -> action, a, b, c
+        // route(name, type, from, to, id, now, priority, eligible) -> verdict (INTERNALS.md)
         methods.add_method(
             "route",
-            |lua, this, (name, kind, from, to, id, now, priority, eligible): RouteArgs| {
+            |lua, this, (name, stanza_type, from, to, id, now, priority, eligible): RouteArgs| {
                 let name = name.to_str()?;
-                let (kind, from, to, id) = (
-                    opt_str(&kind)?,
+                let (stanza_type, from, to, id) = (
+                    opt_str(&stanza_type)?,
                     opt_str(&from)?,
                     opt_str(&to)?,
                     opt_str(&id)?,
                 );
                 let head = Head {
                     name: &name,
-                    kind: kind.as_deref(),
+                    stanza_type: stanza_type.as_deref(),
                     from: from.as_deref(),
                     to: to.as_deref(),
                     id: id.as_deref(),
-                    priority: priority.unwrap_or(0),
+                    priority,
                     eligible: eligible.unwrap_or(true),
                 };
                 let verdict = lock(&this.0).route(head, now);
                 let text = |s: &str| lua.create_string(s).map(LuaValue::String);
+                let seq = |n: Option<u64>| n.map_or(LuaValue::Nil, |n| LuaValue::Integer(n as i64));
                 Ok(match verdict {
-                    Verdict::Forward { to, from, seq } => (
-                        "forward",
-                        text(&to)?,
-                        text(&from)?,
-                        LuaValue::Integer(seq as i64),
+                    Verdict::Send(send) => (
+                        text("send")?,
+                        text(&send.to)?,
+                        text(&send.from)?,
+                        match &send.id {
+                            Some(id) => text(id)?,
+                            None => LuaValue::Nil,
+                        },
+                        seq(send.hold),
+                        seq(send.release),
                     ),
-                    Verdict::Deliver { to, from, seq } => (
-                        "deliver",
-                        text(&to)?,
-                        text(&from)?,
-                        LuaValue::Integer(seq as i64),
+                    Verdict::Error(e) => (
+                        text("error")?,
+                        text(e.error_type)?,
+                        text(e.condition)?,
+                        text(e.text)?,
+                        LuaValue::Nil,
+                        LuaValue::Nil,
                     ),
-                    Verdict::Error(e) => {
-                        ("error", text(e.kind)?, text(e.condition)?, text(e.text)?)
-                    }
-                    Verdict::Drop(why) => ("drop", text(why)?, LuaValue::Nil, LuaValue::Nil),
-                    Verdict::Consumed(why) => {
-                        ("consumed", text(why)?, LuaValue::Nil, LuaValue::Nil)
-                    }
-                    Verdict::Relay { to, from } => {
-                        ("relay", text(&to)?, text(&from)?, LuaValue::Nil)
-                    }
-                    Verdict::Rewrite { to, from, id } => {
-                        ("rewrite", text(&to)?, text(&from)?, text(&id)?)
-                    }
-                    Verdict::Subscription(kind) => {
-                        ("subscription", text(kind)?, LuaValue::Nil, LuaValue::Nil)
-                    }
+                    Verdict::Drop { reason, drain } => (
+                        text("drop")?,
+                        text(reason)?,
+                        LuaValue::Boolean(drain),
+                        LuaValue::Nil,
+                        LuaValue::Nil,
+                        LuaValue::Nil,
+                    ),
                 })
             },
         );
-        // take_answers() -> {seq, to, from, id, etype, condition, text, ...}, {seq, to, from, ...}
-        methods.add_method("take_answers", |lua, this, ()| {
-            let (answers, retries) = lock(&this.0).take_answers();
-            let list = lua.create_table_with_capacity(retries.len() * 3, 0)?;
-            for r in retries {
-                list.raw_push(r.seq as i64)?;
-                list.raw_push(r.to)?;
-                list.raw_push(r.from)?;
-            }
-            Ok((answers_to_lua(lua, answers)?, list))
+        // drain() -> { item, ... }
+        methods.add_method("drain", |lua, this, ()| {
+            let items = lock(&this.0).drain();
+            outbox_to_lua(lua, items)
         });
-        // expire(now) -> {seq, to, from, id, etype, condition, text, ...}
-        methods.add_method("expire", |lua, this, now: f64| {
-            let answers = lock(&this.0).expire(now);
-            answers_to_lua(lua, answers)
+        // tick(now) -> { item, ... }: deadlines passed, then whatever else is queued
+        methods.add_method("tick", |lua, this, now: f64| {
+            let items = lock(&this.0).tick(now);
+            outbox_to_lua(lua, items)
         });
-        // health() -> eligible resources online, pending requests, revoked (cheap: no tables)
-        methods.add_method("health", |_, this, ()| {
-            let p = lock(&this.0);
-            Ok((p.resources.eligible(), p.pending.len(), p.revoked))
+        // stopping() -> { item, ... }: unavailable to subscribers
+        methods.add_method("stopping", |lua, this, ()| {
+            let items = lock(&this.0).stopping();
+            outbox_to_lua(lua, items)
         });
-        // status() -> { host, target, pending, counters = {forwarded, ...}, resources = { {name, priority, pending}, ... } }
+        // status() -> snapshot table (INTERNALS.md)
         methods.add_method("status", |lua, this, ()| {
-            let p = lock(&this.0);
-            let t = lua.create_table()?;
-            t.set("host", p.config.host.as_str())?;
-            t.set("target", p.config.target.as_str())?;
-            t.set("pending", p.pending.len())?;
-            t.set("outbound_pending", p.outbound.len())?;
-            t.set("revoked", p.revoked)?;
-            t.set("eligible", p.resources.eligible())?;
-            let c = p.counters;
-            let counters = lua.create_table()?;
-            for (name, value) in [
-                ("forwarded", c.forwarded),
-                ("refused", c.refused),
-                ("delivered", c.delivered),
-                ("unsolicited", c.unsolicited),
-                ("timed_out", c.timed_out),
-                ("lost", c.lost),
-                ("retried", c.retried),
-                ("outbound", c.outbound),
-                ("messages_in", c.messages_in),
-                ("messages_out", c.messages_out),
-            ] {
-                counters.set(name, value)?;
-            }
-            t.set("counters", counters)?;
-            let list = lua.create_table()?;
-            for r in p.resources.iter() {
-                let row = lua.create_table()?;
-                row.set("name", &*r.name)?;
-                row.set("priority", r.priority)?;
-                row.set("pending", r.pending)?;
-                row.set(
-                    "pool",
-                    match r.pool {
-                        resources::Pool::Active => "active",
-                        resources::Pool::Draining => "draining",
-                        resources::Pool::Ineligible => "ineligible",
-                    },
-                )?;
-                list.raw_push(row)?;
-            }
-            t.set("resources", list)?;
-            Ok(t)
+            let status = lock(&this.0).status();
+            status_to_lua(lua, status)
         });
     }
 }
 
-/// new_proxy{ host=, target=, jat=, timeout=, max_pending=, max_pending_per_requester= }
-fn new_proxy(_: &Lua, opts: LuaTable) -> LuaResult<LuaProxy> {
-    let host: String = opts.get("host")?;
-    let target: Option<String> = opts.get("target")?;
-    let jat: Option<String> = opts.get("jat")?;
-    let strategy: Option<String> = opts.get("strategy")?;
-    let config = Config::new(
-        &host,
-        target.as_deref(),
-        jat.as_deref(),
-        opts.get("timeout")?,
-        opts.get("max_pending")?,
-        opts.get("max_pending_per_requester")?,
-    )
-    .and_then(|c| c.with_strategy(strategy.as_deref()))
-    .map(|c| {
-        c.with_switches(
-            opts.get("messages").ok().flatten(),
-            opts.get("outbound").ok().flatten(),
-            opts.get("presence").ok().flatten(),
-        )
-    })
-    .map_err(LuaError::external)?;
+/// open{ host=, target_address=, client_proxy_*=, subscribers= } -> proxy
+fn open(_: &Lua, opts: LuaTable) -> LuaResult<LuaProxy> {
+    let host = string_option(&opts, "host")?.ok_or_else(|| {
+        LuaError::external(config::ConfigError {
+            option: "host",
+            reason: "is required (the component host)".into(),
+        })
+    })?;
+    let config = Config::new(&host, &options_from(&opts)?).map_err(LuaError::external)?;
+    let subscribers: Vec<String> = match opts.raw_get::<LuaValue>("subscribers")? {
+        LuaValue::Nil => Vec::new(),
+        LuaValue::Table(t) => t
+            .sequence_values::<String>()
+            .collect::<LuaResult<_>>()
+            .map_err(|_| {
+                option_error("subscribers", &LuaValue::Table(t.clone()), "a list of JIDs")
+            })?,
+        other => return Err(option_error("subscribers", &other, "a list of JIDs")),
+    };
     let mut all = lock(&PROXIES);
-    if let Some(existing) = all.get(&host) {
-        lock(existing).reconfigure(config);
-        return Ok(LuaProxy(existing.clone()));
-    }
-    let proxy = Arc::new(Mutex::new(Proxy::new(config)));
-    all.insert(host, proxy.clone());
+    let proxy = all
+        .entry(host)
+        .or_insert_with(|| Arc::new(Mutex::new(Proxy::new(config.clone()))))
+        .clone();
+    drop(all);
+    let mut p = lock(&proxy);
+    p.reconfigure(config);
+    p.add_subscribers(subscribers.iter().map(String::as_str));
+    p.announce_status();
+    drop(p);
     Ok(LuaProxy(proxy))
+}
+
+/// close(host): the component is unloaded for good; its state goes.
+fn close(_: &Lua, host: String) -> LuaResult<bool> {
+    Ok(lock(&PROXIES).remove(&host).is_some())
 }
 
 fn jat_mode(mode: &str) -> LuaResult<jat::Mode> {
@@ -256,7 +368,13 @@ fn jat_decode(
 fn client_proxy(lua: &Lua) -> LuaResult<LuaTable> {
     let exports = lua.create_table()?;
     exports.set("version", env!("CARGO_PKG_VERSION"))?;
-    exports.set("new_proxy", lua.create_function(new_proxy)?)?;
+    let internal = lua.create_table()?;
+    internal.set("type", INTERNAL.error_type)?;
+    internal.set("condition", INTERNAL.condition)?;
+    internal.set("text", INTERNAL.text)?;
+    exports.set("INTERNAL_ERROR", internal)?;
+    exports.set("open", lua.create_function(open)?)?;
+    exports.set("close", lua.create_function(close)?)?;
     exports.set("jat_encode", lua.create_function(jat_encode)?)?;
     exports.set("jat_decode", lua.create_function(jat_decode)?)?;
     Ok(exports)

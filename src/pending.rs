@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 /// Whether the forwarded request was a get (safe to retry) or a set.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Kind {
+pub enum Method {
     /// `type='get'`
     Get,
     /// `type='set'`
@@ -46,7 +46,7 @@ pub struct Request {
     /// The resource of the target it went to.
     pub resource: Arc<str>,
     /// Get or set.
-    pub kind: Kind,
+    pub method: Method,
     /// Number the shim holds the request stanza under (for a retry).
     pub seq: u64,
     /// Already sent to a second resource once.
@@ -57,7 +57,7 @@ pub struct Request {
 
 struct Entry {
     resource: Arc<str>,
-    kind: Kind,
+    method: Method,
     retried: bool,
     deadline: (u64, u64),
 }
@@ -144,7 +144,7 @@ impl PendingTable {
         requester: &str,
         id: &str,
         resource: Arc<str>,
-        kind: Kind,
+        method: Method,
         now: f64,
     ) -> Result<u64, Refusal> {
         let key = key_of(requester, id);
@@ -159,7 +159,7 @@ impl PendingTable {
         }
         self.seq += 1;
         let deadline = (millis(now + self.timeout), self.seq);
-        self.put(key, requester, resource, kind, false, deadline);
+        self.put(key, requester, resource, method, false, deadline);
         Ok(self.seq)
     }
 
@@ -169,11 +169,11 @@ impl PendingTable {
         let key = key_of(&request.requester, &request.id);
         let Request {
             requester,
-            kind,
+            method,
             deadline,
             ..
         } = request;
-        self.put(key, &requester, resource, kind, true, deadline);
+        self.put(key, &requester, resource, method, true, deadline);
     }
 
     fn put(
@@ -181,7 +181,7 @@ impl PendingTable {
         key: String,
         requester: &str,
         resource: Arc<str>,
-        kind: Kind,
+        method: Method,
         retried: bool,
         deadline: (u64, u64),
     ) {
@@ -191,7 +191,7 @@ impl PendingTable {
             key,
             Entry {
                 resource,
-                kind,
+                method,
                 retried,
                 deadline,
             },
@@ -273,7 +273,7 @@ impl PendingTable {
             requester: requester.to_owned(),
             id: id.to_owned(),
             resource: entry.resource,
-            kind: entry.kind,
+            method: entry.method,
             seq: entry.deadline.1,
             retried: entry.retried,
             deadline: entry.deadline,
@@ -292,7 +292,7 @@ mod tests {
     #[test]
     fn reply_accepted_once_from_the_right_resource() {
         let mut t = table();
-        t.insert("u@x/a", "1", "res1".into(), Kind::Get, 0.0)
+        t.insert("u@x/a", "1", "res1".into(), Method::Get, 0.0)
             .unwrap();
         assert_eq!(
             t.take_reply("u@x/a", "1", "res2"),
@@ -309,32 +309,39 @@ mod tests {
     #[test]
     fn limits_and_duplicates() {
         let mut t = table();
-        t.insert("u@x/a", "1", "r".into(), Kind::Get, 0.0).unwrap();
+        t.insert("u@x/a", "1", "r".into(), Method::Get, 0.0)
+            .unwrap();
         assert_eq!(
-            t.insert("u@x/a", "1", "r".into(), Kind::Get, 0.0),
+            t.insert("u@x/a", "1", "r".into(), Method::Get, 0.0),
             Err(Refusal::DuplicateId)
         );
-        t.insert("u@x/a", "2", "r".into(), Kind::Set, 0.0).unwrap();
+        t.insert("u@x/a", "2", "r".into(), Method::Set, 0.0)
+            .unwrap();
         assert_eq!(
-            t.insert("u@x/a", "3", "r".into(), Kind::Get, 0.0),
+            t.insert("u@x/a", "3", "r".into(), Method::Get, 0.0),
             Err(Refusal::RequesterFull)
         );
-        t.insert("v@x/a", "1", "r".into(), Kind::Get, 0.0).unwrap();
-        t.insert("w@x/a", "1", "r".into(), Kind::Get, 0.0).unwrap();
+        t.insert("v@x/a", "1", "r".into(), Method::Get, 0.0)
+            .unwrap();
+        t.insert("w@x/a", "1", "r".into(), Method::Get, 0.0)
+            .unwrap();
         assert_eq!(
-            t.insert("z@x/a", "1", "r".into(), Kind::Get, 0.0),
+            t.insert("z@x/a", "1", "r".into(), Method::Get, 0.0),
             Err(Refusal::TableFull)
         );
         t.take_reply("u@x/a", "1", "r").unwrap();
         assert_eq!(t.of_requester("u@x/a"), 1);
-        t.insert("u@x/a", "3", "r".into(), Kind::Get, 0.0).unwrap();
+        t.insert("u@x/a", "3", "r".into(), Method::Get, 0.0)
+            .unwrap();
     }
 
     #[test]
     fn expiry_in_deadline_order() {
         let mut t = table();
-        t.insert("u@x/a", "1", "r".into(), Kind::Get, 0.0).unwrap();
-        t.insert("v@x/a", "1", "r".into(), Kind::Get, 5.0).unwrap();
+        t.insert("u@x/a", "1", "r".into(), Method::Get, 0.0)
+            .unwrap();
+        t.insert("v@x/a", "1", "r".into(), Method::Get, 5.0)
+            .unwrap();
         assert!(t.expire(9.9).is_empty());
         let gone = t.expire(10.0);
         assert_eq!(gone.len(), 1);
@@ -346,9 +353,12 @@ mod tests {
     #[test]
     fn resource_loss_takes_only_its_requests() {
         let mut t = table();
-        t.insert("u@x/a", "1", "r1".into(), Kind::Get, 0.0).unwrap();
-        t.insert("v@x/a", "1", "r2".into(), Kind::Set, 0.0).unwrap();
-        t.insert("w@x/a", "1", "r1".into(), Kind::Set, 0.0).unwrap();
+        t.insert("u@x/a", "1", "r1".into(), Method::Get, 0.0)
+            .unwrap();
+        t.insert("v@x/a", "1", "r2".into(), Method::Set, 0.0)
+            .unwrap();
+        t.insert("w@x/a", "1", "r1".into(), Method::Set, 0.0)
+            .unwrap();
         let lost = t.take_resource("r1");
         assert_eq!(lost.len(), 2);
         assert_eq!(t.len(), 1);
@@ -360,7 +370,9 @@ mod tests {
     #[test]
     fn retarget_keeps_number_and_deadline() {
         let mut t = table();
-        let seq = t.insert("u@x/a", "1", "r1".into(), Kind::Get, 0.0).unwrap();
+        let seq = t
+            .insert("u@x/a", "1", "r1".into(), Method::Get, 0.0)
+            .unwrap();
         let lost = t.take_resource("r1").pop().unwrap();
         assert!(!lost.retried);
         t.retarget(lost, "r2".into());
@@ -374,8 +386,10 @@ mod tests {
     #[test]
     fn ids_with_nul_free_text_keep_requesters_apart() {
         let mut t = PendingTable::new(10.0, 10, 10);
-        t.insert("a@x/b", "c", "r".into(), Kind::Get, 0.0).unwrap();
-        t.insert("a@x", "b/c", "r".into(), Kind::Get, 0.0).unwrap();
+        t.insert("a@x/b", "c", "r".into(), Method::Get, 0.0)
+            .unwrap();
+        t.insert("a@x", "b/c", "r".into(), Method::Get, 0.0)
+            .unwrap();
         assert_eq!(t.take_reply("a@x", "b/c", "r").unwrap().requester, "a@x");
         assert_eq!(t.take_reply("a@x/b", "c", "r").unwrap().id, "c");
     }

@@ -2,22 +2,16 @@
 //! (the same one while it stays online), the implementing client's message to a user's
 //! JAT address goes to the user, and bounces find their way back to the sender.
 
+use super::{full_jid, Proxy};
 use crate::resources::Strategy;
-use crate::router::{Proxy, StanzaError, Verdict, NO_MESSAGES};
-
-/// No eligible resource to take a user's message.
-pub const NO_RESOURCE_FOR_MESSAGE: StanzaError = StanzaError {
-    kind: "cancel",
-    condition: "service-unavailable",
-    text: "No implementing resource is online to take this message",
-};
+use crate::verdict::{Send, Verdict, NO_MESSAGES, NO_RESOURCE_FOR_MESSAGE, UNKNOWN_JAT};
 
 /// Most users remembered as addressed by a resource, for bounces; past it memory starts over.
 const ORIGINS_CAPACITY: usize = 100_000;
 
 impl Proxy {
     /// A message (not an error) from user `user` to the component.
-    pub(crate) fn message_from_user(&mut self, user: &str, now: f64) -> Verdict {
+    pub(super) fn message_from_user(&mut self, user: &str, now: f64) -> Verdict {
         if !self.config.messages {
             return Verdict::Error(NO_MESSAGES);
         }
@@ -28,29 +22,35 @@ impl Proxy {
             return Verdict::Error(NO_RESOURCE_FOR_MESSAGE);
         };
         self.counters.messages_in += 1;
-        Verdict::Relay {
-            to: format!("{}/{}", self.config.target, resource),
-            from: format!("{}/{}", self.config.host, self.jat.encode(user, now)),
-        }
+        Verdict::Send(Send {
+            to: full_jid(&self.config.target, &resource),
+            from: full_jid(&self.config.host, &self.jat.encode(user, now)),
+            id: None,
+            hold: None,
+            release: None,
+        })
     }
 
     /// A message of type error from a user: the bounce of a message a resource sent.
-    pub(crate) fn message_bounce_from_user(&mut self, user: &str, now: f64) -> Verdict {
+    pub(super) fn message_bounce_from_user(&mut self, user: &str, now: f64) -> Verdict {
         if !self.config.messages {
-            return Verdict::Drop("error stanza from a requester");
+            return Verdict::drop("error stanza from a requester");
         }
         match self.message_origins.get(user) {
-            Some(resource) if self.resources.contains(resource) => Verdict::Relay {
-                to: format!("{}/{}", self.config.target, resource),
-                from: format!("{}/{}", self.config.host, self.jat.encode(user, now)),
-            },
-            _ => Verdict::Drop("bounce of a message whose sender is unknown or offline"),
+            Some(resource) if self.resources.contains(resource) => Verdict::Send(Send {
+                to: full_jid(&self.config.target, resource),
+                from: full_jid(&self.config.host, &self.jat.encode(user, now)),
+                id: None,
+                hold: None,
+                release: None,
+            }),
+            _ => Verdict::drop("bounce of a message whose sender is unknown or offline"),
         }
     }
 
     /// A message from target resource `resource` to JAT address `jat` (an error: the
     /// bounce of a user's message, which goes back to that user).
-    pub(crate) fn message_from_target(
+    pub(super) fn message_from_target(
         &mut self,
         resource: Option<&str>,
         jat: &str,
@@ -59,16 +59,16 @@ impl Proxy {
     ) -> Verdict {
         if !self.config.messages {
             return if is_error {
-                Verdict::Drop("error from the target")
+                Verdict::drop("error from the target")
             } else {
                 Verdict::Error(NO_MESSAGES)
             };
         }
         let Ok(user) = self.jat.decode(jat, now) else {
             return if is_error {
-                Verdict::Drop("bounce to an address this proxy did not produce")
+                Verdict::drop("bounce to an address this proxy did not produce")
             } else {
-                Verdict::Error(crate::outbound::UNKNOWN_JAT)
+                Verdict::Error(UNKNOWN_JAT)
             };
         };
         if !is_error {
@@ -80,9 +80,12 @@ impl Proxy {
             }
             self.counters.messages_out += 1;
         }
-        Verdict::Relay {
+        Verdict::Send(Send {
             to: user,
             from: self.config.host.clone(),
-        }
+            id: None,
+            hold: None,
+            release: None,
+        })
     }
 }

@@ -3,29 +3,16 @@
 //! proxy's own (two resources may use the same id), and the user's answer goes back to
 //! that resource with its own id. Tracked, bounded and timed out like inbound requests.
 
+use super::{full_jid, Proxy};
 use crate::config::Config;
-use crate::pending::{Kind, PendingTable, Refusal};
-use crate::router::{
-    Answer, Proxy, StanzaError, Verdict, NO_ID, NO_OUTBOUND, TABLE_FULL, TIMED_OUT,
+use crate::pending::{Method, PendingTable, Refusal};
+use crate::verdict::{
+    OutItem, Send, Verdict, NO_ID, NO_OUTBOUND, TABLE_FULL, TIMED_OUT, UNKNOWN_JAT, USER_FULL,
 };
 use std::collections::HashMap;
 
-/// The implementing client addressed a translated address the proxy cannot map back.
-pub const UNKNOWN_JAT: StanzaError = StanzaError {
-    kind: "cancel",
-    condition: "item-not-found",
-    text: "No user behind this translated address (unknown or expired)",
-};
-
-/// Too many requests of the implementing client to one user are outstanding.
-pub const USER_FULL: StanzaError = StanzaError {
-    kind: "wait",
-    condition: "resource-constraint",
-    text: "Too many outstanding requests to this user",
-};
-
 /// Outstanding requests of the implementing client to users.
-pub struct Outbound {
+pub(super) struct Outbound {
     /// Keyed by (user, the proxy's id); the resource is the target resource that asked.
     table: PendingTable,
     /// The proxy's id number -> the id the asking resource used.
@@ -36,7 +23,7 @@ pub struct Outbound {
 
 impl Outbound {
     /// An empty table with the component's limits.
-    pub fn new(config: &Config) -> Self {
+    pub(super) fn new(config: &Config) -> Self {
         Outbound {
             table: PendingTable::new(
                 config.timeout,
@@ -49,20 +36,15 @@ impl Outbound {
     }
 
     /// Applies changed limits (a reload).
-    pub fn reconfigure(&mut self, config: &Config) {
+    pub(super) fn reconfigure(&mut self, config: &Config) {
         self.table.timeout = config.timeout;
         self.table.max_total = config.max_pending;
         self.table.max_per_requester = config.max_pending_per_requester;
     }
 
     /// Number of outstanding outbound requests.
-    pub fn len(&self) -> usize {
+    pub(super) fn len(&self) -> usize {
         self.table.len()
-    }
-
-    /// True when none is outstanding.
-    pub fn is_empty(&self) -> bool {
-        self.table.is_empty()
     }
 }
 
@@ -76,12 +58,12 @@ fn number_of(id: &str) -> Option<u64> {
 
 impl Proxy {
     /// An iq get/set from target resource `resource` to the JAT address `jat`.
-    pub(crate) fn outbound_request(
+    pub(super) fn outbound_request(
         &mut self,
         resource: &str,
         jat: &str,
         id: Option<&str>,
-        kind: Kind,
+        method: Method,
         now: f64,
     ) -> Verdict {
         if !self.config.outbound {
@@ -100,7 +82,11 @@ impl Proxy {
             .resources
             .name_of(resource)
             .unwrap_or_else(|| resource.into());
-        match self.outbound.table.insert(&user, &wire, holder, kind, now) {
+        match self
+            .outbound
+            .table
+            .insert(&user, &wire, holder, method, now)
+        {
             Ok(_) => {}
             Err(Refusal::DuplicateId) => unreachable!("fresh ids are unique"),
             Err(Refusal::RequesterFull) => return Verdict::Error(USER_FULL),
@@ -108,57 +94,60 @@ impl Proxy {
         }
         self.outbound.original.insert(n, id.to_owned());
         self.counters.outbound += 1;
-        Verdict::Rewrite {
+        Verdict::Send(Send {
             to: user,
             from: self.config.host.clone(),
-            id: wire,
+            id: Some(wire),
+            hold: None,
+            release: None,
+        })
+    }
+
+    /// A user's iq result/error to the component: the answer to an outbound request, or
+    /// nothing (counted as unsolicited).
+    pub(super) fn reply_from_user(&mut self, user: &str, id: Option<&str>, now: f64) -> Verdict {
+        match self.outbound_reply(user, id, now) {
+            Some(verdict) => verdict,
+            None => {
+                self.counters.unsolicited += 1;
+                Verdict::drop("iq result from a requester answers nothing")
+            }
         }
     }
 
-    /// A user's iq result/error to the component: the answer to an outbound request, if any.
-    pub(crate) fn outbound_reply(
-        &mut self,
-        user: &str,
-        id: Option<&str>,
-        now: f64,
-    ) -> Option<Verdict> {
+    fn outbound_reply(&mut self, user: &str, id: Option<&str>, now: f64) -> Option<Verdict> {
         let id = id?;
         let n = number_of(id)?;
         let request = self.outbound.table.take(user, id)?;
         let original = self.outbound.original.remove(&n)?;
-        Some(Verdict::Rewrite {
-            to: format!("{}/{}", self.config.target, request.resource),
-            from: format!("{}/{}", self.config.host, self.jat.encode(user, now)),
-            id: original,
-        })
+        Some(Verdict::Send(Send {
+            to: full_jid(&self.config.target, &request.resource),
+            from: full_jid(&self.config.host, &self.jat.encode(user, now)),
+            id: Some(original),
+            hold: None,
+            release: None,
+        }))
     }
 
     /// Outbound requests past their deadline: the asking resource gets remote-server-timeout.
-    pub(crate) fn outbound_expire(&mut self, now: f64) -> Vec<Answer> {
-        let expired = self.outbound.table.expire(now);
-        let mut out = Vec::with_capacity(expired.len());
-        for r in expired {
+    pub(super) fn expire_outbound(&mut self, now: f64) {
+        for r in self.outbound.table.expire(now) {
             let Some(n) = number_of(&r.id) else { continue };
             let Some(original) = self.outbound.original.remove(&n) else {
                 continue;
             };
-            out.push(Answer {
-                to: format!("{}/{}", self.config.target, r.resource),
-                from: format!(
-                    "{}/{}",
-                    self.config.host,
-                    self.jat.encode(&r.requester, now)
-                ),
+            self.outbox.push(OutItem::Error {
+                to: full_jid(&self.config.target, &r.resource),
+                from: full_jid(&self.config.host, &self.jat.encode(&r.requester, now)),
                 id: original,
                 error: TIMED_OUT,
-                seq: 0,
+                release: None,
             });
         }
-        out
     }
 
     /// A target resource went away: nobody is left to give its outbound answers to.
-    pub(crate) fn outbound_forget(&mut self, resource: &str) {
+    pub(super) fn outbound_forget(&mut self, resource: &str) {
         for r in self.outbound.table.take_resource(resource) {
             if let Some(n) = number_of(&r.id) {
                 self.outbound.original.remove(&n);

@@ -1,0 +1,294 @@
+//! The decision: given a stanza's head and the time, what the component does with it.
+//! `Proxy` owns all state of one component; no I/O and no clock: the shim applies the
+//! verdicts and sends what the outbox holds. One child module per concern: requests
+//! (forward, reply matching, loss and retry), presence (target presence and user
+//! subscriptions), messages, outbound (requests the implementing client starts).
+
+mod messages;
+mod outbound;
+mod presence;
+mod requests;
+
+use crate::config::Config;
+use crate::jat::{TokenMap, Translator};
+use crate::pending::PendingTable;
+use crate::resources::{Pool, ResourceSet};
+use crate::verdict::{Head, Level, OutItem, Verdict, NOT_ADDRESSED};
+use outbound::Outbound;
+use presence::Subscriptions;
+use rand::rngs::SmallRng;
+use rand::SeedableRng;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// What happened so far, for statistics and the status command.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Counters {
+    forwarded: u64,
+    refused: u64,
+    delivered: u64,
+    unsolicited: u64,
+    timed_out: u64,
+    lost: u64,
+    retried: u64,
+    outbound: u64,
+    messages_in: u64,
+    messages_out: u64,
+}
+
+/// One online resource as the status command lists it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ResourceStatus {
+    /// The resourcepart.
+    pub name: String,
+    /// Presence priority.
+    pub priority: i32,
+    /// "active", "draining" or "ineligible".
+    pub pool: &'static str,
+    /// Requests it holds now.
+    pub pending: u32,
+}
+
+/// A snapshot of one component for the status command, metrics and `module:set_status`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Status {
+    /// The component host.
+    pub host: String,
+    /// The implementing client's bare JID.
+    pub target: String,
+    /// Inbound requests outstanding.
+    pub pending: usize,
+    /// Requests of the implementing client to users outstanding.
+    pub outbound_pending: usize,
+    /// Online resources that may get requests.
+    pub eligible: usize,
+    /// The target revoked the subscription (or its presence errored).
+    pub revoked: bool,
+    /// Health, as `module:set_status` takes it.
+    pub level: Level,
+    /// Health, for the operator.
+    pub text: String,
+    /// Requests by what became of them (metric label, count).
+    pub requests: [(&'static str, u64); 8],
+    /// Messages by direction (metric label, count).
+    pub messages: [(&'static str, u64); 2],
+    /// The online resources, by name.
+    pub resources: Vec<ResourceStatus>,
+}
+
+/// The state of one component: who is online, what is outstanding, who subscribed.
+pub struct Proxy {
+    config: Config,
+    resources: ResourceSet,
+    pending: PendingTable,
+    outbound: Outbound,
+    subscriptions: Subscriptions,
+    counters: Counters,
+    /// The target revoked the subscription (or its presence errored) and has not come back.
+    revoked: bool,
+    jat: Translator,
+    rng: SmallRng,
+    /// Stanzas to send that are not the one being routed, in order.
+    outbox: Vec<OutItem>,
+    /// Which resource last wrote to each user, for the bounces of its messages.
+    message_origins: HashMap<String, Arc<str>>,
+}
+
+fn split_resource(jid: &str) -> (&str, Option<&str>) {
+    match jid.split_once('/') {
+        Some((bare, res)) => (bare, Some(res)),
+        None => (jid, None),
+    }
+}
+
+/// `bare/resource`, built with one allocation: on every forwarded request, where
+/// `format!` cost about as much as the rest of the routing decision (callgrind).
+fn full_jid(bare: &str, resource: &str) -> String {
+    let mut jid = String::with_capacity(bare.len() + 1 + resource.len());
+    jid.push_str(bare);
+    jid.push('/');
+    jid.push_str(resource);
+    jid
+}
+
+/// Tokens live at least as long as a request may wait for its answer.
+fn translator(config: &Config) -> Translator {
+    Translator::new(
+        config.jat,
+        TokenMap::new(10_000, (config.timeout * 2.0).max(600.0)),
+    )
+}
+
+impl Proxy {
+    /// A proxy with nothing online, nothing outstanding and nobody subscribed.
+    pub fn new(config: Config) -> Self {
+        Proxy {
+            resources: ResourceSet::new(config.strategy),
+            pending: PendingTable::new(
+                config.timeout,
+                config.max_pending,
+                config.max_pending_per_requester,
+            ),
+            outbound: Outbound::new(&config),
+            subscriptions: Subscriptions::default(),
+            jat: translator(&config),
+            config,
+            counters: Counters::default(),
+            revoked: false,
+            rng: SmallRng::from_rng(&mut rand::rng()),
+            outbox: Vec::new(),
+            message_origins: HashMap::new(),
+        }
+    }
+
+    /// Seeds the random choice, for reproducible tests.
+    pub fn seed(&mut self, seed: u64) {
+        self.rng = SmallRng::seed_from_u64(seed);
+    }
+
+    /// Applies options changed by a reload. A new target means the online resources are
+    /// someone else's: they are forgotten and every outstanding request is answered
+    /// (in the outbox).
+    pub fn reconfigure(&mut self, config: Config) {
+        let new_target = config.target != self.config.target;
+        if new_target {
+            self.resources.clear();
+            self.revoked = false;
+            let lost = self.pending.take_all();
+            self.answer_lost(lost);
+        }
+        self.resources.set_strategy(config.strategy);
+        self.outbound.reconfigure(&config);
+        self.pending.timeout = config.timeout;
+        self.pending.max_total = config.max_pending;
+        self.pending.max_per_requester = config.max_pending_per_requester;
+        if config.jat != self.jat.mode() {
+            self.jat = translator(&config);
+        }
+        self.config = config;
+        if new_target {
+            self.health_changed();
+        }
+    }
+
+    /// The decision for one stanza.
+    pub fn route(&mut self, head: Head<'_>, now: f64) -> Verdict {
+        let mut verdict = self.decide(head, now);
+        if let Verdict::Drop { drain, .. } = &mut verdict {
+            *drain = !self.outbox.is_empty();
+        }
+        verdict
+    }
+
+    fn decide(&mut self, head: Head<'_>, now: f64) -> Verdict {
+        let Some(from) = head.from else {
+            return Verdict::drop("stanza without from");
+        };
+        let (from_bare, from_res) = split_resource(from);
+        let to_res = head.to.and_then(|to| split_resource(to).1);
+        let is_error = head.stanza_type == Some("error");
+        if from_bare == self.config.target {
+            return match (head.name, to_res) {
+                ("presence", None) => self.target_presence(head, from_res, now),
+                ("iq", _) => self.iq_from_target(head, from_res, to_res, now),
+                ("message", Some(jat)) => self.message_from_target(from_res, jat, is_error, now),
+                _ if is_error => Verdict::drop("error from the target"),
+                ("message", None) => Verdict::Error(NOT_ADDRESSED),
+                _ => Verdict::drop("directed presence from the target"),
+            };
+        }
+        match (head.name, head.stanza_type) {
+            ("message", Some("error")) => self.message_bounce_from_user(from, now),
+            ("iq", Some("result") | Some("error")) => self.reply_from_user(from, head.id, now),
+            (_, Some("error")) => Verdict::drop("error stanza from a requester"),
+            ("iq", Some("get")) => self.forward(from, head.id, crate::pending::Method::Get, now),
+            ("iq", Some("set")) => self.forward(from, head.id, crate::pending::Method::Set, now),
+            ("iq", _) => Verdict::drop("iq without a valid type"),
+            ("message", _) => self.message_from_user(from, now),
+            ("presence", presence_type) => self.user_presence(from, presence_type),
+            _ => Verdict::drop("unknown stanza"),
+        }
+    }
+
+    /// Takes what the outbox holds, in the order to send it.
+    pub fn drain(&mut self) -> Vec<OutItem> {
+        std::mem::take(&mut self.outbox)
+    }
+
+    /// The clock moved to `now`: requests past their deadline are answered
+    /// remote-server-timeout. Returns the outbox (those answers last).
+    pub fn tick(&mut self, now: f64) -> Vec<OutItem> {
+        self.jat.expire(now);
+        self.expire_requests(now);
+        self.expire_outbound(now);
+        self.drain()
+    }
+
+    /// The component's health, and the text that explains it to the operator.
+    fn health(&self) -> (Level, String) {
+        let (target, host) = (&self.config.target, &self.config.host);
+        let eligible = self.resources.eligible();
+        if self.revoked {
+            (
+                Level::Error,
+                format!("{target} revoked the subscription or its presence failed: approve the subscription of {host}"),
+            )
+        } else if eligible == 0 {
+            (
+                Level::Warn,
+                format!("No eligible resource of {target} is online"),
+            )
+        } else {
+            (
+                Level::Ok,
+                format!("{eligible} eligible resource(s) of {target} online"),
+            )
+        }
+    }
+
+    /// A snapshot for the status command, metrics and `module:set_status`.
+    pub fn status(&self) -> Status {
+        let c = self.counters;
+        let (level, text) = self.health();
+        let mut resources: Vec<ResourceStatus> = self
+            .resources
+            .iter()
+            .map(|r| ResourceStatus {
+                name: r.name.to_string(),
+                priority: r.priority,
+                pool: match r.pool {
+                    Pool::Active => "active",
+                    Pool::Draining => "draining",
+                    Pool::Ineligible => "ineligible",
+                },
+                pending: r.pending,
+            })
+            .collect();
+        resources.sort_by(|a, b| a.name.cmp(&b.name));
+        Status {
+            host: self.config.host.clone(),
+            target: self.config.target.clone(),
+            pending: self.pending.len(),
+            outbound_pending: self.outbound.len(),
+            eligible: self.resources.eligible(),
+            revoked: self.revoked,
+            level,
+            text,
+            requests: [
+                ("forwarded", c.forwarded),
+                ("refused", c.refused),
+                ("delivered", c.delivered),
+                ("unsolicited", c.unsolicited),
+                ("timed_out", c.timed_out),
+                ("lost", c.lost),
+                ("retried", c.retried),
+                ("outbound", c.outbound),
+            ],
+            messages: [("to_service", c.messages_in), ("to_user", c.messages_out)],
+            resources,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
