@@ -113,6 +113,7 @@ fn proxy_with(resources: usize) -> Proxy {
             id: None,
             priority: None,
             eligible: true,
+            condition: None,
         };
         match proxy.route(head, 0.0) {
             Verdict::Drop { .. } => {}
@@ -132,6 +133,7 @@ fn iq<'a>(kind: &'a str, from: &'a str, to: &'a str, id: &'a str) -> Head<'a> {
         id: Some(id),
         priority: None,
         eligible: true,
+        condition: None,
     }
 }
 

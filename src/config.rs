@@ -2,7 +2,7 @@
 //! names the option instead of a failure at the first stanza.
 
 use crate::jat::Mode;
-use crate::resources::Strategy;
+use crate::resources::{Ejection, Strategy};
 use std::fmt;
 
 /// Validated options of one `client_proxy` component.
@@ -28,6 +28,9 @@ pub struct Config {
     pub max_pending: usize,
     /// Most requests one requester may have outstanding.
     pub max_pending_per_requester: u32,
+    /// When a failing resource leaves the rotation (`client_proxy_eject_after`,
+    /// `client_proxy_eject_for`).
+    pub ejection: Ejection,
 }
 
 /// A bad option: which one and why.
@@ -60,6 +63,10 @@ pub const DEFAULT_TIMEOUT: f64 = 60.0;
 pub const DEFAULT_MAX_PENDING: usize = 100_000;
 /// Default of `client_proxy_max_pending_per_requester`.
 pub const DEFAULT_MAX_PER_REQUESTER: u32 = 64;
+/// Default of `client_proxy_eject_after`.
+pub const DEFAULT_EJECT_AFTER: u32 = 3;
+/// Default of `client_proxy_eject_for`, in seconds.
+pub const DEFAULT_EJECT_FOR: f64 = 30.0;
 
 /// The options as the operator wrote them (None: not set), by name. The binding fills it
 /// from the config file's values after checking each one's type.
@@ -83,6 +90,10 @@ pub struct Options {
     pub outbound: Option<bool>,
     /// `client_proxy_presence`.
     pub presence: Option<bool>,
+    /// `client_proxy_eject_after`.
+    pub eject_after: Option<f64>,
+    /// `client_proxy_eject_for`, in seconds.
+    pub eject_for: Option<f64>,
 }
 
 impl Config {
@@ -159,6 +170,26 @@ impl Config {
             options.max_pending_per_requester,
             DEFAULT_MAX_PER_REQUESTER as f64,
         )?;
+        let eject_after = match options.eject_after {
+            None => DEFAULT_EJECT_AFTER as f64,
+            Some(n) if n.is_finite() && n >= 0.0 && n.fract() == 0.0 => n,
+            Some(n) => {
+                return Err(bad(
+                    "client_proxy_eject_after",
+                    format!("{n} is not a whole number (0 turns ejection off)"),
+                ))
+            }
+        };
+        let eject_for = match options.eject_for {
+            None => DEFAULT_EJECT_FOR,
+            Some(t) if t.is_finite() && t > 0.0 => t,
+            Some(t) => {
+                return Err(bad(
+                    "client_proxy_eject_for",
+                    format!("{t} is not a positive number of seconds"),
+                ))
+            }
+        };
         Ok(Config {
             host: host.to_owned(),
             target: bare.to_string(),
@@ -170,6 +201,10 @@ impl Config {
             timeout,
             max_pending: max_pending as usize,
             max_pending_per_requester: max_per.min(u32::MAX as u64) as u32,
+            ejection: Ejection {
+                after: eject_after.min(u32::MAX as f64) as u32,
+                seconds: eject_for,
+            },
         })
     }
 }
@@ -214,6 +249,13 @@ mod tests {
         assert_eq!(c.timeout, 60.0);
         assert_eq!((c.max_pending, c.max_pending_per_requester), (100_000, 64));
         assert!(c.messages && c.outbound && c.presence);
+        assert_eq!(
+            c.ejection,
+            Ejection {
+                after: 3,
+                seconds: 30.0
+            }
+        );
     }
 
     #[test]
@@ -237,6 +279,12 @@ mod tests {
         assert_eq!(e.option, "client_proxy_max_pending_per_requester");
         let e = with(|o| o.strategy = Some("fastest".into())).unwrap_err();
         assert_eq!(e.option, "client_proxy_strategy");
+        let e = with(|o| o.eject_after = Some(-1.0)).unwrap_err();
+        assert_eq!(e.option, "client_proxy_eject_after");
+        let e = with(|o| o.eject_for = Some(0.0)).unwrap_err();
+        assert_eq!(e.option, "client_proxy_eject_for");
+        let c = with(|o| o.eject_after = Some(0.0)).unwrap();
+        assert_eq!(c.ejection.after, 0, "0 turns ejection off");
         let c = with(|o| {
             o.jat = Some("base64".into());
             o.timeout = Some(2.5);

@@ -29,7 +29,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// Arguments of `route`: name, type, from, to, id, now, priority, eligible.
+/// Arguments of `route`: name, type, from, to, id, now, priority, eligible, condition.
 type RouteArgs = (
     LuaString,
     Option<LuaString>,
@@ -39,6 +39,7 @@ type RouteArgs = (
     f64,
     Option<f64>,
     Option<bool>,
+    Option<LuaString>,
 );
 
 /// The Lua handle on one component's state.
@@ -124,6 +125,8 @@ fn options_from(t: &LuaTable) -> LuaResult<Options> {
         messages: switch_option(t, "client_proxy_messages")?,
         outbound: switch_option(t, "client_proxy_outbound")?,
         presence: switch_option(t, "client_proxy_presence")?,
+        eject_after: number_option(t, "client_proxy_eject_after")?,
+        eject_for: number_option(t, "client_proxy_eject_for")?,
     })
 }
 
@@ -166,6 +169,10 @@ fn item_to_lua(lua: &Lua, item: OutItem) -> LuaResult<LuaTable> {
             t.raw_set("kind", "subscribers")?;
             t.raw_set("list", list)?;
         }
+        OutItem::Log(text) => {
+            t.raw_set("kind", "log")?;
+            t.raw_set("text", text)?;
+        }
         OutItem::Status { level, text } => {
             t.raw_set("kind", "status")?;
             t.raw_set("level", level.as_str())?;
@@ -190,6 +197,8 @@ fn status_to_lua(lua: &Lua, s: Status) -> LuaResult<LuaTable> {
     t.raw_set("pending", s.pending)?;
     t.raw_set("outbound_pending", s.outbound_pending)?;
     t.raw_set("eligible", s.eligible)?;
+    t.raw_set("ejected", s.ejected)?;
+    t.raw_set("ejections", s.ejections)?;
     t.raw_set("revoked", s.revoked)?;
     t.raw_set("level", s.level.as_str())?;
     t.raw_set("text", s.text)?;
@@ -209,6 +218,7 @@ fn status_to_lua(lua: &Lua, s: Status) -> LuaResult<LuaTable> {
         row.raw_set("priority", r.priority)?;
         row.raw_set("pool", r.pool)?;
         row.raw_set("pending", r.pending)?;
+        row.raw_set("ejected_until", r.ejected_until)?;
         list.raw_push(row)?;
     }
     t.raw_set("resources", list)?;
@@ -220,7 +230,9 @@ impl LuaUserData for LuaProxy {
         // route(name, type, from, to, id, now, priority, eligible) -> verdict (INTERNALS.md)
         methods.add_method(
             "route",
-            |lua, this, (name, stanza_type, from, to, id, now, priority, eligible): RouteArgs| {
+            |lua,
+             this,
+             (name, stanza_type, from, to, id, now, priority, eligible, condition): RouteArgs| {
                 let name = name.to_str()?;
                 let (stanza_type, from, to, id) = (
                     opt_str(&stanza_type)?,
@@ -228,6 +240,8 @@ impl LuaUserData for LuaProxy {
                     opt_str(&to)?,
                     opt_str(&id)?,
                 );
+                // A condition that is not UTF-8 is no condition this proxy knows.
+                let condition = condition.as_ref().and_then(|c| c.to_str().ok());
                 let head = Head {
                     name: &name,
                     stanza_type: stanza_type.as_deref(),
@@ -236,6 +250,7 @@ impl LuaUserData for LuaProxy {
                     id: id.as_deref(),
                     priority,
                     eligible: eligible.unwrap_or(true),
+                    condition: condition.as_deref(),
                 };
                 let verdict = lock(&this.0).route(head, now);
                 let text = |s: &str| lua.create_string(s).map(LuaValue::String);

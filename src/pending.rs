@@ -49,8 +49,8 @@ pub struct Request {
     pub method: Method,
     /// Number the shim holds the request stanza under (for a retry).
     pub seq: u64,
-    /// Already sent to a second resource once.
-    pub retried: bool,
+    /// The resources it went to before `resource` (a retry), oldest first.
+    pub earlier: Vec<Arc<str>>,
     /// (deadline in ms, seq): kept across a retry, so the timeout counts from arrival.
     deadline: (u64, u64),
 }
@@ -58,7 +58,7 @@ pub struct Request {
 struct Entry {
     resource: Arc<str>,
     method: Method,
-    retried: bool,
+    earlier: Vec<Arc<str>>,
     deadline: (u64, u64),
 }
 
@@ -159,21 +159,24 @@ impl PendingTable {
         }
         self.seq += 1;
         let deadline = (millis(now + self.timeout), self.seq);
-        self.put(key, requester, resource, method, false, deadline);
+        self.put(key, requester, resource, method, Vec::new(), deadline);
         Ok(self.seq)
     }
 
     /// Puts a request taken out of the table back, now held by another resource; it keeps
-    /// its number and deadline and is marked as retried.
+    /// its number and deadline, and the resource it leaves joins `earlier`.
     pub fn retarget(&mut self, request: Request, resource: Arc<str>) {
         let key = key_of(&request.requester, &request.id);
         let Request {
             requester,
             method,
             deadline,
+            resource: left,
+            mut earlier,
             ..
         } = request;
-        self.put(key, &requester, resource, method, true, deadline);
+        earlier.push(left);
+        self.put(key, &requester, resource, method, earlier, deadline);
     }
 
     fn put(
@@ -182,7 +185,7 @@ impl PendingTable {
         requester: &str,
         resource: Arc<str>,
         method: Method,
-        retried: bool,
+        earlier: Vec<Arc<str>>,
         deadline: (u64, u64),
     ) {
         let key: Arc<str> = Arc::from(key);
@@ -192,7 +195,7 @@ impl PendingTable {
             Entry {
                 resource,
                 method,
-                retried,
+                earlier,
                 deadline,
             },
         );
@@ -275,7 +278,7 @@ impl PendingTable {
             resource: entry.resource,
             method: entry.method,
             seq: entry.deadline.1,
-            retried: entry.retried,
+            earlier: entry.earlier,
             deadline: entry.deadline,
         })
     }
@@ -374,13 +377,14 @@ mod tests {
             .insert("u@x/a", "1", "r1".into(), Method::Get, 0.0)
             .unwrap();
         let lost = t.take_resource("r1").pop().unwrap();
-        assert!(!lost.retried);
+        assert!(lost.earlier.is_empty());
         t.retarget(lost, "r2".into());
         assert_eq!(t.of_resource("r2"), 1);
         assert_eq!(t.of_requester("u@x/a"), 1);
         assert!(t.expire(9.0).is_empty());
         let gone = t.expire(10.0).pop().unwrap();
-        assert_eq!((gone.seq, gone.retried, &*gone.resource), (seq, true, "r2"));
+        assert_eq!((gone.seq, &*gone.resource), (seq, "r2"));
+        assert_eq!(gone.earlier, vec![Arc::<str>::from("r1")]);
     }
 
     #[test]

@@ -53,27 +53,49 @@ pub struct Resource {
     pub pool: Pool,
     /// Requests it holds now.
     pub pending: u32,
+    /// Out of rotation until this time (it kept failing), if ejected.
+    pub ejected_until: Option<f64>,
+    /// Requests in a row it let time out or declined.
+    failures: u32,
+    /// Ejections since it last answered: each one lasts twice as long as the one before.
+    ejections: u32,
     /// When it was last given a request (a counter): ties in `LeastPending` go to the
     /// one that waited longest, so a lightly loaded service still rotates.
     stamp: u64,
-    /// Position in its pool's dense list.
+    /// Position in its tier's dense list.
     slot: usize,
 }
+
+/// When a failing resource leaves the rotation, and for how long.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Ejection {
+    /// Failures in a row (timeouts, declines) that eject a resource; 0: never.
+    pub after: u32,
+    /// Seconds of the first ejection; each further one doubles, up to `MAX_EJECTION`.
+    pub seconds: f64,
+}
+
+/// The longest ejection, in seconds.
+pub const MAX_EJECTION: f64 = 600.0;
 
 /// Most requesters remembered by the sticky strategy; past it the memory starts over.
 const STICKY_CAPACITY: usize = 100_000;
 
+/// Tiers of eligible resources, in the order they are chosen from: active, draining, and
+/// ejected (only while no other eligible resource is online).
+const TIERS: usize = 3;
+const EJECTED: usize = 2;
+
 /// Online resources with O(1) add, remove and random or round-robin choice, and
 /// O(log n) least-pending choice.
 ///
-/// Each pool is a dense list (swap-remove keeps it dense): the original used a Lua array
+/// Each tier is a dense list (swap-remove keeps it dense): the original used a Lua array
 /// with holes, and lost half its requests once a resource left.
 pub struct ResourceSet {
     strategy: Strategy,
     all: HashMap<Arc<str>, Resource>,
-    active: Vec<Arc<str>>,
-    draining: Vec<Arc<str>>,
-    /// (pending, stamp, name) per pool, kept only for `LeastPending`.
+    tiers: [Vec<Arc<str>>; TIERS],
+    /// (pending, stamp, name) of the active and draining tiers, kept only for `LeastPending`.
     least: [BTreeSet<(u32, u64, Arc<str>)>; 2],
     clock: u64,
     cursor: usize,
@@ -86,14 +108,22 @@ impl Default for ResourceSet {
     }
 }
 
+fn tier_of(r: &Resource) -> Option<usize> {
+    match r.pool {
+        Pool::Ineligible => None,
+        _ if r.ejected_until.is_some() => Some(EJECTED),
+        Pool::Active => Some(0),
+        Pool::Draining => Some(1),
+    }
+}
+
 impl ResourceSet {
     /// An empty set choosing by `strategy`.
     pub fn new(strategy: Strategy) -> Self {
         ResourceSet {
             strategy,
             all: HashMap::new(),
-            active: Vec::new(),
-            draining: Vec::new(),
+            tiers: Default::default(),
             least: [BTreeSet::new(), BTreeSet::new()],
             clock: 0,
             cursor: 0,
@@ -111,8 +141,8 @@ impl ResourceSet {
         self.least = [BTreeSet::new(), BTreeSet::new()];
         if strategy == Strategy::LeastPending {
             for r in self.all.values() {
-                if let Some(i) = pool_index(r.pool) {
-                    self.least[i].insert(r.least_key());
+                if let Some(t) = tier_of(r).filter(|&t| t < EJECTED) {
+                    self.least[t].insert(r.least_key());
                 }
             }
         }
@@ -131,33 +161,30 @@ impl ResourceSet {
                 return false;
             }
         }
-        let (name, pending, stamp, new) = match self.detach(name) {
-            Some(r) => (r.name, r.pending, r.stamp, false),
-            None => (Arc::from(name), 0, 0, true),
+        let (mut resource, new) = match self.detach(name) {
+            Some(r) => (r, false),
+            None => (
+                Resource {
+                    name: Arc::from(name),
+                    priority,
+                    pool,
+                    pending: 0,
+                    ejected_until: None,
+                    failures: 0,
+                    ejections: 0,
+                    stamp: 0,
+                    slot: 0,
+                },
+                true,
+            ),
         };
-        let slot = match pool {
-            Pool::Active => push(&mut self.active, &name),
-            Pool::Draining => push(&mut self.draining, &name),
-            Pool::Ineligible => 0,
-        };
-        let resource = Resource {
-            name: name.clone(),
-            priority,
-            pool,
-            pending,
-            stamp,
-            slot,
-        };
-        if self.strategy == Strategy::LeastPending {
-            if let Some(i) = pool_index(pool) {
-                self.least[i].insert(resource.least_key());
-            }
-        }
-        self.all.insert(name, resource);
+        resource.priority = priority;
+        resource.pool = pool;
+        self.attach(resource);
         new
     }
 
-    /// Removes a resource; true when it was online.
+    /// Removes a resource; true when it was online. One that comes back starts clean.
     pub fn remove(&mut self, name: &str) -> bool {
         self.detach(name).is_some()
     }
@@ -165,8 +192,7 @@ impl ResourceSet {
     /// Forgets every resource (the target revoked the subscription or errored).
     pub fn clear(&mut self) {
         self.all.clear();
-        self.active.clear();
-        self.draining.clear();
+        self.tiers = Default::default();
         self.least = [BTreeSet::new(), BTreeSet::new()];
         self.sticky.clear();
     }
@@ -191,9 +217,15 @@ impl ResourceSet {
         self.all.is_empty()
     }
 
-    /// Number of online resources that may get requests.
+    /// Number of online resources that may get requests (ejected ones included: they
+    /// still get them when nothing better is online).
     pub fn eligible(&self) -> usize {
-        self.active.len() + self.draining.len()
+        self.tiers.iter().map(Vec::len).sum()
+    }
+
+    /// Number of ejected resources.
+    pub fn ejected(&self) -> usize {
+        self.tiers[EJECTED].len()
     }
 
     /// The online resources, in no particular order.
@@ -213,15 +245,66 @@ impl ResourceSet {
         self.adjust(name, -1, None);
     }
 
-    /// The resource for the next request of `requester`, by the strategy, among the active
-    /// resources or, while none is online, the draining ones; `except` is skipped (a retry).
+    /// The resource answered a request: its failures and ejections start over.
+    pub fn succeeded(&mut self, name: &str) {
+        if let Some(r) = self.all.get_mut(name) {
+            r.failures = 0;
+            r.ejections = 0;
+        }
+    }
+
+    /// The resource let a request time out or declined it. Returns the end of its
+    /// ejection when this failure ejects it: `policy.after` failures in a row, unless it
+    /// is the last eligible resource in rotation (with nothing better, it keeps serving).
+    pub fn failed(&mut self, name: &str, now: f64, policy: Ejection) -> Option<f64> {
+        let in_rotation = self.tiers[0].len() + self.tiers[1].len();
+        let r = self.all.get_mut(name)?;
+        r.failures = r.failures.saturating_add(1);
+        let tier = tier_of(r)?;
+        if policy.after == 0 || r.failures < policy.after || tier == EJECTED || in_rotation <= 1 {
+            return None;
+        }
+        let doubling = 2f64.powi(r.ejections.min(30) as i32);
+        let until = now + (policy.seconds * doubling).min(MAX_EJECTION);
+        r.ejections += 1;
+        r.failures = 0;
+        let mut resource = self.detach(name)?;
+        resource.ejected_until = Some(until);
+        self.attach(resource);
+        Some(until)
+    }
+
+    /// Puts resources whose ejection ended back into rotation; returns their names.
+    pub fn readmit(&mut self, now: f64) -> Vec<Arc<str>> {
+        let due: Vec<Arc<str>> = self.tiers[EJECTED]
+            .iter()
+            .filter(|n| {
+                self.all
+                    .get(&***n)
+                    .and_then(|r| r.ejected_until)
+                    .is_some_and(|until| until <= now)
+            })
+            .cloned()
+            .collect();
+        for name in &due {
+            if let Some(mut resource) = self.detach(name) {
+                resource.ejected_until = None;
+                self.attach(resource);
+            }
+        }
+        due
+    }
+
+    /// The resource for the next request keyed `key` (the sticky strategy keeps a key on
+    /// one resource), by the strategy, among the active resources or, while none is
+    /// online, the draining ones, then the ejected ones; `except` are skipped (a retry).
     pub fn choose<R: rand::Rng>(
         &mut self,
         rng: &mut R,
-        requester: &str,
-        except: Option<&str>,
+        key: &str,
+        except: &[&str],
     ) -> Option<Arc<str>> {
-        self.choose_by(self.strategy, rng, requester, except)
+        self.choose_by(self.strategy, rng, key, except)
     }
 
     /// Like `choose`, by the given strategy (messages are always sticky).
@@ -229,89 +312,69 @@ impl ResourceSet {
         &mut self,
         strategy: Strategy,
         rng: &mut R,
-        requester: &str,
-        except: Option<&str>,
+        key: &str,
+        except: &[&str],
     ) -> Option<Arc<str>> {
-        let skip = |list: &Vec<Arc<str>>| except.is_some_and(|e| list.iter().any(|n| &**n == e));
-        let usable = |list: &Vec<Arc<str>>| list.len() > usize::from(skip(list));
-        let pool = if usable(&self.active) {
-            0
-        } else if usable(&self.draining) {
-            1
-        } else {
-            return None;
-        };
-        let chosen = match strategy {
-            Strategy::Random => self.pick_random(pool, rng, except),
-            Strategy::RoundRobin => self.pick_next(pool, except),
-            Strategy::LeastPending if self.strategy != Strategy::LeastPending => {
-                self.pick_random(pool, rng, except)
-            }
-            Strategy::LeastPending => self.least[pool]
+        let skipped = |tier: usize, all: &HashMap<Arc<str>, Resource>| {
+            except
                 .iter()
-                .map(|(_, _, n)| n)
-                .find(|n| Some(&***n) != except)
-                .cloned(),
-            Strategy::Sticky => {
-                let kept = self.sticky.get(requester).filter(|name| {
-                    Some(&***name) != except
-                        && self.all.get(&***name).and_then(|r| pool_index(r.pool)) == Some(pool)
-                });
-                match kept {
-                    Some(name) => Some(name.clone()),
-                    None => {
-                        let name = self.pick_random(pool, rng, except);
-                        if let Some(name) = &name {
-                            if self.sticky.len() >= STICKY_CAPACITY {
-                                self.sticky.clear();
-                            }
-                            self.sticky.insert(requester.to_owned(), name.clone());
-                        }
-                        name
-                    }
-                }
-            }
+                .filter(|e| all.get(**e).and_then(tier_of) == Some(tier))
+                .count()
         };
-        chosen
-    }
-
-    fn list(&self, pool: usize) -> &Vec<Arc<str>> {
-        if pool == 0 {
-            &self.active
-        } else {
-            &self.draining
+        let tier = (0..TIERS).find(|&t| self.tiers[t].len() > skipped(t, &self.all))?;
+        let excluded = |name: &str| except.contains(&name);
+        match strategy {
+            Strategy::RoundRobin => self.pick_next(tier, &excluded),
+            Strategy::LeastPending if self.strategy == Strategy::LeastPending && tier < EJECTED => {
+                self.least[tier]
+                    .iter()
+                    .map(|(_, _, n)| n)
+                    .find(|n| !excluded(n))
+                    .cloned()
+            }
+            Strategy::Sticky => {
+                let kept = self.sticky.get(key).filter(|name| {
+                    !excluded(name) && self.all.get(&***name).and_then(tier_of) == Some(tier)
+                });
+                if let Some(name) = kept {
+                    return Some(name.clone());
+                }
+                let name = self.pick_random(tier, rng, &excluded)?;
+                if self.sticky.len() >= STICKY_CAPACITY {
+                    self.sticky.clear();
+                }
+                self.sticky.insert(key.to_owned(), name.clone());
+                Some(name)
+            }
+            _ => self.pick_random(tier, rng, &excluded),
         }
     }
 
     fn pick_random<R: rand::Rng>(
         &self,
-        pool: usize,
+        tier: usize,
         rng: &mut R,
-        except: Option<&str>,
+        excluded: &dyn Fn(&str) -> bool,
     ) -> Option<Arc<str>> {
-        let list = self.list(pool);
-        let skip = except
-            .and_then(|e| self.all.get(e))
-            .filter(|r| pool_index(r.pool) == Some(pool));
-        let n = list.len() - usize::from(skip.is_some());
-        if n == 0 {
+        let list = &self.tiers[tier];
+        if list.iter().all(|n| !excluded(n)) {
+            return list.get(rng.random_range(0..list.len())).cloned();
+        }
+        // A retry: the few resources that already had the request are left out.
+        let candidates: Vec<&Arc<str>> = list.iter().filter(|n| !excluded(n)).collect();
+        if candidates.is_empty() {
             return None;
         }
-        let mut i = rng.random_range(0..n);
-        if let Some(s) = skip {
-            if i >= s.slot {
-                i += 1;
-            }
-        }
-        Some(list[i].clone())
+        Some(candidates[rng.random_range(0..candidates.len())].clone())
     }
 
-    fn pick_next(&mut self, pool: usize, except: Option<&str>) -> Option<Arc<str>> {
-        for _ in 0..2 {
-            let i = self.cursor % self.list(pool).len();
+    fn pick_next(&mut self, tier: usize, excluded: &dyn Fn(&str) -> bool) -> Option<Arc<str>> {
+        let len = self.tiers[tier].len();
+        for _ in 0..len {
+            let i = self.cursor % len;
             self.cursor = self.cursor.wrapping_add(1);
-            let name = &self.list(pool)[i];
-            if Some(&**name) != except {
+            let name = &self.tiers[tier][i];
+            if !excluded(name) {
                 return Some(name.clone());
             }
         }
@@ -326,30 +389,39 @@ impl ResourceSet {
         r.pending = r.pending.saturating_add_signed(delta);
         r.stamp = stamp.unwrap_or(r.stamp);
         if self.strategy == Strategy::LeastPending {
-            if let Some(i) = pool_index(r.pool) {
-                self.least[i].remove(&before);
-                self.least[i].insert(r.least_key());
+            if let Some(t) = tier_of(r).filter(|&t| t < EJECTED) {
+                self.least[t].remove(&before);
+                self.least[t].insert(r.least_key());
             }
         }
     }
 
+    /// Puts a resource into the list of its tier.
+    fn attach(&mut self, mut resource: Resource) {
+        if let Some(t) = tier_of(&resource) {
+            resource.slot = self.tiers[t].len();
+            self.tiers[t].push(resource.name.clone());
+            if t < EJECTED && self.strategy == Strategy::LeastPending {
+                self.least[t].insert(resource.least_key());
+            }
+        }
+        self.all.insert(resource.name.clone(), resource);
+    }
+
+    /// Takes a resource out of the set and the list of its tier.
     fn detach(&mut self, name: &str) -> Option<Resource> {
         let r = self.all.remove(name)?;
-        let list = match r.pool {
-            Pool::Active => Some(&mut self.active),
-            Pool::Draining => Some(&mut self.draining),
-            Pool::Ineligible => None,
-        };
-        if let Some(list) = list {
+        if let Some(t) = tier_of(&r) {
+            let list = &mut self.tiers[t];
             list.swap_remove(r.slot);
             if let Some(moved) = list.get(r.slot) {
                 if let Some(m) = self.all.get_mut(&**moved) {
                     m.slot = r.slot;
                 }
             }
-        }
-        if let Some(i) = pool_index(r.pool) {
-            self.least[i].remove(&r.least_key());
+            if t < EJECTED {
+                self.least[t].remove(&r.least_key());
+            }
         }
         Some(r)
     }
@@ -358,19 +430,6 @@ impl ResourceSet {
 impl Resource {
     fn least_key(&self) -> (u32, u64, Arc<str>) {
         (self.pending, self.stamp, self.name.clone())
-    }
-}
-
-fn push(list: &mut Vec<Arc<str>>, name: &Arc<str>) -> usize {
-    list.push(name.clone());
-    list.len() - 1
-}
-
-fn pool_index(pool: Pool) -> Option<usize> {
-    match pool {
-        Pool::Active => Some(0),
-        Pool::Draining => Some(1),
-        Pool::Ineligible => None,
     }
 }
 
@@ -395,7 +454,7 @@ mod tests {
     fn picks(s: &mut ResourceSet, requester: &str, n: usize) -> Vec<String> {
         let mut r = rng();
         (0..n)
-            .map(|_| s.choose(&mut r, requester, None).unwrap().to_string())
+            .map(|_| s.choose(&mut r, requester, &[]).unwrap().to_string())
             .collect()
     }
 
@@ -425,13 +484,14 @@ mod tests {
     fn empty_set_chooses_nothing_and_except_skips() {
         let mut s = ResourceSet::new(Strategy::Random);
         let mut r = rng();
-        assert_eq!(s.choose(&mut r, "u", None), None);
+        assert_eq!(s.choose(&mut r, "u", &[]), None);
         s.upsert("a", 0, true);
-        assert_eq!(s.choose(&mut r, "u", Some("a")), None);
-        assert_eq!(s.choose(&mut r, "u", Some("zz")).as_deref(), Some("a"));
+        assert_eq!(s.choose(&mut r, "u", &["a"]), None);
+        assert_eq!(s.choose(&mut r, "u", &["zz"]).as_deref(), Some("a"));
         s.upsert("b", 0, true);
+        s.upsert("c", 0, true);
         for _ in 0..50 {
-            assert_eq!(s.choose(&mut r, "u", Some("a")).as_deref(), Some("b"));
+            assert_eq!(s.choose(&mut r, "u", &["a", "c"]).as_deref(), Some("b"));
         }
         s.clear();
         assert!(s.is_empty());
@@ -450,15 +510,15 @@ mod tests {
         let mut s = set(Strategy::LeastPending, &["a", "b", "c"]);
         let mut r = rng();
         for _ in 0..9 {
-            let name = s.choose(&mut r, "u", None).unwrap();
+            let name = s.choose(&mut r, "u", &[]).unwrap();
             s.hold(&name);
         }
         assert!(s.iter().all(|r| r.pending == 3), "spread evenly");
         s.release("b");
-        assert_eq!(s.choose(&mut r, "u", None).as_deref(), Some("b"));
+        assert_eq!(s.choose(&mut r, "u", &[]).as_deref(), Some("b"));
         s.upsert("d", 0, true);
         assert_eq!(
-            s.choose(&mut r, "u", None).as_deref(),
+            s.choose(&mut r, "u", &[]).as_deref(),
             Some("d"),
             "a newcomer holds nothing"
         );
@@ -470,7 +530,7 @@ mod tests {
         let mut r = rng();
         let mut seen = Vec::new();
         for _ in 0..6 {
-            let name = s.choose(&mut r, "u", None).unwrap();
+            let name = s.choose(&mut r, "u", &[]).unwrap();
             s.hold(&name);
             s.release(&name);
             seen.push(name.to_string());
@@ -484,7 +544,7 @@ mod tests {
         let mut s = set(Strategy::Random, &["a", "b"]);
         s.hold("a");
         s.set_strategy(Strategy::LeastPending);
-        assert_eq!(s.choose(&mut rng(), "u", None).as_deref(), Some("b"));
+        assert_eq!(s.choose(&mut rng(), "u", &[]).as_deref(), Some("b"));
     }
 
     #[test]
@@ -498,7 +558,7 @@ mod tests {
         assert!(picks(&mut s, "u", 20).iter().all(|r| *r == second));
         let mut r = rng();
         let others: HashSet<_> = (0..40)
-            .map(|i| s.choose(&mut r, &format!("r{i}"), None).unwrap())
+            .map(|i| s.choose(&mut r, &format!("r{i}"), &[]).unwrap())
             .collect();
         assert!(others.len() > 1, "different requesters spread");
     }
@@ -526,7 +586,7 @@ mod tests {
     fn ineligible_resources_are_listed_but_never_chosen() {
         let mut s = ResourceSet::new(Strategy::Random);
         s.upsert("phone", 10, false);
-        assert_eq!(s.choose(&mut rng(), "u", None), None);
+        assert_eq!(s.choose(&mut rng(), "u", &[]), None);
         assert_eq!((s.len(), s.eligible()), (1, 0));
         s.upsert("focus", 0, true);
         assert!(picks(&mut s, "u", 30).iter().all(|r| r == "focus"));
@@ -538,10 +598,10 @@ mod tests {
         s.hold("a");
         s.upsert("a", -5, true);
         s.upsert("b", -5, true);
-        assert_eq!(s.choose(&mut rng(), "u", None).as_deref(), Some("c"));
+        assert_eq!(s.choose(&mut rng(), "u", &[]).as_deref(), Some("c"));
         s.remove("c");
         assert_eq!(
-            s.choose(&mut rng(), "u", None).as_deref(),
+            s.choose(&mut rng(), "u", &[]).as_deref(),
             Some("b"),
             "least loaded of the draining"
         );

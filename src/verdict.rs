@@ -121,6 +121,8 @@ pub struct Head<'a> {
     pub priority: Option<f64>,
     /// For presence: whether the sender's resource matches `client_proxy_resources`.
     pub eligible: bool,
+    /// For a stanza of type error: its defined condition.
+    pub condition: Option<&'a str>,
 }
 
 /// Readdress the stanza that arrived and send it on.
@@ -224,6 +226,8 @@ pub enum OutItem {
     },
     /// The subscriber set changed: the bare JIDs to store.
     Subscribers(Vec<String>),
+    /// A line for the operator's log, at info (a resource ejected or back in rotation).
+    Log(String),
     /// The module's health changed.
     Status {
         /// How bad.

@@ -34,10 +34,11 @@ struct Counters {
     outbound: u64,
     messages_in: u64,
     messages_out: u64,
+    ejections: u64,
 }
 
 /// One online resource as the status command lists it.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct ResourceStatus {
     /// The resourcepart.
     pub name: String,
@@ -47,6 +48,8 @@ pub struct ResourceStatus {
     pub pool: &'static str,
     /// Requests it holds now.
     pub pending: u32,
+    /// Out of rotation until then (the shim's clock), if ejected.
+    pub ejected_until: Option<f64>,
 }
 
 /// A snapshot of one component for the status command, metrics and `module:set_status`.
@@ -62,6 +65,10 @@ pub struct Status {
     pub outbound_pending: usize,
     /// Online resources that may get requests.
     pub eligible: usize,
+    /// Of those, the ones out of rotation because they kept failing.
+    pub ejected: usize,
+    /// Ejections so far.
+    pub ejections: u64,
     /// The target revoked the subscription (or its presence errored).
     pub revoked: bool,
     /// Health, as `module:set_status` takes it.
@@ -219,6 +226,7 @@ impl Proxy {
     /// remote-server-timeout. Returns the outbox (those answers last).
     pub fn tick(&mut self, now: f64) -> Vec<OutItem> {
         self.jat.expire(now);
+        self.readmit(now);
         self.expire_requests(now);
         self.expire_outbound(now);
         self.drain()
@@ -262,6 +270,7 @@ impl Proxy {
                     Pool::Ineligible => "ineligible",
                 },
                 pending: r.pending,
+                ejected_until: r.ejected_until,
             })
             .collect();
         resources.sort_by(|a, b| a.name.cmp(&b.name));
@@ -271,6 +280,8 @@ impl Proxy {
             pending: self.pending.len(),
             outbound_pending: self.outbound.len(),
             eligible: self.resources.eligible(),
+            ejected: self.resources.ejected(),
+            ejections: c.ejections,
             revoked: self.revoked,
             level,
             text,

@@ -3,15 +3,30 @@
 
 use super::{full_jid, Proxy};
 use crate::pending::{Method, Mismatch, Refusal, Request};
+/// The drop reason of a declined request sent to another resource.
+const RETRIED: &str = "declined: sent to another resource";
+
 use crate::verdict::{
     Head, OutItem, Send, StanzaError, Verdict, DUPLICATE_ID, NOT_ADDRESSED, NO_ID, NO_RESOURCE,
     REQUESTER_FULL, RESOURCE_GONE, TABLE_FULL, TIMED_OUT,
 };
 
-/// The held stanza of a request, if the shim holds one: only gets are held, because
-/// only gets are retried (they have no side effects).
+/// Every forwarded request is held: a declined one (get or set) goes to another
+/// resource, and a lost get too.
 fn held(request: &Request) -> Option<u64> {
-    (request.method == Method::Get).then_some(request.seq)
+    Some(request.seq)
+}
+
+/// An answer with one of these conditions means the resource does not implement the
+/// request: nothing happened, so another resource may take it.
+const DECLINES: [&str; 2] = ["service-unavailable", "feature-not-implemented"];
+
+/// The key that keeps a user on one resource (sticky strategy, messages): the bare JID,
+/// so that a user's devices reach the resource that holds their state.
+pub(super) fn user_of(requester: &str) -> &str {
+    requester
+        .split_once('/')
+        .map_or(requester, |(bare, _)| bare)
 }
 
 impl Proxy {
@@ -41,7 +56,10 @@ impl Proxy {
         let Some(id) = id else {
             return Verdict::Error(NO_ID);
         };
-        let Some(resource) = self.resources.choose(&mut self.rng, requester, None) else {
+        let Some(resource) = self
+            .resources
+            .choose(&mut self.rng, user_of(requester), &[])
+        else {
             return Verdict::Error(NO_RESOURCE);
         };
         let to = full_jid(&self.config.target, &resource);
@@ -64,7 +82,7 @@ impl Proxy {
             to,
             from,
             id: None,
-            hold: (method == Method::Get).then_some(seq),
+            hold: Some(seq),
             release: None,
         })
     }
@@ -96,9 +114,12 @@ impl Proxy {
             };
             return self.outbound_request(resource, jat, head.id, method, now);
         }
-        let verdict = self.match_reply(jat, from_res, head.id, now);
+        let declined = head.stanza_type == Some("error")
+            && head.condition.is_some_and(|c| DECLINES.contains(&c));
+        let verdict = self.match_reply(jat, from_res, head.id, declined, now);
         match verdict {
             Verdict::Send(_) => self.counters.delivered += 1,
+            Verdict::Drop { reason, .. } if reason == RETRIED => {}
             _ => self.counters.unsolicited += 1,
         }
         verdict
@@ -109,6 +130,7 @@ impl Proxy {
         jat: &str,
         from_res: Option<&str>,
         id: Option<&str>,
+        declined: bool,
         now: f64,
     ) -> Verdict {
         let (Some(resource), Some(id)) = (from_res, id) else {
@@ -120,14 +142,15 @@ impl Proxy {
         match self.pending.take_reply(&requester, id, resource) {
             Ok(request) => {
                 self.resources.release(&request.resource);
-                let release = held(&request);
-                Verdict::Send(Send {
-                    to: request.requester,
-                    from: self.config.host.clone(),
-                    id: None,
-                    hold: None,
-                    release,
-                })
+                if declined {
+                    self.failed(&request.resource, now);
+                    match self.retry_elsewhere(request, now) {
+                        Ok(()) => return Verdict::drop(RETRIED),
+                        Err(request) => return self.deliver(request),
+                    }
+                }
+                self.resources.succeeded(&request.resource);
+                self.deliver(request)
             }
             Err(Mismatch::Unknown) => Verdict::drop("reply to no outstanding request"),
             Err(Mismatch::WrongResource) => {
@@ -136,31 +159,74 @@ impl Proxy {
         }
     }
 
+    /// The answer goes to the requester; the held stanza is let go.
+    fn deliver(&mut self, request: Request) -> Verdict {
+        let release = held(&request);
+        Verdict::Send(Send {
+            to: request.requester,
+            from: self.config.host.clone(),
+            id: None,
+            hold: None,
+            release,
+        })
+    }
+
+    /// Sends a held request to an eligible resource that has not had it yet (a retry);
+    /// gives it back when there is none.
+    fn retry_elsewhere(&mut self, request: Request, now: f64) -> Result<(), Request> {
+        let mut had: Vec<&str> = request.earlier.iter().map(|r| &**r).collect();
+        had.push(&request.resource);
+        let Some(resource) =
+            self.resources
+                .choose(&mut self.rng, user_of(&request.requester), &had)
+        else {
+            return Err(request);
+        };
+        self.outbox.push(OutItem::Resend {
+            held: request.seq,
+            to: full_jid(&self.config.target, &resource),
+            from: full_jid(&self.config.host, &self.jat.encode(&request.requester, now)),
+        });
+        self.resources.hold(&resource);
+        self.pending.retarget(request, resource);
+        self.counters.retried += 1;
+        Ok(())
+    }
+
+    /// A resource let a request time out or declined it: it may leave the rotation.
+    fn failed(&mut self, resource: &str, now: f64) {
+        if let Some(until) = self.resources.failed(resource, now, self.config.ejection) {
+            self.counters.ejections += 1;
+            self.outbox.push(OutItem::Log(format!(
+                "{}/{resource} ejected for {:.0} s: it let {} requests in a row time out or declined them",
+                self.config.target,
+                until - now,
+                self.config.ejection.after
+            )));
+        }
+    }
+
+    /// Ejected resources whose time is up go back into rotation.
+    pub(super) fn readmit(&mut self, now: f64) {
+        for resource in self.resources.readmit(now) {
+            self.outbox.push(OutItem::Log(format!(
+                "{}/{resource} is back in rotation after its ejection",
+                self.config.target
+            )));
+        }
+    }
+
     /// Requests whose resource went away: a get not yet retried goes to another online
-    /// resource (it has no side effects); anything else is answered recipient-unavailable.
+    /// resource (it has no side effects); anything else is answered recipient-unavailable
+    /// (a set may have been done).
     pub(super) fn lose(&mut self, lost: Vec<Request>, now: f64) {
         for request in lost {
-            let other = if request.method == Method::Get && !request.retried {
-                self.resources
-                    .choose(&mut self.rng, &request.requester, Some(&request.resource))
-            } else {
-                None
-            };
-            match other {
-                Some(resource) => {
-                    self.outbox.push(OutItem::Resend {
-                        held: request.seq,
-                        to: full_jid(&self.config.target, &resource),
-                        from: full_jid(
-                            &self.config.host,
-                            &self.jat.encode(&request.requester, now),
-                        ),
-                    });
-                    self.resources.hold(&resource);
-                    self.pending.retarget(request, resource);
-                    self.counters.retried += 1;
+            if request.method == Method::Get && request.earlier.is_empty() {
+                if let Err(request) = self.retry_elsewhere(request, now) {
+                    self.answer_lost(vec![request]);
                 }
-                None => self.answer_lost(vec![request]),
+            } else {
+                self.answer_lost(vec![request]);
             }
         }
     }
@@ -177,6 +243,7 @@ impl Proxy {
     pub(super) fn expire_requests(&mut self, now: f64) {
         for request in self.pending.expire(now) {
             self.resources.release(&request.resource);
+            self.failed(&request.resource, now);
             self.counters.timed_out += 1;
             self.owe(request, TIMED_OUT);
         }

@@ -41,6 +41,7 @@ fn head<'a>(
         id: Some(id),
         priority: None,
         eligible: true,
+        condition: None,
     }
 }
 
@@ -813,6 +814,219 @@ fn base64_mode_round_trips() {
     );
 }
 
+fn decline(p: &mut Proxy, res: &str, id: &str, now: f64) -> Verdict {
+    let from = format!("{T}/{res}");
+    let mut h = head("iq", Some("error"), &from, R_JAT, id);
+    h.condition = Some("service-unavailable");
+    p.route(h, now)
+}
+
+/// The resource a forwarded request went to.
+fn resource_of(v: Verdict) -> String {
+    let to = forwarded(v).0;
+    to.rsplit('/').next().unwrap().to_owned()
+}
+
+#[test]
+fn a_declined_request_goes_to_each_other_resource_once_then_back_to_the_user() {
+    let mut p = proxy();
+    for r in ["a", "b", "c"] {
+        online(&mut p, r);
+    }
+    let first = send(set(&mut p, R, "s"));
+    let seq = first.hold.expect("a set is held too");
+    let mut seen = vec![first.to.rsplit('/').next().unwrap().to_owned()];
+    // The set is held too: declined, nothing happened, so another resource may take it.
+    for _ in 0..2 {
+        let v = decline(&mut p, seen.last().unwrap(), "s", 1.0);
+        assert_eq!(
+            v,
+            Verdict::Drop {
+                reason: "declined: sent to another resource",
+                drain: true
+            }
+        );
+        let (answers, retries) = split(p.drain());
+        assert!(answers.is_empty());
+        assert_eq!(retries.len(), 1);
+        assert_eq!(retries[0].seq, seq);
+        let next = retries[0].to.rsplit('/').next().unwrap().to_owned();
+        assert!(!seen.contains(&next), "{next} had it already: {seen:?}");
+        seen.push(next);
+    }
+    // Nobody left: the last answer goes to the requester, and the stanza is let go.
+    let last = decline(&mut p, seen.last().unwrap(), "s", 1.0);
+    assert_eq!(last, sent(R, H, None, None, Some(seq)));
+    assert_eq!((p.counters.retried, p.counters.delivered), (2, 1));
+    assert!(p.pending.is_empty());
+}
+
+#[test]
+fn other_errors_and_results_reach_the_user_and_count_as_answers() {
+    let mut p = proxy();
+    online(&mut p, "a");
+    online(&mut p, "b");
+    let v = request(&mut p, R, "1", H);
+    let res = resource_of(v);
+    let from = format!("{T}/{res}");
+    let mut h = head("iq", Some("error"), &from, R_JAT, "1");
+    h.condition = Some("item-not-found");
+    assert!(matches!(p.route(h, 1.0), Verdict::Send(_)));
+}
+
+/// Lets `res` time out once (a request to it from its own requester, then the clock).
+fn time_out_on(p: &mut Proxy, res: &str, now: &mut f64) -> Vec<OutItem> {
+    for i in 0..100 {
+        let who = format!("u{i}@example.org/{res}");
+        let v = p.route(head("iq", Some("get"), &who, H, "t"), *now);
+        let to = forwarded(v).0;
+        if to.ends_with(&format!("/{res}")) {
+            *now += 11.0;
+            return p.tick(*now);
+        }
+        // Went elsewhere: answer it at once.
+        let other = to.rsplit('/').next().unwrap().to_owned();
+        let jat = format!("{H}/{who}");
+        let reply_from = format!("{T}/{other}");
+        p.route(head("iq", Some("result"), &reply_from, &jat, "t"), *now);
+    }
+    panic!("{res} never chosen");
+}
+
+fn logs(items: &[OutItem]) -> Vec<String> {
+    items
+        .iter()
+        .filter_map(|i| match i {
+            OutItem::Log(text) => Some(text.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_resource_that_keeps_failing_is_ejected_for_a_doubling_while_never_the_last() {
+    let mut p = proxy();
+    online(&mut p, "good");
+    online(&mut p, "silent");
+    let mut now = 0.0;
+    let mut out = Vec::new();
+    for _ in 0..3 {
+        out = time_out_on(&mut p, "silent", &mut now);
+    }
+    assert_eq!(
+        logs(&out),
+        vec![format!(
+            "{T}/silent ejected for 30 s: it let 3 requests in a row time out or declined them"
+        )]
+    );
+    assert_eq!((p.status().ejected, p.status().ejections), (1, 1));
+    let until = now + 30.0;
+    let row = p
+        .status()
+        .resources
+        .into_iter()
+        .find(|r| r.name == "silent")
+        .unwrap();
+    assert_eq!(row.ejected_until, Some(until));
+    for i in 0..30 {
+        let id = format!("e{i}");
+        assert_eq!(resource_of(request(&mut p, R, &id, H)), "good");
+        delivered(reply(&mut p, "good", "result", R_JAT, &id));
+    }
+    // Time's up: back in rotation, logged once.
+    out = p.tick(until);
+    assert_eq!(
+        logs(&out),
+        vec![format!("{T}/silent is back in rotation after its ejection")]
+    );
+    assert_eq!(p.status().ejected, 0);
+    now = until;
+    for _ in 0..3 {
+        out = time_out_on(&mut p, "silent", &mut now);
+    }
+    assert!(
+        logs(&out)[0].contains("ejected for 60 s"),
+        "doubled: {out:?}"
+    );
+    // The good one goes: the ejected one is all there is, and still gets requests.
+    offline(&mut p, "good");
+    assert_eq!(resource_of(request(&mut p, R, "only", H)), "silent");
+    // Offline and back: it starts clean.
+    offline(&mut p, "silent");
+    online(&mut p, "silent");
+    assert_eq!(p.status().ejected, 0);
+}
+
+#[test]
+fn the_last_resource_in_rotation_is_never_ejected_and_an_answer_resets_the_count() {
+    let mut p = proxy();
+    online(&mut p, "only");
+    let mut now = 0.0;
+    for _ in 0..5 {
+        assert!(logs(&time_out_on(&mut p, "only", &mut now)).is_empty());
+    }
+    assert_eq!(p.status().ejected, 0);
+    online(&mut p, "b");
+    // Two failures, an answer, two failures: never 3 in a row.
+    let mut p = proxy();
+    online(&mut p, "a");
+    online(&mut p, "b");
+    let mut now = 0.0;
+    for _ in 0..2 {
+        time_out_on(&mut p, "a", &mut now);
+    }
+    let who = "x@example.org/a";
+    loop {
+        let v = p.route(head("iq", Some("get"), who, H, "ok"), now);
+        let to = forwarded(v).0;
+        let from = to.clone();
+        let jat = format!("{H}/{who}");
+        p.route(head("iq", Some("result"), &from, &jat, "ok"), now);
+        if to.ends_with("/a") {
+            break;
+        }
+    }
+    for _ in 0..2 {
+        assert!(logs(&time_out_on(&mut p, "a", &mut now)).is_empty());
+    }
+    assert_eq!(p.status().ejected, 0);
+}
+
+#[test]
+fn ejection_can_be_turned_off() {
+    let mut p = Proxy::new(config(|o| {
+        o.timeout = Some(10.0);
+        o.eject_after = Some(0.0);
+    }));
+    online(&mut p, "a");
+    online(&mut p, "b");
+    let mut now = 0.0;
+    for _ in 0..6 {
+        time_out_on(&mut p, "a", &mut now);
+    }
+    assert_eq!(p.status().ejected, 0);
+}
+
+#[test]
+fn sticky_keeps_a_users_devices_on_one_resource() {
+    let mut p = Proxy::new(config(|o| o.strategy = Some("sticky".into())));
+    p.seed(5);
+    for r in ["a", "b", "c", "d"] {
+        online(&mut p, r);
+    }
+    let first = resource_of(request(&mut p, "user@example.org/phone", "0", H));
+    for i in 1..10 {
+        let device = if i % 2 == 0 { "phone" } else { "laptop" };
+        let v = request(
+            &mut p,
+            &format!("user@example.org/{device}"),
+            &i.to_string(),
+            H,
+        );
+        assert_eq!(resource_of(v), first, "device {device}");
+    }
+}
+
 /// Random sequences of requests, replies, presence changes and clock ticks against a model
 /// of RFC 6120's promise: every forwarded get/set ends with exactly one answer.
 mod model {
@@ -836,7 +1050,8 @@ mod model {
             res: usize,
             who: usize,
             id: u8,
-            error: bool,
+            /// None: a result; Some(true): an error that declines; Some(false): another error.
+            error: Option<bool>,
         },
         Online(usize),
         Offline(usize),
@@ -847,7 +1062,7 @@ mod model {
     fn op() -> impl Strategy<Value = Op> {
         prop_oneof![
             6 => (0..3usize, 0..6u8, any::<bool>()).prop_map(|(who, id, set)| Op::Request { who, id, set }),
-            6 => (0..3usize, 0..3usize, 0..6u8, any::<bool>())
+            6 => (0..3usize, 0..3usize, 0..6u8, proptest::option::of(any::<bool>()))
                 .prop_map(|(res, who, id, error)| Op::Reply { res, who, id, error }),
             2 => (0..3usize).prop_map(Op::Online),
             2 => (0..3usize).prop_map(Op::Offline),
@@ -910,11 +1125,11 @@ mod model {
                     Op::Request { who, id, set } => {
                         let id = id.to_string();
                         let kind = if set { "set" } else { "get" };
-                        let head = Head { name: "iq", stanza_type: Some(kind), from: Some(REQUESTERS[who]), to: Some(H), id: Some(&id), priority: None, eligible: true };
+                        let head = Head { name: "iq", stanza_type: Some(kind), from: Some(REQUESTERS[who]), to: Some(H), id: Some(&id), priority: None, eligible: true, condition: None };
                         match p.route(head, now) {
                             Verdict::Send(s) => {
                                 prop_assert!(s.to.starts_with(T));
-                                prop_assert_eq!(s.hold.is_some(), !set, "gets are held, sets not");
+                                prop_assert!(s.hold.is_some(), "every forwarded request is held");
                                 if let Some(n) = s.hold {
                                     prop_assert!(w.held.insert(n));
                                 }
@@ -929,27 +1144,32 @@ mod model {
                         let id = id.to_string();
                         let from = format!("{T}/{}", RESOURCES[res]);
                         let to = format!("{H}/{}", REQUESTERS[who]);
-                        let kind = if error { "error" } else { "result" };
-                        let head = Head { name: "iq", stanza_type: Some(kind), from: Some(&from), to: Some(&to), id: Some(&id), priority: None, eligible: true };
+                        let kind = if error.is_some() { "error" } else { "result" };
+                        let condition = error.map(|declines| if declines { "service-unavailable" } else { "bad-request" });
+                        let head = Head { name: "iq", stanza_type: Some(kind), from: Some(&from), to: Some(&to), id: Some(&id), priority: None, eligible: true, condition };
                         match p.route(head, now) {
                             Verdict::Send(s) => {
                                 prop_assert_eq!(s.from.as_str(), H);
                                 w.answer(&s.to, &id, s.release);
                             }
-                            Verdict::Drop { .. } => {}
+                            Verdict::Drop { drain, .. } => {
+                                if drain {
+                                    w.take(p.drain());
+                                }
+                            }
                             other => prop_assert!(false, "reply got {other:?}"),
                         }
                     }
                     Op::Online(res) | Op::Offline(res) => {
                         let from = format!("{T}/{}", RESOURCES[res]);
                         let kind = matches!(op, Op::Offline(_)).then_some("unavailable");
-                        let head = Head { name: "presence", stanza_type: kind, from: Some(&from), to: Some(H), id: None, priority: None, eligible: true };
+                        let head = Head { name: "presence", stanza_type: kind, from: Some(&from), to: Some(H), id: None, priority: None, eligible: true, condition: None };
                         let dropped = matches!(p.route(head, now), Verdict::Drop { .. });
                         prop_assert!(dropped);
                         w.take(p.drain());
                     }
                     Op::Revoke => {
-                        let head = Head { name: "presence", stanza_type: Some("unsubscribed"), from: Some(T), to: Some(H), id: None, priority: None, eligible: true };
+                        let head = Head { name: "presence", stanza_type: Some("unsubscribed"), from: Some(T), to: Some(H), id: None, priority: None, eligible: true, condition: None };
                         p.route(head, now);
                         w.take(p.drain());
                     }
