@@ -3,6 +3,7 @@
 
 use crate::jat::Mode;
 use crate::resources::{Ejection, Strategy};
+use std::collections::HashSet;
 use std::fmt;
 
 /// Validated options of one `client_proxy` component.
@@ -31,6 +32,26 @@ pub struct Config {
     /// When a failing resource leaves the rotation (`client_proxy_eject_after`,
     /// `client_proxy_eject_for`).
     pub ejection: Ejection,
+    /// Most requests one user (bare JID) may have outstanding.
+    pub max_pending_per_user: u32,
+    /// Most requests one domain this server does not host may have outstanding.
+    pub max_pending_per_domain: u32,
+    /// Who may use the service (`client_proxy_allow`); None: everyone.
+    pub allow: Option<Allow>,
+}
+
+/// The domains and accounts allowed to use the service.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Allow {
+    domains: HashSet<String>,
+    users: HashSet<String>,
+}
+
+impl Allow {
+    /// Whether `user` (a bare JID) on `domain` is allowed.
+    pub fn admits(&self, user: &str, domain: &str) -> bool {
+        self.domains.contains(domain) || self.users.contains(user)
+    }
 }
 
 /// A bad option: which one and why.
@@ -63,6 +84,10 @@ pub const DEFAULT_TIMEOUT: f64 = 60.0;
 pub const DEFAULT_MAX_PENDING: usize = 100_000;
 /// Default of `client_proxy_max_pending_per_requester`.
 pub const DEFAULT_MAX_PER_REQUESTER: u32 = 64;
+/// Default of `client_proxy_max_pending_per_user`.
+pub const DEFAULT_MAX_PER_USER: u32 = 256;
+/// Default of `client_proxy_max_pending_per_domain`.
+pub const DEFAULT_MAX_PER_DOMAIN: u32 = 1000;
 /// Default of `client_proxy_eject_after`.
 pub const DEFAULT_EJECT_AFTER: u32 = 3;
 /// Default of `client_proxy_eject_for`, in seconds.
@@ -94,6 +119,12 @@ pub struct Options {
     pub eject_after: Option<f64>,
     /// `client_proxy_eject_for`, in seconds.
     pub eject_for: Option<f64>,
+    /// `client_proxy_max_pending_per_user`.
+    pub max_pending_per_user: Option<f64>,
+    /// `client_proxy_max_pending_per_domain`.
+    pub max_pending_per_domain: Option<f64>,
+    /// `client_proxy_allow`: domains and bare JIDs.
+    pub allow: Option<Vec<String>>,
 }
 
 impl Config {
@@ -190,6 +221,17 @@ impl Config {
                 ))
             }
         };
+        let max_per_user = count(
+            "client_proxy_max_pending_per_user",
+            options.max_pending_per_user,
+            DEFAULT_MAX_PER_USER as f64,
+        )?;
+        let max_per_domain = count(
+            "client_proxy_max_pending_per_domain",
+            options.max_pending_per_domain,
+            DEFAULT_MAX_PER_DOMAIN as f64,
+        )?;
+        let allow = options.allow.as_deref().map(allow_list).transpose()?;
         Ok(Config {
             host: host.to_owned(),
             target: bare.to_string(),
@@ -205,8 +247,37 @@ impl Config {
                 after: eject_after.min(u32::MAX as f64) as u32,
                 seconds: eject_for,
             },
+            max_pending_per_user: max_per_user.min(u32::MAX as u64) as u32,
+            max_pending_per_domain: max_per_domain.min(u32::MAX as u64) as u32,
+            allow,
         })
     }
+}
+
+/// `client_proxy_allow`: each entry a domain or a bare JID, normalised as Prosody
+/// prepares JIDs.
+fn allow_list(entries: &[String]) -> Result<Allow, ConfigError> {
+    let mut allow = Allow::default();
+    for entry in entries {
+        let jid = jid::Jid::new(entry).map_err(|e| {
+            bad(
+                "client_proxy_allow",
+                format!("{entry:?} is not a domain or a bare JID ({e})"),
+            )
+        })?;
+        if !jid.is_bare() {
+            return Err(bad(
+                "client_proxy_allow",
+                format!("{entry:?} has a resource: list domains and bare JIDs"),
+            ));
+        }
+        if jid.node().is_some() {
+            allow.users.insert(jid.to_string());
+        } else {
+            allow.domains.insert(jid.domain().to_string());
+        }
+    }
+    Ok(allow)
 }
 
 fn count(option: &'static str, value: Option<f64>, default: f64) -> Result<u64, ConfigError> {
@@ -250,6 +321,10 @@ mod tests {
         assert_eq!((c.max_pending, c.max_pending_per_requester), (100_000, 64));
         assert!(c.messages && c.outbound && c.presence);
         assert_eq!(
+            (c.max_pending_per_user, c.max_pending_per_domain, c.allow),
+            (256, 1000, None)
+        );
+        assert_eq!(
             c.ejection,
             Ejection {
                 after: 3,
@@ -283,6 +358,20 @@ mod tests {
         assert_eq!(e.option, "client_proxy_eject_after");
         let e = with(|o| o.eject_for = Some(0.0)).unwrap_err();
         assert_eq!(e.option, "client_proxy_eject_for");
+        let e = with(|o| o.max_pending_per_user = Some(0.0)).unwrap_err();
+        assert_eq!(e.option, "client_proxy_max_pending_per_user");
+        let e = with(|o| o.max_pending_per_domain = Some(0.5)).unwrap_err();
+        assert_eq!(e.option, "client_proxy_max_pending_per_domain");
+        for entry in ["a@b/c", "", "@x"] {
+            let e = with(|o| o.allow = Some(vec![entry.into()])).unwrap_err();
+            assert_eq!(e.option, "client_proxy_allow", "{entry:?}");
+        }
+        let c = with(|o| o.allow = Some(vec!["Example.ORG".into(), "Boss@Elsewhere.net".into()]))
+            .unwrap();
+        let allow = c.allow.unwrap();
+        assert!(allow.admits("anyone@example.org", "example.org"));
+        assert!(allow.admits("boss@elsewhere.net", "elsewhere.net"));
+        assert!(!allow.admits("other@elsewhere.net", "elsewhere.net"));
         let c = with(|o| o.eject_after = Some(0.0)).unwrap();
         assert_eq!(c.ejection.after, 0, "0 turns ejection off");
         let c = with(|o| {

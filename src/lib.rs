@@ -45,8 +45,33 @@ type RouteArgs = (
 /// The Lua handle on one component's state.
 struct LuaProxy(Arc<Mutex<Proxy>>);
 
-fn opt_str(v: &Option<LuaString>) -> LuaResult<Option<mlua::BorrowedStr>> {
-    v.as_ref().map(|s| s.to_str()).transpose()
+/// A stanza field as text: borrowed from Lua when it is UTF-8 (always, from Prosody's
+/// parser), else a lossy copy, so that odd bytes get the answer any odd address gets
+/// instead of an internal error.
+enum Text {
+    Borrowed(mlua::BorrowedStr),
+    Lossy(String),
+}
+
+impl std::ops::Deref for Text {
+    type Target = str;
+    fn deref(&self) -> &str {
+        match self {
+            Text::Borrowed(s) => s,
+            Text::Lossy(s) => s,
+        }
+    }
+}
+
+fn text_of(s: &LuaString) -> Text {
+    match s.to_str() {
+        Ok(s) => Text::Borrowed(s),
+        Err(_) => Text::Lossy(s.to_string_lossy()),
+    }
+}
+
+fn opt_text(v: &Option<LuaString>) -> Option<Text> {
+    v.as_ref().map(text_of)
 }
 
 /// An option's value as the config file gave it, for an error message.
@@ -91,6 +116,33 @@ fn number_option(t: &LuaTable, option: &'static str) -> LuaResult<Option<f64>> {
     }
 }
 
+/// A list of strings (an array table; a single string is a list of one, as Prosody's
+/// get_option_array reads it).
+fn list_option(t: &LuaTable, option: &'static str) -> LuaResult<Option<Vec<String>>> {
+    match t.raw_get::<LuaValue>(option)? {
+        LuaValue::Nil => Ok(None),
+        LuaValue::String(s) => match s.to_str() {
+            Ok(s) => Ok(Some(vec![s.to_owned()])),
+            Err(_) => Err(option_error(option, &LuaValue::String(s), "UTF-8 text")),
+        },
+        LuaValue::Table(list) => {
+            let mut out = Vec::new();
+            for value in list.sequence_values::<LuaValue>() {
+                match value? {
+                    LuaValue::String(s) if s.to_str().is_ok() => out.push(s.to_str()?.to_owned()),
+                    other => return Err(option_error(option, &other, "a domain or a bare JID")),
+                }
+            }
+            Ok(Some(out))
+        }
+        other => Err(option_error(
+            option,
+            &other,
+            "a list of domains and bare JIDs",
+        )),
+    }
+}
+
 /// A switch: a boolean, or one of the spellings Prosody's get_option_boolean accepts.
 fn switch_option(t: &LuaTable, option: &'static str) -> LuaResult<Option<bool>> {
     let value = t.raw_get::<LuaValue>(option)?;
@@ -127,6 +179,9 @@ fn options_from(t: &LuaTable) -> LuaResult<Options> {
         presence: switch_option(t, "client_proxy_presence")?,
         eject_after: number_option(t, "client_proxy_eject_after")?,
         eject_for: number_option(t, "client_proxy_eject_for")?,
+        max_pending_per_user: number_option(t, "client_proxy_max_pending_per_user")?,
+        max_pending_per_domain: number_option(t, "client_proxy_max_pending_per_domain")?,
+        allow: list_option(t, "client_proxy_allow")?,
     })
 }
 
@@ -233,12 +288,12 @@ impl LuaUserData for LuaProxy {
             |lua,
              this,
              (name, stanza_type, from, to, id, now, priority, eligible, condition): RouteArgs| {
-                let name = name.to_str()?;
+                let name = text_of(&name);
                 let (stanza_type, from, to, id) = (
-                    opt_str(&stanza_type)?,
-                    opt_str(&from)?,
-                    opt_str(&to)?,
-                    opt_str(&id)?,
+                    opt_text(&stanza_type),
+                    opt_text(&from),
+                    opt_text(&to),
+                    opt_text(&id),
                 );
                 // A condition that is not UTF-8 is no condition this proxy knows.
                 let condition = condition.as_ref().and_then(|c| c.to_str().ok());
@@ -301,6 +356,11 @@ impl LuaUserData for LuaProxy {
             let items = lock(&this.0).stopping();
             outbox_to_lua(lua, items)
         });
+        // set_local_domains({ domain, ... }): the hosts this server has now
+        methods.add_method("set_local_domains", |_, this, domains: Vec<String>| {
+            lock(&this.0).set_local_domains(domains.iter().map(String::as_str));
+            Ok(())
+        });
         // status() -> snapshot table (INTERNALS.md)
         methods.add_method("status", |lua, this, ()| {
             let status = lock(&this.0).status();
@@ -309,7 +369,7 @@ impl LuaUserData for LuaProxy {
     }
 }
 
-/// open{ host=, target_address=, client_proxy_*=, subscribers= } -> proxy
+/// open{ host=, target_address=, client_proxy_*=, subscribers=, local_domains= } -> proxy
 fn open(_: &Lua, opts: LuaTable) -> LuaResult<LuaProxy> {
     let host = string_option(&opts, "host")?.ok_or_else(|| {
         LuaError::external(config::ConfigError {
@@ -318,16 +378,8 @@ fn open(_: &Lua, opts: LuaTable) -> LuaResult<LuaProxy> {
         })
     })?;
     let config = Config::new(&host, &options_from(&opts)?).map_err(LuaError::external)?;
-    let subscribers: Vec<String> = match opts.raw_get::<LuaValue>("subscribers")? {
-        LuaValue::Nil => Vec::new(),
-        LuaValue::Table(t) => t
-            .sequence_values::<String>()
-            .collect::<LuaResult<_>>()
-            .map_err(|_| {
-                option_error("subscribers", &LuaValue::Table(t.clone()), "a list of JIDs")
-            })?,
-        other => return Err(option_error("subscribers", &other, "a list of JIDs")),
-    };
+    let subscribers = list_option(&opts, "subscribers")?.unwrap_or_default();
+    let local_domains = list_option(&opts, "local_domains")?;
     let mut all = lock(&PROXIES);
     let proxy = all
         .entry(host)
@@ -337,6 +389,9 @@ fn open(_: &Lua, opts: LuaTable) -> LuaResult<LuaProxy> {
     let mut p = lock(&proxy);
     p.reconfigure(config);
     p.add_subscribers(subscribers.iter().map(String::as_str));
+    if let Some(domains) = &local_domains {
+        p.set_local_domains(domains.iter().map(String::as_str));
+    }
     p.announce_status();
     drop(p);
     Ok(LuaProxy(proxy))

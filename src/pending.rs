@@ -25,6 +25,10 @@ pub enum Refusal {
     RequesterFull,
     /// The table holds `max_total` requests.
     TableFull,
+    /// The requester's account (bare JID) has `max_per_user` requests outstanding.
+    UserFull,
+    /// The requester's domain has `max_per_domain` requests outstanding.
+    DomainFull,
 }
 
 /// Why a reply was not accepted.
@@ -62,13 +66,54 @@ struct Entry {
     deadline: (u64, u64),
 }
 
-/// The table of outstanding requests, bounded in total and per requester.
+/// Outstanding requests counted by a part of the requester's address.
+#[derive(Default)]
+struct Tally(HashMap<String, u32>);
+
+impl Tally {
+    fn get(&self, key: &str) -> u32 {
+        self.0.get(key).copied().unwrap_or(0)
+    }
+
+    fn add(&mut self, key: &str) {
+        // No key copy when the key already has requests outstanding (the usual case).
+        match self.0.get_mut(key) {
+            Some(n) => *n += 1,
+            None => {
+                self.0.insert(key.to_owned(), 1);
+            }
+        }
+    }
+
+    fn sub(&mut self, key: &str) {
+        if let Some(n) = self.0.get_mut(key) {
+            *n -= 1;
+            if *n == 0 {
+                self.0.remove(key);
+            }
+        }
+    }
+}
+
+/// The requester's account (bare JID) and domain.
+pub fn user_and_domain(requester: &str) -> (&str, &str) {
+    let bare = requester
+        .split_once('/')
+        .map_or(requester, |(bare, _)| bare);
+    let domain = bare.split_once('@').map_or(bare, |(_, domain)| domain);
+    (bare, domain)
+}
+
+/// The table of outstanding requests, bounded in total, per requester (full JID), per
+/// user (bare JID) and per domain.
 pub struct PendingTable {
     /// Key: requester, NUL, id (NUL cannot occur in XML, so the split is unambiguous).
     entries: HashMap<Arc<str>, Entry>,
     /// (deadline in ms, sequence) -> key: expiry in deadline order, O(log n).
     deadlines: BTreeMap<(u64, u64), Arc<str>>,
-    per_requester: HashMap<String, u32>,
+    per_requester: Tally,
+    per_user: Tally,
+    per_domain: Tally,
     seq: u64,
     /// Seconds a request may stay unanswered.
     pub timeout: f64,
@@ -76,6 +121,10 @@ pub struct PendingTable {
     pub max_total: usize,
     /// Most requests one requester may have outstanding.
     pub max_per_requester: u32,
+    /// Most requests one user (bare JID) may have outstanding.
+    pub max_per_user: u32,
+    /// Most requests one domain may have outstanding, where the domain is capped.
+    pub max_per_domain: u32,
 }
 
 fn key_of(requester: &str, id: &str) -> String {
@@ -104,11 +153,15 @@ impl PendingTable {
         PendingTable {
             entries: HashMap::new(),
             deadlines: BTreeMap::new(),
-            per_requester: HashMap::new(),
+            per_requester: Tally::default(),
+            per_user: Tally::default(),
+            per_domain: Tally::default(),
             seq: 0,
             timeout,
             max_total,
             max_per_requester,
+            max_per_user: u32::MAX,
+            max_per_domain: u32::MAX,
         }
     }
 
@@ -124,7 +177,7 @@ impl PendingTable {
 
     /// Outstanding requests of one requester.
     pub fn of_requester(&self, requester: &str) -> u32 {
-        self.per_requester.get(requester).copied().unwrap_or(0)
+        self.per_requester.get(requester)
     }
 
     /// Outstanding requests held by one resource (O(n); the resource set keeps the live
@@ -137,8 +190,19 @@ impl PendingTable {
             .count()
     }
 
+    /// Outstanding requests of one user (bare JID).
+    pub fn of_user(&self, user: &str) -> u32 {
+        self.per_user.get(user)
+    }
+
+    /// Outstanding requests of one domain.
+    pub fn of_domain(&self, domain: &str) -> u32 {
+        self.per_domain.get(domain)
+    }
+
     /// Records a forwarded request and returns its number, or says why it may not be
-    /// forwarded.
+    /// forwarded. `cap_domain`: the requester's domain is held to `max_per_domain` (a
+    /// domain this server does not host).
     pub fn insert(
         &mut self,
         requester: &str,
@@ -146,6 +210,7 @@ impl PendingTable {
         resource: Arc<str>,
         method: Method,
         now: f64,
+        cap_domain: bool,
     ) -> Result<u64, Refusal> {
         let key = key_of(requester, id);
         if self.entries.contains_key(key.as_str()) {
@@ -153,6 +218,13 @@ impl PendingTable {
         }
         if self.of_requester(requester) >= self.max_per_requester {
             return Err(Refusal::RequesterFull);
+        }
+        let (user, domain) = user_and_domain(requester);
+        if self.per_user.get(user) >= self.max_per_user {
+            return Err(Refusal::UserFull);
+        }
+        if cap_domain && self.per_domain.get(domain) >= self.max_per_domain {
+            return Err(Refusal::DomainFull);
         }
         if self.entries.len() >= self.max_total {
             return Err(Refusal::TableFull);
@@ -199,13 +271,10 @@ impl PendingTable {
                 deadline,
             },
         );
-        // No key copy when the requester already has requests outstanding (the usual case).
-        match self.per_requester.get_mut(requester) {
-            Some(n) => *n += 1,
-            None => {
-                self.per_requester.insert(requester.to_owned(), 1);
-            }
-        }
+        let (user, domain) = user_and_domain(requester);
+        self.per_requester.add(requester);
+        self.per_user.add(user);
+        self.per_domain.add(domain);
     }
 
     /// Takes a request by requester and id, whoever holds it (outbound requests, whose
@@ -266,12 +335,10 @@ impl PendingTable {
         let (key, entry) = self.entries.remove_entry(key)?;
         self.deadlines.remove(&entry.deadline);
         let (requester, id) = split_key(&key);
-        if let Some(n) = self.per_requester.get_mut(requester) {
-            *n -= 1;
-            if *n == 0 {
-                self.per_requester.remove(requester);
-            }
-        }
+        let (user, domain) = user_and_domain(requester);
+        self.per_requester.sub(requester);
+        self.per_user.sub(user);
+        self.per_domain.sub(domain);
         Some(Request {
             requester: requester.to_owned(),
             id: id.to_owned(),
@@ -295,7 +362,7 @@ mod tests {
     #[test]
     fn reply_accepted_once_from_the_right_resource() {
         let mut t = table();
-        t.insert("u@x/a", "1", "res1".into(), Method::Get, 0.0)
+        t.insert("u@x/a", "1", "res1".into(), Method::Get, 0.0, false)
             .unwrap();
         assert_eq!(
             t.take_reply("u@x/a", "1", "res2"),
@@ -312,55 +379,61 @@ mod tests {
     #[test]
     fn limits_and_duplicates() {
         let mut t = table();
-        t.insert("u@x/a", "1", "r".into(), Method::Get, 0.0)
+        t.insert("u@x/a", "1", "r".into(), Method::Get, 0.0, false)
             .unwrap();
         assert_eq!(
-            t.insert("u@x/a", "1", "r".into(), Method::Get, 0.0),
+            t.insert("u@x/a", "1", "r".into(), Method::Get, 0.0, false),
             Err(Refusal::DuplicateId)
         );
-        t.insert("u@x/a", "2", "r".into(), Method::Set, 0.0)
+        t.insert("u@x/a", "2", "r".into(), Method::Set, 0.0, false)
             .unwrap();
         assert_eq!(
-            t.insert("u@x/a", "3", "r".into(), Method::Get, 0.0),
+            t.insert("u@x/a", "3", "r".into(), Method::Get, 0.0, false),
             Err(Refusal::RequesterFull)
         );
-        t.insert("v@x/a", "1", "r".into(), Method::Get, 0.0)
+        t.insert("v@x/a", "1", "r".into(), Method::Get, 0.0, false)
             .unwrap();
-        t.insert("w@x/a", "1", "r".into(), Method::Get, 0.0)
+        t.insert("w@x/a", "1", "r".into(), Method::Get, 0.0, false)
             .unwrap();
         assert_eq!(
-            t.insert("z@x/a", "1", "r".into(), Method::Get, 0.0),
+            t.insert("z@x/a", "1", "r".into(), Method::Get, 0.0, false),
             Err(Refusal::TableFull)
         );
         t.take_reply("u@x/a", "1", "r").unwrap();
         assert_eq!(t.of_requester("u@x/a"), 1);
-        t.insert("u@x/a", "3", "r".into(), Method::Get, 0.0)
+        t.insert("u@x/a", "3", "r".into(), Method::Get, 0.0, false)
             .unwrap();
     }
 
     #[test]
     fn expiry_in_deadline_order() {
         let mut t = table();
-        t.insert("u@x/a", "1", "r".into(), Method::Get, 0.0)
+        t.insert("u@x/a", "1", "r".into(), Method::Get, 0.0, false)
             .unwrap();
-        t.insert("v@x/a", "1", "r".into(), Method::Get, 5.0)
+        t.insert("v@x/a", "1", "r".into(), Method::Get, 5.0, false)
             .unwrap();
         assert!(t.expire(9.9).is_empty());
         let gone = t.expire(10.0);
         assert_eq!(gone.len(), 1);
         assert_eq!(gone[0].requester, "u@x/a");
         assert_eq!(t.expire(100.0).len(), 1);
-        assert!(t.is_empty() && t.deadlines.is_empty() && t.per_requester.is_empty());
+        assert!(
+            t.is_empty()
+                && t.deadlines.is_empty()
+                && t.per_requester.0.is_empty()
+                && t.per_user.0.is_empty()
+                && t.per_domain.0.is_empty()
+        );
     }
 
     #[test]
     fn resource_loss_takes_only_its_requests() {
         let mut t = table();
-        t.insert("u@x/a", "1", "r1".into(), Method::Get, 0.0)
+        t.insert("u@x/a", "1", "r1".into(), Method::Get, 0.0, false)
             .unwrap();
-        t.insert("v@x/a", "1", "r2".into(), Method::Set, 0.0)
+        t.insert("v@x/a", "1", "r2".into(), Method::Set, 0.0, false)
             .unwrap();
-        t.insert("w@x/a", "1", "r1".into(), Method::Set, 0.0)
+        t.insert("w@x/a", "1", "r1".into(), Method::Set, 0.0, false)
             .unwrap();
         let lost = t.take_resource("r1");
         assert_eq!(lost.len(), 2);
@@ -374,7 +447,7 @@ mod tests {
     fn retarget_keeps_number_and_deadline() {
         let mut t = table();
         let seq = t
-            .insert("u@x/a", "1", "r1".into(), Method::Get, 0.0)
+            .insert("u@x/a", "1", "r1".into(), Method::Get, 0.0, false)
             .unwrap();
         let lost = t.take_resource("r1").pop().unwrap();
         assert!(lost.earlier.is_empty());
@@ -390,9 +463,9 @@ mod tests {
     #[test]
     fn ids_with_nul_free_text_keep_requesters_apart() {
         let mut t = PendingTable::new(10.0, 10, 10);
-        t.insert("a@x/b", "c", "r".into(), Method::Get, 0.0)
+        t.insert("a@x/b", "c", "r".into(), Method::Get, 0.0, false)
             .unwrap();
-        t.insert("a@x", "b/c", "r".into(), Method::Get, 0.0)
+        t.insert("a@x", "b/c", "r".into(), Method::Get, 0.0, false)
             .unwrap();
         assert_eq!(t.take_reply("a@x", "b/c", "r").unwrap().requester, "a@x");
         assert_eq!(t.take_reply("a@x/b", "c", "r").unwrap().id, "c");

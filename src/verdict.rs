@@ -85,6 +85,24 @@ pub const REQUESTER_FULL: StanzaError = err(
     "resource-constraint",
     "Too many outstanding requests from you",
 );
+/// Too many outstanding requests from this account (all its resources).
+pub const ACCOUNT_FULL: StanzaError = err(
+    "wait",
+    "resource-constraint",
+    "Too many outstanding requests from your account",
+);
+/// Too many outstanding requests from this server (a domain the proxy's server does not host).
+pub const DOMAIN_FULL: StanzaError = err(
+    "wait",
+    "resource-constraint",
+    "Too many outstanding requests from your server",
+);
+/// The sender is not on `client_proxy_allow`.
+pub const FORBIDDEN: StanzaError = err(
+    "auth",
+    "forbidden",
+    "You are not allowed to use this service",
+);
 /// Too many requests of the implementing client to one user are outstanding.
 pub const USER_FULL: StanzaError = err(
     "wait",

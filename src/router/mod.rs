@@ -11,14 +11,14 @@ mod requests;
 
 use crate::config::Config;
 use crate::jat::{TokenMap, Translator};
-use crate::pending::PendingTable;
+use crate::pending::{user_and_domain, PendingTable};
 use crate::resources::{Pool, ResourceSet};
-use crate::verdict::{Head, Level, OutItem, Verdict, NOT_ADDRESSED};
+use crate::verdict::{Head, Level, OutItem, Verdict, FORBIDDEN, NOT_ADDRESSED};
 use outbound::Outbound;
 use presence::Subscriptions;
 use rand::rngs::SmallRng;
 use rand::SeedableRng;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 /// What happened so far, for statistics and the status command.
@@ -99,6 +99,8 @@ pub struct Proxy {
     outbox: Vec<OutItem>,
     /// Which resource last wrote to each user, for the bounces of its messages.
     message_origins: HashMap<String, Arc<str>>,
+    /// Domains this server hosts: exempt from `client_proxy_max_pending_per_domain`.
+    local_domains: HashSet<String>,
 }
 
 fn split_resource(jid: &str) -> (&str, Option<&str>) {
@@ -129,7 +131,7 @@ fn translator(config: &Config) -> Translator {
 impl Proxy {
     /// A proxy with nothing online, nothing outstanding and nobody subscribed.
     pub fn new(config: Config) -> Self {
-        Proxy {
+        let mut proxy = Proxy {
             resources: ResourceSet::new(config.strategy),
             pending: PendingTable::new(
                 config.timeout,
@@ -145,7 +147,21 @@ impl Proxy {
             rng: SmallRng::from_rng(&mut rand::rng()),
             outbox: Vec::new(),
             message_origins: HashMap::new(),
-        }
+            local_domains: HashSet::new(),
+        };
+        proxy.pending.max_per_user = proxy.config.max_pending_per_user;
+        proxy.pending.max_per_domain = proxy.config.max_pending_per_domain;
+        proxy
+    }
+
+    /// The domains this server hosts (they change as hosts are activated).
+    pub fn set_local_domains<'a>(&mut self, domains: impl IntoIterator<Item = &'a str>) {
+        self.local_domains = domains.into_iter().map(str::to_owned).collect();
+    }
+
+    /// Whether requests from this domain count toward `client_proxy_max_pending_per_domain`.
+    fn caps_domain(&self, domain: &str) -> bool {
+        !self.local_domains.contains(domain)
     }
 
     /// Seeds the random choice, for reproducible tests.
@@ -169,6 +185,8 @@ impl Proxy {
         self.pending.timeout = config.timeout;
         self.pending.max_total = config.max_pending;
         self.pending.max_per_requester = config.max_pending_per_requester;
+        self.pending.max_per_user = config.max_pending_per_user;
+        self.pending.max_per_domain = config.max_pending_per_domain;
         if config.jat != self.jat.mode() {
             self.jat = translator(&config);
         }
@@ -204,6 +222,21 @@ impl Proxy {
                 _ => Verdict::drop("directed presence from the target"),
             };
         }
+        if !self.admits(from) {
+            return match (head.name, head.stanza_type) {
+                // Answers to the implementing client's own requests still come back.
+                ("iq", Some("result" | "error")) => self.reply_from_user(from, head.id, now),
+                (_, Some("error")) => Verdict::drop("error stanza from a requester"),
+                ("iq", Some("get" | "set")) => {
+                    self.counters.refused += 1;
+                    Verdict::Error(FORBIDDEN)
+                }
+                ("message", _) | ("presence", Some("subscribe" | "probe")) => {
+                    Verdict::Error(FORBIDDEN)
+                }
+                _ => Verdict::drop("stanza from a sender not on client_proxy_allow"),
+            };
+        }
         match (head.name, head.stanza_type) {
             ("message", Some("error")) => self.message_bounce_from_user(from, now),
             ("iq", Some("result") | Some("error")) => self.reply_from_user(from, head.id, now),
@@ -215,6 +248,15 @@ impl Proxy {
             ("presence", presence_type) => self.user_presence(from, presence_type),
             _ => Verdict::drop("unknown stanza"),
         }
+    }
+
+    /// Whether `client_proxy_allow` lets this sender use the service.
+    fn admits(&self, sender: &str) -> bool {
+        let Some(allow) = &self.config.allow else {
+            return true;
+        };
+        let (user, domain) = user_and_domain(sender);
+        allow.admits(user, domain)
     }
 
     /// Takes what the outbox holds, in the order to send it.

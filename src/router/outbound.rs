@@ -85,11 +85,13 @@ impl Proxy {
         match self
             .outbound
             .table
-            .insert(&user, &wire, holder, method, now)
+            .insert(&user, &wire, holder, method, now, false)
         {
             Ok(_) => {}
             Err(Refusal::DuplicateId) => unreachable!("fresh ids are unique"),
-            Err(Refusal::RequesterFull) => return Verdict::Error(USER_FULL),
+            Err(Refusal::RequesterFull | Refusal::UserFull | Refusal::DomainFull) => {
+                return Verdict::Error(USER_FULL)
+            }
             Err(Refusal::TableFull) => return Verdict::Error(TABLE_FULL),
         }
         self.outbound.original.insert(n, id.to_owned());

@@ -7,8 +7,8 @@ use crate::pending::{Method, Mismatch, Refusal, Request};
 const RETRIED: &str = "declined: sent to another resource";
 
 use crate::verdict::{
-    Head, OutItem, Send, StanzaError, Verdict, DUPLICATE_ID, NOT_ADDRESSED, NO_ID, NO_RESOURCE,
-    REQUESTER_FULL, RESOURCE_GONE, TABLE_FULL, TIMED_OUT,
+    Head, OutItem, Send, StanzaError, Verdict, ACCOUNT_FULL, DOMAIN_FULL, DUPLICATE_ID,
+    NOT_ADDRESSED, NO_ID, NO_RESOURCE, REQUESTER_FULL, RESOURCE_GONE, TABLE_FULL, TIMED_OUT,
 };
 
 /// Every forwarded request is held: a declined one (get or set) goes to another
@@ -63,19 +63,23 @@ impl Proxy {
             return Verdict::Error(NO_RESOURCE);
         };
         let to = full_jid(&self.config.target, &resource);
-        let seq = match self
-            .pending
-            .insert(requester, id, resource.clone(), method, now)
-        {
-            Ok(seq) => seq,
-            Err(refusal) => {
-                return Verdict::Error(match refusal {
-                    Refusal::DuplicateId => DUPLICATE_ID,
-                    Refusal::RequesterFull => REQUESTER_FULL,
-                    Refusal::TableFull => TABLE_FULL,
-                })
-            }
-        };
+        let cap_domain = self.caps_domain(crate::pending::user_and_domain(requester).1);
+        let seq =
+            match self
+                .pending
+                .insert(requester, id, resource.clone(), method, now, cap_domain)
+            {
+                Ok(seq) => seq,
+                Err(refusal) => {
+                    return Verdict::Error(match refusal {
+                        Refusal::DuplicateId => DUPLICATE_ID,
+                        Refusal::RequesterFull => REQUESTER_FULL,
+                        Refusal::TableFull => TABLE_FULL,
+                        Refusal::UserFull => ACCOUNT_FULL,
+                        Refusal::DomainFull => DOMAIN_FULL,
+                    })
+                }
+            };
         self.resources.hold(&resource);
         let from = full_jid(&self.config.host, &self.jat.encode(requester, now));
         Verdict::Send(Send {

@@ -1027,6 +1027,166 @@ fn sticky_keeps_a_users_devices_on_one_resource() {
     }
 }
 
+#[test]
+fn only_allowed_senders_use_the_service_and_nothing_of_theirs_reaches_the_target() {
+    let mut p = Proxy::new(config(|o| {
+        o.allow = Some(vec!["example.org".into(), "boss@elsewhere.net".into()])
+    }));
+    online(&mut p, "a");
+    forwarded(request(&mut p, R, "1", H));
+    forwarded(request(&mut p, "boss@elsewhere.net/x", "1", H));
+    let stranger = "someone@elsewhere.net/x";
+    assert_eq!(request(&mut p, stranger, "1", H), Verdict::Error(FORBIDDEN));
+    assert_eq!(FORBIDDEN.error_type, "auth");
+    for (name, kind) in [
+        ("message", Some("chat")),
+        ("message", None),
+        ("presence", Some("subscribe")),
+        ("presence", Some("probe")),
+    ] {
+        assert_eq!(
+            p.route(head(name, kind, stranger, H, "m"), 0.0),
+            Verdict::Error(FORBIDDEN),
+            "{name} {kind:?}"
+        );
+    }
+    for (name, kind) in [
+        ("message", Some("error")),
+        ("presence", None),
+        ("iq", Some("error")),
+    ] {
+        assert!(
+            matches!(
+                p.route(head(name, kind, stranger, H, "m"), 0.0),
+                Verdict::Drop { .. }
+            ),
+            "{name} {kind:?}"
+        );
+    }
+    assert!(
+        p.drain()
+            .iter()
+            .all(|i| matches!(i, OutItem::Status { .. })),
+        "nothing queued for them"
+    );
+    // The implementing client may still ask a stranger, and gets the answer.
+    let jat = format!("{H}/{stranger}");
+    let ask = send(reply(&mut p, "a", "get", &jat, "q"));
+    let answer = p.route(
+        head(
+            "iq",
+            Some("result"),
+            stranger,
+            H,
+            ask.id.as_deref().unwrap(),
+        ),
+        1.0,
+    );
+    assert_eq!(send(answer).to, format!("{T}/a"));
+    assert_eq!(p.counters.refused, 1);
+}
+
+#[test]
+fn a_user_and_a_remote_domain_are_capped_while_local_users_are_served() {
+    let mut p = Proxy::new(config(|o| {
+        o.max_pending_per_requester = Some(2.0);
+        o.max_pending_per_user = Some(3.0);
+        o.max_pending_per_domain = Some(4.0);
+    }));
+    p.set_local_domains(["example.org"]);
+    online(&mut p, "a");
+    // One user, many devices: 3 in all.
+    for (device, id) in [("1", "a"), ("1", "b"), ("2", "c")] {
+        forwarded(request(
+            &mut p,
+            &format!("user@example.org/{device}"),
+            id,
+            H,
+        ));
+    }
+    assert_eq!(
+        request(&mut p, "user@example.org/3", "d", H),
+        Verdict::Error(ACCOUNT_FULL)
+    );
+    // A remote server minting users: 4 in all from its domain.
+    for i in 0..4 {
+        forwarded(request(&mut p, &format!("u{i}@remote.example/x"), "r", H));
+    }
+    assert_eq!(
+        request(&mut p, "u9@remote.example/x", "r", H),
+        Verdict::Error(DOMAIN_FULL)
+    );
+    forwarded(request(&mut p, "v@other.example/x", "r", H));
+    // The local domain is not capped by domain.
+    for i in 0..6 {
+        forwarded(request(&mut p, &format!("local{i}@example.org/x"), "l", H));
+    }
+    // Answers free the places.
+    delivered(reply(
+        &mut p,
+        "a",
+        "result",
+        &format!("{H}/u0@remote.example/x"),
+        "r",
+    ));
+    forwarded(request(&mut p, "u9@remote.example/x", "r", H));
+}
+
+mod arbitrary_input {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn field() -> impl Strategy<Value = Option<String>> {
+        proptest::option::of(prop_oneof![
+            "[a-z@./\\x00 -]{0,24}",
+            Just("service@example.org/a".to_owned()),
+            Just("proxy.example/user@example.org/abc".to_owned()),
+            Just("proxy.example/@0000".to_owned()),
+            Just("x".repeat(10_000)),
+            ".{0,40}",
+        ])
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(300))]
+        /// Whatever the fields hold, the router answers with a verdict: no panic, never an
+        /// error to a stanza of type error, and addresses only to where it may send.
+        #[test]
+        fn any_stanza_head_gets_a_verdict(
+            heads in proptest::collection::vec(
+                (prop_oneof![Just("iq"), Just("message"), Just("presence"), Just("x")],
+                 proptest::option::of(prop_oneof![Just("get"), Just("set"), Just("result"), Just("error"), Just("chat"), Just("unavailable"), Just("subscribe"), Just("probe"), Just("bogus")]),
+                 field(), field(), field(), proptest::option::of(any::<f64>()), any::<bool>(),
+                 proptest::option::of(prop_oneof![Just("service-unavailable"), Just("bad-request")])),
+                1..40)
+        ) {
+            let mut p = proxy();
+            online(&mut p, "a");
+            let mut now = 0.0;
+            for (name, kind, from, to, id, priority, eligible, condition) in &heads {
+                let head = Head {
+                    name,
+                    stanza_type: kind.as_deref(),
+                    from: from.as_deref(),
+                    to: to.as_deref(),
+                    id: id.as_deref(),
+                    priority: *priority,
+                    eligible: *eligible,
+                    condition: condition.as_deref(),
+                };
+                let verdict = p.route(head, now);
+                if kind.as_deref() == Some("error") {
+                    prop_assert!(!matches!(verdict, Verdict::Error(_)), "{verdict:?}");
+                }
+                now += 1.0;
+                p.tick(now);
+            }
+            p.tick(now + 100.0);
+            prop_assert!(p.pending.is_empty());
+        }
+    }
+}
+
 /// Random sequences of requests, replies, presence changes and clock ticks against a model
 /// of RFC 6120's promise: every forwarded get/set ends with exactly one answer.
 mod model {
