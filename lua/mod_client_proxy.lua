@@ -157,7 +157,7 @@ local function handle_stanza(event)
 	elseif verdict == "error" then -- type, condition, text
 		if attr.type ~= "error" then send_error(stanza, a, b, c); end
 	else -- "drop", reason, drain
-		module:log("debug", "Dropped %s/%s from %s to %s: %s", name, attr.type or "normal", tostring(attr.from), tostring(attr.to), tostring(a));
+		module:log("debug", "%s from %s: %s", name, tostring(attr.from), tostring(a)); -- e2e_ops reads it
 		if b then send_outbox(proxy.drain); end
 	end
 	return true;
