@@ -1,7 +1,6 @@
 -- mod_client_proxy: requests to this component are answered by an online resource of an
 -- ordinary client account (the "implementing client"). The native core (client_proxy.so)
--- decides; this shim reads the options, applies the core's verdicts, keeps the time and
--- does the I/O. The boundary between the two: docs/INTERNALS.md.
+-- decides; this shim applies its verdicts and does the I/O (the boundary: docs/INTERNALS.md).
 
 local st = require "util.stanza";
 local util_time = require "util.time";
@@ -24,9 +23,7 @@ for _, pattern in ipairs(patterns or {}) do
 	local valid, err = type(pattern) == "string", "not a string";
 	if valid then valid, err = pcall(string.match, "", pattern); end
 	if valid then valid, err = pcall(string.match, pattern, pattern); end
-	if not valid then
-		error(("client_proxy_resources: %q is not a Lua pattern: %s"):format(tostring(pattern), tostring(err)), 0);
-	end
+	if not valid then error(("client_proxy_resources: %q is not a Lua pattern: %s"):format(tostring(pattern), tostring(err)), 0); end
 end
 
 local function is_eligible(from)
@@ -41,39 +38,39 @@ local function is_eligible(from)
 	return false;
 end
 
--- Users subscribed to the service's availability: the core's set, stored (bare JID -> true).
-local subscriber_store = module:open_store("client_proxy_subscribers");
-local subscribers = {};
-for bare in pairs(subscriber_store:get(nil) or {}) do subscribers[#subscribers + 1] = bare; end
+local function keys(t)
+	local list = {};
+	for k in pairs(t or {}) do list[#list + 1] = k; end
+	return list;
+end
 
--- A failing call at load is a load error; the core names the option, keep its first line.
-local function loaded(ok, result)
+local function loaded(ok, result) -- a failure at load is a load error, the core's first line
 	if not ok then error((tostring(result):match("^[^\n]*")), 0); end
 	return result;
 end
 
-local function option(name) return module:get_option_scalar(name); end
-local proxy = loaded(pcall(native.open, {
-	host = host;
-	target_address = option("target_address");
-	client_proxy_jat = compat.option_enum("client_proxy_jat", "plain", "base64");
-	client_proxy_strategy = compat.option_enum("client_proxy_strategy", "random", "round_robin", "least_pending", "sticky");
-	client_proxy_timeout = compat.option_period("client_proxy_timeout");
-	client_proxy_max_pending = option("client_proxy_max_pending");
-	client_proxy_max_pending_per_requester = option("client_proxy_max_pending_per_requester");
-	client_proxy_messages = option("client_proxy_messages");
-	client_proxy_outbound = option("client_proxy_outbound");
-	client_proxy_presence = option("client_proxy_presence");
-	subscribers = subscribers;
-}));
+-- Users subscribed to the service's availability: the core's set, stored (bare JID -> true).
+local subscriber_store = module:open_store("client_proxy_subscribers");
+-- The options as the config gives them: the core checks them, naming the option.
+local options = { host = host, subscribers = keys(subscriber_store:get(nil)), local_domains = keys(prosody.hosts),
+	client_proxy_allow = module:get_option("client_proxy_allow"),
+	client_proxy_jat = compat.option_enum("client_proxy_jat", "plain", "base64"),
+	client_proxy_strategy = compat.option_enum("client_proxy_strategy", "random", "round_robin", "least_pending", "sticky") };
+for _, name in ipairs({ "client_proxy_timeout", "client_proxy_eject_for" }) do options[name] = compat.option_period(name); end
+for _, name in ipairs({ "target_address", "client_proxy_max_pending", "client_proxy_max_pending_per_requester",
+		"client_proxy_max_pending_per_user", "client_proxy_max_pending_per_domain", "client_proxy_eject_after",
+		"client_proxy_messages", "client_proxy_outbound", "client_proxy_presence" }) do
+	options[name] = module:get_option_scalar(name);
+end
+local proxy = loaded(pcall(native.open, options));
 local status = loaded(pcall(proxy.status, proxy));
-local target = status.target;
 
--- Statistics (OpenMetrics, with Prosody's statistics enabled): the core counts; the values
--- are copied at each collection, by the names the core gives them.
+-- Statistics: the core counts; copied at each collection, by the names the core gives them.
 local requests = module:metric("counter", "requests", "", "Requests by what became of them", { "outcome" });
 local errors_sent = module:metric("counter", "errors", "", "Errors the proxy sent to requesters", { "condition" });
+local ejections = module:metric("counter", "ejections", "", "Resources taken out of rotation", {});
 local eligible_resources = module:metric("gauge", "eligible_resources", "", "Eligible implementing resources online", {});
+local ejected_resources = module:metric("gauge", "ejected_resources", "", "Eligible resources out of rotation", {});
 local pending = module:metric("gauge", "pending", "", "Requests waiting for their answer", {});
 local messages = module:metric("counter", "messages", "", "Messages proxied", { "direction" });
 
@@ -82,11 +79,12 @@ module:hook_global("stats-update", function ()
 	if not ok then return; end
 	for outcome, n in pairs(s.requests) do requests:with_labels(outcome):set(n); end
 	for direction, n in pairs(s.messages) do messages:with_labels(direction):set(n); end
+	ejections:with_labels():set(s.ejections);
 	eligible_resources:with_labels():set(s.eligible);
+	ejected_resources:with_labels():set(s.ejected);
 	pending:with_labels():set(s.pending);
 end);
 
-local last_status;
 -- Requests forwarded and not yet answered, by the core's key, so that one can be sent
 -- again to another resource (a retry). Carried across module:reload.
 local held = {};
@@ -96,8 +94,7 @@ local function send_error(stanza, etype, condition, text) -- counted by conditio
 	module:send(st.error_reply(stanza, etype, condition, text));
 end
 
--- What to do with each kind of item of the core's outbox.
-local apply = {};
+local apply = {}; -- what to do with each kind of item of the core's outbox
 function apply.error(item)
 	if item.release ~= nil then held[item.release] = nil; end
 	send_error(st.iq({ type = "get", id = item.id, from = item.to, to = item.from }), item.type, item.condition, item.text);
@@ -115,6 +112,8 @@ function apply.subscribers(item)
 	local ok, err = subscriber_store:set(nil, data);
 	if not ok then module:log("error", "Could not store the subscribers of %s: %s", host, tostring(err)); end
 end
+function apply.log(item) module:log("info", "%s", item.text); end
+local last_status;
 function apply.status(item) -- the module's status, as the core words it; each text logged once
 	if module.set_status then module:set_status(item.level, item.text, true); end
 	if item.text == last_status then return; end
@@ -136,12 +135,12 @@ local route = proxy.route;
 local function handle_stanza(event)
 	local stanza = event.stanza;
 	local attr, name = stanza.attr, stanza.name;
-	local priority, eligible;
+	local priority, eligible, condition;
 	if name == "presence" then
-		priority = tonumber(stanza:get_child_text("priority"));
-		eligible = is_eligible(attr.from);
+		priority, eligible = tonumber(stanza:get_child_text("priority")), is_eligible(attr.from);
 	end
-	local ok, verdict, a, b, c, d, e = pcall(route, proxy, name, attr.type, attr.from, attr.to, attr.id, now(), priority, eligible);
+	if attr.type == "error" then condition = select(2, stanza:get_error()); end -- a decline?
+	local ok, verdict, a, b, c, d, e = pcall(route, proxy, name, attr.type, attr.from, attr.to, attr.id, now(), priority, eligible, condition);
 	if not ok then
 		module:log("error", "Native core failed on %s from %s: %s", name, tostring(attr.from), tostring(verdict));
 		if name == "iq" and (attr.type == "get" or attr.type == "set") then
@@ -163,22 +162,25 @@ local function handle_stanza(event)
 	return true;
 end
 
-for _, kind in ipairs({ "iq", "message", "presence" }) do
-	for _, to in ipairs({ "host", "bare", "full" }) do
-		module:hook(kind .. "/" .. to, handle_stanza, -1);
-	end
+for _, event in ipairs({ "iq/host", "iq/bare", "iq/full", "message/host", "message/bare", "message/full",
+		"presence/host", "presence/bare", "presence/full" }) do
+	module:hook(event, handle_stanza, -1);
 end
 
 module:add_timer(1, function () send_outbox(proxy.tick, now()); return 1; end);
-
 module:hook_global("server-stopping", function () send_outbox(proxy.stopping); end);
+local function set_local_domains() -- the per-domain cap spares this server's hosts
+	local ok, err = pcall(proxy.set_local_domains, proxy, keys(prosody.hosts));
+	if not ok then module:log("error", "Native core failed: %s", tostring(err)); end
+end
+module:hook_global("host-activated", set_local_domains);
+module:hook_global("host-deactivated", set_local_domains);
 
-local remove_shell_host = add_shell_host(host, function () return proxy:status(); end);
+local remove_shell_host = add_shell_host(host, function () return proxy:status(), now(); end);
 
 function module.save() return { held = held }; end
 
--- After a reload: the held stanzas first, then what the core owes (a new target answers
--- what the old one held, which may release them).
+-- After a reload: the held stanzas, then what the core owes (which may release them).
 function module.restore(data)
 	for key, stanza in pairs(data.held or {}) do held[key] = stanza; end
 	send_outbox(proxy.drain);
@@ -191,10 +193,8 @@ end
 
 -- Ask for the target's presence once the server has started (its host may not be active
 -- at load). A subscribe it already approved makes Prosody send its current presences.
-compat.when_started(function ()
-	module:send(st.presence({ type = "subscribe", from = host, to = target }));
-end);
+compat.when_started(function () module:send(st.presence({ type = "subscribe", from = host, to = status.target })); end);
 
 apply.status(status);
 if not module.reloading then send_outbox(proxy.drain); end
-module:log("info", "Proxying %s to %s (native core %s, %s)", host, target, native.version, native_path);
+module:log("info", "Proxying %s to %s (native core %s, %s)", host, status.target, native.version, native_path);

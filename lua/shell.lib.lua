@@ -1,19 +1,23 @@
 -- The shell command client_proxy:resources([host]) (module:require "shell"): lists the
 -- implementing client's resources of one client_proxy component, or of all of them.
--- Returns add(host, status), where status() is the proxy's status table; add returns a
--- function that removes the host again (at unload).
+-- Returns add(host, status), where status() gives the proxy's status table and the time in
+-- the clock of its ejected_until; add returns a function that removes the host again.
 
 local compat = module:require "compat";
 
 -- Every client_proxy component of the server, for the one command that lists them.
 local hosts = module:shared("/*/client_proxy/shell_hosts");
 
-local function describe(status, print_line)
+local function describe(print_line, status, now)
 	print_line(("%s -> %s: %d eligible, %d pending%s"):format(status.host, status.target,
 		status.eligible, status.pending, status.revoked and ", subscription revoked" or ""));
 	table.sort(status.resources, function (x, y) return x.name < y.name; end);
 	for _, r in ipairs(status.resources) do
-		print_line(("  %-30s priority %4d  %-10s  %d pending"):format(r.name, r.priority, r.pool, r.pending));
+		local ejected = "";
+		if r.ejected_until and now then -- in the shim's clock: shown on the wall clock
+			ejected = os.date("  ejected until %H:%M:%S", os.time() + math.floor(r.ejected_until - now + 0.5));
+		end
+		print_line(("  %-30s priority %4d  %-10s  %d pending%s"):format(r.name, r.priority, r.pool, r.pending, ejected));
 	end
 	return #status.resources;
 end
@@ -24,9 +28,9 @@ local function resources(self, wanted)
 	for h, status_of in pairs(hosts) do
 		if not wanted or wanted == h then
 			shown = true;
-			local ok, status = pcall(status_of);
+			local ok, status, now = pcall(status_of);
 			if ok then
-				count = count + describe(status, print_line);
+				count = count + describe(print_line, status, now);
 			else
 				print_line(("%s: the native core failed: %s"):format(h, tostring(status)));
 			end

@@ -19,7 +19,7 @@ local function scripted_native()
 	local native = { version = "9.9.9", opened = {}, closed = {},
 		INTERNAL_ERROR = { type = "cancel", condition = "internal-server-error", text = "The proxy failed" } };
 	local proxy = { verdicts = {}, outbox = {}, calls = {}, routed = {} };
-	proxy.status_table = { host = HOST, target = TARGET, pending = 2, outbound_pending = 0, eligible = 1,
+	proxy.status_table = { host = HOST, target = TARGET, pending = 2, outbound_pending = 0, eligible = 1, ejected = 1, ejections = 6,
 		revoked = false, level = "warn", text = "No eligible resource of " .. TARGET .. " is online",
 		requests = { forwarded = 3, timed_out = 1 }, messages = { to_service = 4, to_user = 5 }, resources = {} };
 	function proxy:route(...)
@@ -38,6 +38,10 @@ local function scripted_native()
 		end
 	end
 	proxy.drain, proxy.tick, proxy.stopping = outbox_method("drain"), outbox_method("tick"), outbox_method("stopping");
+	function proxy:set_local_domains(list)
+		if self.status_raises then error("set_local_domains failed"); end
+		self.local_domains = list;
+	end
 	function proxy:status()
 		if self.status_raises then error("status failed"); end
 		return self.status_table;
@@ -109,25 +113,43 @@ describe("loading", function ()
 		assert.is_string(fake.logged(m, "info", "Proxying proxy.example to service@example.org (native core 9.9.9, /fake/client_proxy.so)"));
 	end);
 
-	it("passes the options raw, keyed by option name, with the stored subscribers", function ()
+	it("passes the options raw, keyed by option name, with the stored subscribers and the server's hosts", function ()
 		local options = { target_address = TARGET, client_proxy_jat = "base64", client_proxy_strategy = 7,
 			client_proxy_timeout = 30, client_proxy_max_pending = "12", client_proxy_max_pending_per_requester = { 3, 4 },
+			client_proxy_max_pending_per_user = 5, client_proxy_max_pending_per_domain = true, client_proxy_eject_after = 0,
+			client_proxy_eject_for = 60, client_proxy_allow = { "example.org", "x@example.net" },
 			client_proxy_messages = "no", client_proxy_outbound = 0, client_proxy_presence = false };
 		local storage = { client_proxy_subscribers = { [""] = { ["a@example.org"] = true, ["b@example.org"] = true } } };
-		local _, ok, err, native = load({ options = options, storage = storage });
+		local prosody = { start_time = 1, hosts = { ["localhost"] = {}, [HOST] = {} } };
+		local m, ok, err, native, proxy = load({ options = options, storage = storage, prosody = prosody });
 		assert.is_true(ok, err);
 		local opened = native.opened[1];
 		table.sort(opened.subscribers);
+		table.sort(opened.local_domains);
 		assert.are.same({ host = HOST, target_address = TARGET, client_proxy_jat = "base64", client_proxy_strategy = 7,
 			client_proxy_timeout = 30, client_proxy_max_pending = "12", client_proxy_max_pending_per_requester = 3,
+			client_proxy_max_pending_per_user = 5, client_proxy_max_pending_per_domain = true, client_proxy_eject_after = 0,
+			client_proxy_eject_for = 60, client_proxy_allow = { "example.org", "x@example.net" },
 			client_proxy_messages = "no", client_proxy_outbound = 0, client_proxy_presence = false,
-			subscribers = { "a@example.org", "b@example.org" } }, opened);
+			subscribers = { "a@example.org", "b@example.org" }, local_domains = { "localhost", HOST } }, opened);
+		-- hosts come and go: the core is told the new set
+		prosody.hosts["new.example"] = {};
+		fake.fire(m, "host-activated", "new.example");
+		table.sort(proxy.local_domains);
+		assert.are.same({ "localhost", "new.example", HOST }, proxy.local_domains);
+		prosody.hosts["localhost"] = nil;
+		fake.fire(m, "host-deactivated", "localhost");
+		table.sort(proxy.local_domains);
+		assert.are.same({ "new.example", HOST }, proxy.local_domains);
+		proxy.status_raises = true;
+		fake.fire(m, "host-activated", "other.example");
+		assert.is_string(fake.logged(m, "error", "set_local_domains failed"));
 	end);
 
 	it("Prosody 13: the timeout as a period reaches the core in seconds", function ()
-		local _, ok, err, native = load({ api13 = true, options = { target_address = TARGET, client_proxy_timeout = "2 min" } });
+		local _, ok, err, native = load({ api13 = true, options = { target_address = TARGET, client_proxy_timeout = "2 min", client_proxy_eject_for = "1 min" } });
 		assert.is_true(ok, err);
-		assert.are.equal(120, native.opened[1].client_proxy_timeout);
+		assert.are.same({ 120, 60 }, { native.opened[1].client_proxy_timeout, native.opened[1].client_proxy_eject_for });
 		assert.are.equal("plain", native.opened[1].client_proxy_jat);
 	end);
 
@@ -163,7 +185,7 @@ describe("loading", function ()
 end);
 
 describe("a stanza", function ()
-	it("reaches route as name, type, from, to, id, now, priority (raw) and eligible (presence only)", function ()
+	it("reaches route as name, type, from, to, id, now, priority (raw), eligible (presence only), condition (errors only)", function ()
 		local m, _, proxy = loaded({ options = { target_address = TARGET, client_proxy_resources = "^focus" } });
 		fake.deliver(m, request("r1"));
 		local function presence(resource, priority)
@@ -174,14 +196,17 @@ describe("a stanza", function ()
 		presence("focus1", "-200.5");
 		presence("phone", "x");
 		presence("focus2");
+		fake.deliver(m, st.error_reply(st.iq({ type = "get", id = "d1", from = "proxy.example/" .. USER, to = TARGET .. "/focus1" }),
+			"cancel", "feature-not-implemented"));
 		local r = proxy.routed;
 		assert.are.same({ "iq", "get", USER, HOST, "r1" }, { unpack(r[1], 1, 5) });
 		assert.are.equal("number", type(r[1][6]));
-		assert.are.same({ 8, nil, nil }, { r[1].n, r[1][7], r[1][8] });
+		assert.are.same({ 9, nil, nil, nil }, { r[1].n, r[1][7], r[1][8], r[1][9] });
 		assert.are.same({ "presence", nil, TARGET .. "/focus1", HOST, nil }, { unpack(r[2], 1, 5) });
 		assert.are.same({ -200.5, true }, { r[2][7], r[2][8] });
 		assert.are.same({ nil, false }, { r[3][7], r[3][8] });
-		assert.are.same({ nil, true }, { r[4][7], r[4][8] });
+		assert.are.same({ nil, true, nil }, { r[4][7], r[4][8], r[4][9] });
+		assert.are.same({ "iq", "error", "d1", "feature-not-implemented" }, { r[5][1], r[5][2], r[5][5], r[5][9] });
 	end);
 
 	it("send: readdressed (id when given), held and released by key, payload kept", function ()
@@ -280,6 +305,13 @@ describe("the outbox", function ()
 		assert.is_nil(m.storage.client_proxy_subscribers[""]);
 	end);
 
+	it("log items are logged at info", function ()
+		local m, _, proxy = loaded();
+		proxy.outbox.tick = { { kind = "log", text = "service@example.org/a ejected for 30 s" } };
+		m.timers[1].callback();
+		assert.is_string(fake.logged(m, "info", "service@example.org/a ejected for 30 s"));
+	end);
+
 	it("status items: set_status(level, text, true), each new text logged once (core at info)", function ()
 		local m, _, proxy = loaded();
 		local function status(level, text)
@@ -327,10 +359,11 @@ describe("metrics", function ()
 		fake.fire(m, "stats-update");
 		assert.are.same({ forwarded = 3, timed_out = 1 }, m.metrics.requests.values);
 		assert.are.same({ to_service = 4, to_user = 5 }, m.metrics.messages.values);
-		assert.are.same({ [""] = 1 }, m.metrics.eligible_resources.values);
-		assert.are.same({ [""] = 2 }, m.metrics.pending.values);
-		assert.are.same({ "counter", "counter", "gauge", "gauge", "counter" }, { m.metrics.requests.type,
-			m.metrics.errors.type, m.metrics.eligible_resources.type, m.metrics.pending.type, m.metrics.messages.type });
+		assert.are.same({ 1, 2, 6, 1 }, { m.metrics.eligible_resources.values[""], m.metrics.pending.values[""],
+			m.metrics.ejections.values[""], m.metrics.ejected_resources.values[""] });
+		assert.are.same({ "counter", "counter", "gauge", "gauge", "counter", "counter", "gauge" }, { m.metrics.requests.type,
+			m.metrics.errors.type, m.metrics.eligible_resources.type, m.metrics.pending.type, m.metrics.messages.type,
+			m.metrics.ejections.type, m.metrics.ejected_resources.type });
 		proxy.status_raises = true;
 		fake.fire(m, "stats-update");
 	end);

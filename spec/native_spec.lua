@@ -84,7 +84,15 @@ describe("open", function ()
 			{ "client_proxy_max_pending", { client_proxy_max_pending = 2.5 } }, { "client_proxy_max_pending", { client_proxy_max_pending = true } },
 			{ "client_proxy_max_pending_per_requester", { client_proxy_max_pending_per_requester = -1 } },
 			{ "client_proxy_max_pending_per_requester", { client_proxy_max_pending_per_requester = {} } },
-			{ "subscribers", { subscribers = "u@example.org" } }, { "subscribers", { subscribers = { true } } },
+			{ "client_proxy_eject_after", { client_proxy_eject_after = -1 } }, { "client_proxy_eject_after", { client_proxy_eject_after = "x" } },
+			{ "client_proxy_eject_for", { client_proxy_eject_for = 0 } }, { "client_proxy_eject_for", { client_proxy_eject_for = {} } },
+			{ "client_proxy_max_pending_per_user", { client_proxy_max_pending_per_user = 0 } },
+			{ "client_proxy_max_pending_per_user", { client_proxy_max_pending_per_user = true } },
+			{ "client_proxy_max_pending_per_domain", { client_proxy_max_pending_per_domain = 2.5 } },
+			{ "client_proxy_max_pending_per_domain", { client_proxy_max_pending_per_domain = {} } },
+			{ "client_proxy_allow", { client_proxy_allow = 5 } }, { "client_proxy_allow", { client_proxy_allow = { "a b" } } },
+			{ "subscribers", { subscribers = 5 } }, { "subscribers", { subscribers = { true } } },
+			{ "local_domains", { local_domains = 5 } }, { "local_domains", { local_domains = { true } } },
 		};
 		for _, switch in ipairs({ "client_proxy_messages", "client_proxy_outbound", "client_proxy_presence" }) do
 			table.insert(cases, { switch, { [switch] = "maybe" } });
@@ -106,10 +114,12 @@ describe("open", function ()
 			assert.is_userdata((open({ client_proxy_messages = v, client_proxy_outbound = v, client_proxy_presence = v })));
 		end
 		assert.is_userdata((open({ client_proxy_timeout = "30", client_proxy_max_pending = "10" })));
+		assert.is_userdata((open({ client_proxy_allow = "example.org", local_domains = { "localhost" } })));
+		assert.is_userdata((open({ client_proxy_allow = { "example.org", "u@example.net" } })));
 	end);
 end);
 
-describe("route", function ()
+describe("route(name, type, from, to, id, now, priority, eligible, condition)", function ()
 	it("send: to, from, id (nil: keep it), hold, release (integers or nil)", function ()
 		local p, host = open();
 		online(p, host, "a");
@@ -169,6 +179,24 @@ describe("the outbox", function ()
 		assert.are.same({ { kind = "resend", held = fwd[5], to = fwd[2] == T .. "/a" and T .. "/b" or T .. "/a", from = host .. "/" .. R } }, resend);
 	end);
 
+	it("a decline (condition of an error): log items with text; resend to another resource", function ()
+		local p, host = open({ client_proxy_eject_after = 1 });
+		online(p, host, "a");
+		online(p, host, "b");
+		p:drain();
+		local fwd = get(p, host, "r1", 100);
+		local v = pack(p:route("iq", "error", fwd[2], host .. "/" .. R, "r1", 101, nil, nil, "feature-not-implemented"));
+		assert.are.same({ "drop", true }, { v[1], v[3] });
+		local items = p:drain();
+		assert.are.same({ "log", "string" }, { of_kind(items, "log")[1].kind, type(of_kind(items, "log")[1].text) });
+		assert.are.equal(fwd[5], of_kind(items, "resend")[1].held);
+		local ejected = 0;
+		for _, r in ipairs(p:status().resources) do
+			if r.ejected_until ~= nil then ejected = ejected + 1; assert.is_true(r.ejected_until > 101); end
+		end
+		assert.are.same({ 1, 1, 1 }, { ejected, p:status().ejected, p:status().ejections });
+	end);
+
 	it("subscribers and presence items; stopping() tells every subscriber", function ()
 		local p, host = open();
 		online(p, host, "a");
@@ -187,8 +215,8 @@ describe("status()", function ()
 		online(p, host, "a");
 		get(p, host, "r1");
 		local s = p:status();
-		assert.are.same({ host, T, 1, 0, 1, false, "core", "string" },
-			{ s.host, s.target, s.pending, s.outbound_pending, s.eligible, s.revoked, s.level, type(s.text) });
+		assert.are.same({ host, T, 1, 0, 1, 0, 0, false, "core", "string" }, { s.host, s.target, s.pending,
+			s.outbound_pending, s.eligible, s.ejected, s.ejections, s.revoked, s.level, type(s.text) });
 		assert.are.same({ "delivered", "forwarded", "lost", "outbound", "refused", "retried", "timed_out", "unsolicited" },
 			(function () local k = {}; for name in pairs(s.requests) do k[#k + 1] = name; end table.sort(k); return k; end)());
 		assert.are.equal(1, s.requests.forwarded);
@@ -215,6 +243,7 @@ describe("state per host", function ()
 
 		local other = open();
 		assert.are.same({}, other:status().resources);
+		assert.are.equal(0, select("#", other:set_local_domains({ "localhost", "example.org" })));
 		assert.is_true(native.close(host));
 		assert.is_false(native.close(host));
 		assert.are.same({ 0, {} }, { open({ host = host }):status().pending, open({ host = host }):status().resources });

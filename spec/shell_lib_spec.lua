@@ -8,12 +8,12 @@ local STATUS = { host = "proxy.example", target = "service@example.org", pending
 	resources = {
 		{ name = "phone", priority = 10, pool = "ineligible", pending = 0 },
 		{ name = "focus1", priority = 5, pool = "active", pending = 1 },
-		{ name = "old", priority = -1, pool = "draining", pending = 0 },
+		{ name = "old", priority = -1, pool = "draining", pending = 0, ejected_until = 1090 },
 	} };
 local LISTING = {
 	"proxy.example -> service@example.org: 1 eligible, 1 pending",
 	"  focus1                         priority    5  active      1 pending",
-	"  old                            priority   -1  draining    0 pending",
+	"  old                            priority   -1  draining    0 pending  ejected until " .. os.date("%H:%M:%S", os.time() + 90),
 	"  phone                          priority   10  ineligible  0 pending",
 };
 
@@ -34,7 +34,7 @@ describe("client_proxy:resources", function ()
 	it("Prosody 0.12: in the admin shell's environment; one host, all, or an unknown one", function ()
 		local shared = {};
 		local add, m = shell({ shared = shared });
-		local remove = add("proxy.example", function () return STATUS; end);
+		local remove = add("proxy.example", function () return STATUS, 1000; end);
 		local add2 = shell({ shared = shared, host = "other.example" });
 		add2("other.example", function () error("the core failed"); end);
 		local command = m:shared("/*/admin_shell/env").client_proxy.resources;
@@ -54,7 +54,7 @@ describe("client_proxy:resources", function ()
 	it("Prosody 13: a shell-command item in the global context once started, same listing", function ()
 		local prosody = { version = "13.0.1" };
 		local add, m = shell({ api13 = true, prosody = prosody });
-		add("proxy.example", function () return STATUS; end);
+		add("proxy.example", function () return STATUS, 1000; end);
 		assert.are.same({}, m.global_items);
 		fake.server_started(m);
 		assert.are.equal(1, #m.global_items);
