@@ -378,7 +378,6 @@ async fn fresh_server_subscription_approved_at_runtime() {
         .must_request(get(PROXY, "early", test_payload("early")), ANSWER)
         .await;
     expect_error(&iq, PROXY, "cancel", "service-unavailable");
-    sleep(Duration::from_millis(500)).await;
 
     let a = implementer(&prosody, "a").await;
     let started = Instant::now();

@@ -333,11 +333,8 @@ async fn draining_resource() {
     // /old takes a request and holds it; /new comes back; /old drains and still answers.
     old.set_behaviour(Behaviour::Silent);
     r.send(get(PROXY, "held", test_payload("held"))).await;
-    let deadline = Instant::now() + ANSWER;
-    while old.exchange("held").is_none() {
-        assert!(Instant::now() < deadline, "/old never got the held request");
-        sleep(Duration::from_millis(20)).await;
-    }
+    let held = old.wait_request("held", ANSWER).await;
+    let held = held.expect("/old never got the held request");
     new.start().await;
     wait_online(&prosody, &["new"]).await;
     let order = ask_sequentially(&mut r, "dr3", 5).await;
@@ -345,7 +342,7 @@ async fn draining_resource() {
         order.iter().all(|res| res == "new"),
         "with /new back, new requests go to /new: {order:?}"
     );
-    old.send(late_echo(&old.exchange("held").unwrap()));
+    old.send(late_echo(&held));
     let iq = r
         .wait_answer("held", ANSWER)
         .await

@@ -1,4 +1,6 @@
-//! A logged-in XMPP client for tests: send stanzas, await the ones you want, keep the rest.
+//! A logged-in XMPP client for tests: send stanzas, await the ones you want, keep the rest;
+//! stanza builders and accessors (who sent it, a message's body, an `<error/>`), the one
+//! [`expect_error`], and roster helpers for subscribers.
 //!
 //! tokio-xmpp retries failed connections and bad passwords forever, so every wait here is
 //! bounded by a timeout.

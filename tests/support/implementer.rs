@@ -231,6 +231,20 @@ impl Implementer {
             .cloned()
     }
 
+    /// Polls (bounded by `wait`) until this resource got the request `id`; its exchange.
+    pub async fn wait_request(&self, id: &str, wait: Duration) -> Option<Exchange> {
+        let deadline = Instant::now() + wait;
+        loop {
+            if let Some(ex) = self.exchange(id) {
+                return Some(ex);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            sleep(POLL).await;
+        }
+    }
+
     /// The current session number (incremented by each stop).
     pub fn session(&self) -> usize {
         self.shared.session.load(Ordering::SeqCst)
