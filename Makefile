@@ -6,6 +6,8 @@
 #   make deps                     install missing Debian packages (root)
 #   make test                     fmt, clippy, unit tests, Lua specs (every Lua), the rock,
 #                                 end-to-end tests on Prosody 0.12 and 13
+#   make test-e2e-repeat N=5      the end-to-end suite N times (Prosody 0.12), stopping at
+#                                 the first failure (docs/TESTING.md)
 #   make rock                     a binary rock for prosodyctl install, in target/rock/
 #   make demo                     run the demo against a throwaway local Prosody
 #   make bench                    proxied vs direct, per-stanza and route-cost figures
@@ -74,7 +76,7 @@ section = @printf '\n==== %s ====\n' "$(1)"
 # test runs build once; its sub-makes for the steps skip it (BUILD_DEP=).
 BUILD_DEP := build
 
-.PHONY: all build deps install test test-fmt test-clippy test-unit test-lua test-lua-matrix test-rock test-e2e test-e2e-13 demo bench rock rock-build print-so clean
+.PHONY: all build deps install test test-fmt test-clippy test-unit test-lua test-lua-matrix test-rock test-e2e test-e2e-13 test-e2e-repeat demo bench rock rock-build print-so clean
 
 all: build
 
@@ -197,6 +199,17 @@ test-e2e-13: $(BUILD_DEP)
 	@bin=$$(scripts/prosody13.sh '$(P13_DIR)' | tail -n 1); \
 	printf '\n==== %s ====\n' "test: cargo test --release --test '*' against Prosody $$(scripts/prosody13.sh --version '$(P13_DIR)') ($$bin first on PATH)"; \
 	PATH="$$bin:$$PATH" $(CARGO) test --release $(CARGO_FEATURES) --test '*'
+
+# The end-to-end suite of test-e2e N times in a row, stopping at the first failed run:
+# a race that fails one run in a few shows up here, not in CI.
+N ?= 5
+test-e2e-repeat: $(BUILD_DEP)
+	@for i in $$(seq 1 $(N)); do \
+		printf '\n==== %s ====\n' "test: cargo test --release --test '*' (end-to-end), run $$i of $(N)"; \
+		$(CARGO) test --release $(CARGO_FEATURES) --test '*' \
+			|| { printf '\n==== test-e2e-repeat: run %s of %s FAILED ====\n' $$i $(N); exit 1; }; \
+	done; \
+	printf '\n==== test-e2e-repeat: %s of %s runs passed ====\n' $(N) $(N)
 
 demo: deps build
 	$(call section,demo: cargo run --release --example demo)

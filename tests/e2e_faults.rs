@@ -15,84 +15,24 @@
 
 mod support;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use support::client::*;
-use support::faults::*;
 use support::implementer::*;
-use support::setup::{from_host, wait_routable};
-use support::{ComponentSpec, Prosody};
+use support::setup::*;
+use support::shell::shell;
+use support::traffic::*;
 use tokio::sync::RwLock;
 use tokio::time::{sleep, Instant};
 use tokio_xmpp::parsers::iq::Iq;
 use tokio_xmpp::Stanza;
 
-const PROXY: &str = "proxy.localhost";
-const TARGET: &str = "service@localhost";
-const TARGET_USER: &str = "service";
-const PASSWORD: &str = "secret";
-/// Generous bound for one answer that should come at once.
-const ANSWER: Duration = Duration::from_secs(10);
-/// How long "nothing comes back" is watched.
-const QUIET: Duration = Duration::from_millis(1500);
-
 /// The fault test takes this for writing (it runs alone: it loads both cores), the others
 /// for reading.
 static SERIAL: RwLock<()> = RwLock::const_new(());
-
-/// A Prosody with proxy.localhost -> service@localhost (plus `extra` option lines and
-/// `modules` added to modules_enabled) and the users service, user and other.
-fn server(extra: &[&str], modules: &[&str]) -> Prosody {
-    let mut prosody = Prosody::new(&[ComponentSpec::new(PROXY, TARGET, extra)]);
-    if !modules.is_empty() {
-        enable_modules(&prosody, modules);
-    }
-    for user in [TARGET_USER, "user", "other"] {
-        prosody.register(user, PASSWORD);
-    }
-    prosody.start();
-    prosody
-}
-
-/// A logged-in client `full_jid` (no presence: it only sends requests).
-async fn login(prosody: &Prosody, full_jid: &str) -> Xmpp {
-    Xmpp::login(&prosody.addr(), full_jid, PASSWORD).await
-}
-
-/// A get or a set to H with the test payload carrying the id.
-fn request(id: &str, set: bool) -> Iq {
-    if set {
-        Iq::Set {
-            from: None,
-            to: Some(jid(PROXY)),
-            id: id.to_string(),
-            payload: test_payload(id),
-        }
-    } else {
-        get(PROXY, id, test_payload(id))
-    }
-}
-
-/// Asserts `iq` is an error with this type and condition from H.
-fn expect_error(iq: &Iq, etype: &str, cond: &str) {
-    let e = iq_error(iq).unwrap_or_else(|| panic!("expected an error, got {}", iq_xml(iq)));
-    assert_eq!(condition(e), cond, "condition of {}", iq_xml(iq));
-    assert_eq!(error_type(e), etype, "error type of {}", iq_xml(iq));
-    assert_eq!(
-        iq.from().map(|j| j.to_string()).as_deref(),
-        Some(PROXY),
-        "{}",
-        iq_xml(iq)
-    );
-}
-
-/// Stanzas among `got` that came from H (any resource), as XML.
-fn from_proxy(got: &[Stanza]) -> Vec<String> {
-    from_host(got, PROXY).into_iter().map(stanza_xml).collect()
-}
 
 fn env_num(name: &str, default: u64) -> u64 {
     match std::env::var(name) {
@@ -100,307 +40,6 @@ fn env_num(name: &str, default: u64) -> u64 {
             .parse()
             .unwrap_or_else(|_| panic!("{name}={v:?} is not a number")),
         Err(_) => default,
-    }
-}
-
-/// What one answer was.
-#[derive(Clone, Debug)]
-enum What {
-    /// An echo result for this very request, from this resource.
-    Result(String),
-    /// An error from H: condition, type.
-    Error(String, String),
-    /// Anything else (wrong payload, wrong sender...): always a failure.
-    Odd(String),
-}
-
-fn classify(iq: &Iq, id: &str) -> What {
-    if iq.from().map(|j| j.to_string()).as_deref() != Some(PROXY) {
-        return What::Odd(format!("not from {PROXY}: {}", iq_xml(iq)));
-    }
-    match iq {
-        Iq::Result {
-            payload: Some(p), ..
-        } if p.is("echo", ECHO_NS) => {
-            let n = p.get_child("query", ECHO_NS).and_then(|q| q.attr("n"));
-            match (n, p.attr("resource")) {
-                (Some(n), Some(res)) if n == id => What::Result(res.to_string()),
-                _ => What::Odd(format!("result for another request: {}", iq_xml(iq))),
-            }
-        }
-        Iq::Error { error, .. } => What::Error(condition(error), error_type(error)),
-        _ => What::Odd(iq_xml(iq)),
-    }
-}
-
-/// One request sent by a [`traffic`] loop.
-#[derive(Debug)]
-struct Sent {
-    id: String,
-    kind: &'static str,
-    at: Instant,
-}
-
-/// One answer received.
-#[derive(Clone, Debug)]
-struct Got {
-    at: Instant,
-    what: What,
-}
-
-/// What a [`traffic`] loop saw.
-#[derive(Debug, Default)]
-struct Report {
-    sent: Vec<Sent>,
-    /// Per request (same index as `sent`): every answer with its id.
-    answers: Vec<Vec<Got>>,
-    /// Stanzas from H that answer nothing this requester sent.
-    strays: Vec<String>,
-    disconnects: usize,
-}
-
-/// How a [`traffic`] loop sends.
-struct Plan {
-    /// Send this many requests; None: until `stop`.
-    count: Option<usize>,
-    stop: Arc<AtomicBool>,
-    /// Most requests outstanding at once.
-    window: usize,
-    /// Share of sets among the requests.
-    sets: f64,
-    seed: u64,
-    /// After the last send, wait at most this long for the missing answers.
-    give_up: Duration,
-    /// Then keep listening this long for late duplicates.
-    linger: Duration,
-    /// Counts first answers (for the driver's progress).
-    progress: Arc<AtomicUsize>,
-}
-
-/// Sends requests with ids from `make_id` as planned and records every answer.
-async fn traffic(mut x: Xmpp, plan: Plan, make_id: impl Fn(usize) -> String) -> Report {
-    let mut rng = Rng::new(plan.seed);
-    let mut report = Report::default();
-    let mut index: HashMap<String, usize> = HashMap::new();
-    let mut outstanding = 0usize;
-    let mut last_send = Instant::now();
-    // Like a real client, a requester told service-unavailable waits a little.
-    let mut paused_until = Instant::now();
-    fn record(
-        s: Stanza,
-        report: &mut Report,
-        index: &HashMap<String, usize>,
-        outstanding: &mut usize,
-        progress: &AtomicUsize,
-        paused_until: &mut Instant,
-    ) {
-        let at = Instant::now();
-        if let Stanza::Iq(iq) = &s {
-            if matches!(iq, Iq::Result { .. } | Iq::Error { .. }) {
-                if let Some(&i) = index.get(iq.id()) {
-                    let what = classify(iq, iq.id());
-                    if matches!(&what, What::Error(c, _) if c == "service-unavailable") {
-                        *paused_until = at + Duration::from_millis(100);
-                    }
-                    report.answers[i].push(Got { at, what });
-                    if report.answers[i].len() == 1 {
-                        *outstanding -= 1;
-                        progress.fetch_add(1, Ordering::SeqCst);
-                    }
-                    return;
-                }
-            }
-        }
-        if !from_proxy(std::slice::from_ref(&s)).is_empty() {
-            report.strays.push(stanza_xml(&s));
-        }
-    }
-    loop {
-        let more = |report: &Report| match plan.count {
-            Some(n) => report.sent.len() < n,
-            None => !plan.stop.load(Ordering::SeqCst),
-        };
-        while more(&report) && outstanding < plan.window && Instant::now() >= paused_until {
-            let id = make_id(report.sent.len());
-            let set = rng.chance(plan.sets);
-            x.send(request(&id, set)).await;
-            last_send = Instant::now();
-            index.insert(id.clone(), report.sent.len());
-            report.sent.push(Sent {
-                id,
-                kind: if set { "set" } else { "get" },
-                at: last_send,
-            });
-            report.answers.push(Vec::new());
-            outstanding += 1;
-        }
-        if !more(&report) && (outstanding == 0 || last_send.elapsed() > plan.give_up) {
-            break;
-        }
-        if let Some(s) = x.next_stanza(Duration::from_millis(50)).await {
-            record(
-                s,
-                &mut report,
-                &index,
-                &mut outstanding,
-                &plan.progress,
-                &mut paused_until,
-            );
-        }
-    }
-    let until = Instant::now() + plan.linger;
-    loop {
-        let left = until.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            break;
-        }
-        match x.next_stanza(left).await {
-            Some(s) => record(
-                s,
-                &mut report,
-                &index,
-                &mut outstanding,
-                &plan.progress,
-                &mut paused_until,
-            ),
-            None => break,
-        }
-    }
-    report.disconnects = x.disconnects;
-    x.close().await;
-    report
-}
-
-/// Per-request tallies over reports.
-#[derive(Debug, Default)]
-struct Tally {
-    sent: usize,
-    sent_by_kind: BTreeMap<&'static str, usize>,
-    once: usize,
-    twice_or_more: Vec<String>,
-    never: Vec<String>,
-    results: usize,
-    results_by_resource: BTreeMap<String, usize>,
-    /// (condition, type, kind of request) -> count
-    errors: BTreeMap<(String, String, &'static str), usize>,
-    odd: Vec<String>,
-    strays: Vec<String>,
-    disconnects: usize,
-    latencies: Vec<Duration>,
-}
-
-impl Tally {
-    fn add(&mut self, report: &Report) {
-        self.disconnects += report.disconnects;
-        self.strays.extend(report.strays.iter().cloned());
-        for (sent, answers) in report.sent.iter().zip(&report.answers) {
-            self.sent += 1;
-            *self.sent_by_kind.entry(sent.kind).or_default() += 1;
-            match answers.len() {
-                0 => self.never.push(format!("{} ({})", sent.id, sent.kind)),
-                1 => self.once += 1,
-                n => self.twice_or_more.push(format!(
-                    "{} ({}) answered {n} times: {:?}",
-                    sent.id,
-                    sent.kind,
-                    answers
-                        .iter()
-                        .map(|g| (&g.what, g.at - sent.at))
-                        .collect::<Vec<_>>()
-                )),
-            }
-            for got in answers {
-                match &got.what {
-                    What::Result(res) => {
-                        self.results += 1;
-                        *self.results_by_resource.entry(res.clone()).or_default() += 1;
-                    }
-                    What::Error(cond, etype) => {
-                        *self
-                            .errors
-                            .entry((cond.clone(), etype.clone(), sent.kind))
-                            .or_default() += 1
-                    }
-                    What::Odd(text) => self.odd.push(format!("{}: {text}", sent.id)),
-                }
-            }
-            if let Some(first) = answers.first() {
-                self.latencies.push(first.at - sent.at);
-            }
-        }
-    }
-
-    fn errors_of(&self, cond: &str) -> usize {
-        self.errors
-            .iter()
-            .filter(|((c, _, _), _)| c == cond)
-            .map(|(_, n)| n)
-            .sum()
-    }
-
-    fn latency(&mut self, q: f64) -> Duration {
-        self.latencies.sort();
-        if self.latencies.is_empty() {
-            return Duration::ZERO;
-        }
-        let i = ((self.latencies.len() - 1) as f64 * q).round() as usize;
-        self.latencies[i]
-    }
-
-    fn print(&mut self, title: &str) {
-        eprintln!("==== {title} ====");
-        eprintln!("sent {} {:?}", self.sent, self.sent_by_kind);
-        eprintln!(
-            "answered once {}, answered twice or more {}, never answered {}, stray answers {}, odd answers {}",
-            self.once,
-            self.twice_or_more.len(),
-            self.never.len(),
-            self.strays.len(),
-            self.odd.len()
-        );
-        eprintln!(
-            "results {} by resource {:?}",
-            self.results, self.results_by_resource
-        );
-        for ((cond, etype, kind), n) in &self.errors {
-            eprintln!("error {cond} ({etype}) to a {kind}: {n}");
-        }
-        eprintln!(
-            "latency of the first answer: p50 {:?}, p99 {:?}, max {:?}; requester disconnects {}",
-            self.latency(0.5),
-            self.latency(0.99),
-            self.latency(1.0),
-            self.disconnects
-        );
-    }
-
-    /// Panics unless every request got exactly one answer and nothing else came.
-    fn assert_exactly_once(&self) {
-        let show = |v: &Vec<String>| v.iter().take(10).cloned().collect::<Vec<_>>().join("\n  ");
-        assert!(
-            self.never.is_empty(),
-            "{} request(s) never answered, e.g.:\n  {}",
-            self.never.len(),
-            show(&self.never)
-        );
-        assert!(
-            self.twice_or_more.is_empty(),
-            "{} request(s) answered more than once, e.g.:\n  {}",
-            self.twice_or_more.len(),
-            show(&self.twice_or_more)
-        );
-        assert!(
-            self.strays.is_empty(),
-            "{} stanza(s) from the proxy that answer nothing sent, e.g.:\n  {}",
-            self.strays.len(),
-            show(&self.strays)
-        );
-        assert!(
-            self.odd.is_empty(),
-            "{} odd answer(s), e.g.:\n  {}",
-            self.odd.len(),
-            show(&self.odd)
-        );
     }
 }
 
@@ -447,7 +86,7 @@ async fn fault_storm_every_request_answered_exactly_once() {
         "fault storm: FAULT_SEED={seed}, {requesters} requesters x {per} requests (window {window}, 30 % sets), client_proxy_timeout = {TIMEOUT}, resources a, b, c"
     );
     let begun = Instant::now();
-    let prosody = server(&[&format!("client_proxy_timeout = {TIMEOUT}")], &[]);
+    let prosody = server(&[&format!("client_proxy_timeout = {TIMEOUT}")]);
 
     const NAMES: [&str; 3] = ["a", "b", "c"];
     let mut relays = Vec::new();
@@ -641,9 +280,6 @@ async fn fault_storm_every_request_answered_exactly_once() {
         replied.saturating_sub(tally.results),
         resources.iter().map(FaultResource::send_failures).collect::<Vec<_>>()
     );
-    let mut dropped: Vec<(String, usize)> = dropped_reasons(&prosody).into_iter().collect();
-    dropped.sort();
-    eprintln!("proxy log, dropped stanzas by reason: {dropped:?}");
     eprintln!(
         "times: traffic {traffic_took:?}, whole test {:?}",
         begun.elapsed()
@@ -704,11 +340,9 @@ async fn fault_storm_every_request_answered_exactly_once() {
 #[tokio::test]
 async fn forged_and_misdirected_replies_are_not_delivered() {
     let _serial = SERIAL.read().await;
-    let prosody = server(&["client_proxy_timeout = 20"], &[]);
-    let mut a = Implementer::new(&prosody.addr(), TARGET_USER, PASSWORD, "a", PROXY);
-    a.start().await;
-    let mut b = Implementer::new(&prosody.addr(), TARGET_USER, PASSWORD, "b", PROXY);
-    b.start().await;
+    let prosody = server(&["client_proxy_timeout = 20"]);
+    let a = implementer(&prosody, "a").await;
+    let b = implementer(&prosody, "b").await;
     let mut r = login(&prosody, "user@localhost/abc").await;
     wait_routable(&mut r, PROXY, &["a", "b"]).await;
     a.set_behaviour(Behaviour::Silent);
@@ -723,7 +357,7 @@ async fn forged_and_misdirected_replies_are_not_delivered() {
         payload: Some(xml(&format!("<{marker} xmlns='urn:example:app'/>"))),
     };
     async fn nothing(x: &mut Xmpp, what: &str) {
-        let got = from_proxy(&x.collect(QUIET).await);
+        let got = from_host(&x.collect(QUIET).await, PROXY);
         assert!(got.is_empty(), "{what}: {} received {got:?}", x.jid);
     }
 
@@ -812,8 +446,6 @@ async fn forged_and_misdirected_replies_are_not_delivered() {
     nothing(&mut zzz, "after the real answers").await;
     nothing(&mut other, "the other account after its forged reply").await;
 
-    let dropped = dropped_reasons(&prosody);
-    eprintln!("proxy log, dropped stanzas by reason: {dropped:?}");
     prosody.assert_no_tracebacks();
 }
 
@@ -824,10 +456,7 @@ async fn forged_and_misdirected_replies_are_not_delivered() {
 async fn reload_mid_traffic_loses_nothing() {
     let _serial = SERIAL.read().await;
     const TIMEOUT: u64 = 3;
-    let prosody = server(
-        &[&format!("client_proxy_timeout = {TIMEOUT}")],
-        &["admin_shell"],
-    );
+    let prosody = server(&[&format!("client_proxy_timeout = {TIMEOUT}")]);
     // slow-*: answered after 1 s; silent-*: never; others at once.
     let policy: Policy = Arc::new(|iq: &Iq| {
         let id = iq.id();
@@ -858,9 +487,8 @@ async fn reload_mid_traffic_loses_nothing() {
         wait_routable(&mut warm, PROXY, &["a", "b"]).await;
         warm.close().await;
     }
-    let loaded_before = prosody
-        .log_lines("Proxying proxy.localhost to service@localhost")
-        .len();
+    const LOADED: &str = "Proxying proxy.localhost to service@localhost";
+    let loaded_before = prosody.wait_log(LOADED, 1, ANSWER).await.len();
 
     let stop = Arc::new(AtomicBool::new(false));
     let progress = Arc::new(AtomicUsize::new(0));
@@ -926,9 +554,10 @@ async fn reload_mid_traffic_loses_nothing() {
     }
     tally.print("reload mid-traffic");
 
-    // The reloads happened (the module logs this line at each load).
+    // The reloads happened (the module logs this info line at each load).
     let loaded = prosody
-        .log_lines("Proxying proxy.localhost to service@localhost")
+        .wait_log(LOADED, loaded_before + 2, ANSWER)
+        .await
         .len();
     eprintln!("module loads logged: {loaded_before} before the reloads, {loaded} after");
     assert_eq!(loaded, loaded_before + 2, "two reloads logged");
@@ -1021,15 +650,11 @@ async fn reload_mid_traffic_loses_nothing() {
 async fn per_requester_limit() {
     let _serial = SERIAL.read().await;
     const TIMEOUT: u64 = 3;
-    let prosody = server(
-        &[
-            &format!("client_proxy_timeout = {TIMEOUT}"),
-            "client_proxy_max_pending_per_requester = 2",
-        ],
-        &[],
-    );
-    let mut a = Implementer::new(&prosody.addr(), TARGET_USER, PASSWORD, "a", PROXY);
-    a.start().await;
+    let prosody = server(&[
+        &format!("client_proxy_timeout = {TIMEOUT}"),
+        "client_proxy_max_pending_per_requester = 2",
+    ]);
+    let a = implementer(&prosody, "a").await;
     let mut r = login(&prosody, "user@localhost/first").await;
     wait_routable(&mut r, PROXY, &["a"]).await;
     a.set_behaviour(Behaviour::Silent);
@@ -1038,11 +663,8 @@ async fn per_requester_limit() {
     let mut d = login(&prosody, "user@localhost/dup").await;
 
     async fn until_forwarded(a: &Implementer, id: &str) {
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while a.exchange(id).is_none() {
-            assert!(Instant::now() < deadline, "{id} was not forwarded");
-            sleep(Duration::from_millis(20)).await;
-        }
+        let forwarded = a.wait_request(id, Duration::from_secs(5)).await;
+        assert!(forwarded.is_some(), "{id} was not forwarded");
     }
 
     let t0 = Instant::now();
@@ -1053,7 +675,7 @@ async fn per_requester_limit() {
         .wait_answer("l3", Duration::from_secs(TIMEOUT - 1))
         .await
         .expect("the third request is refused at once");
-    expect_error(&third, "wait", "resource-constraint");
+    expect_error(&third, PROXY, "wait", "resource-constraint");
     eprintln!("l3 refused after {:?}", t0.elapsed());
     until_forwarded(&a, "l1").await;
     until_forwarded(&a, "l2").await;
@@ -1074,7 +696,7 @@ async fn per_requester_limit() {
         .wait_answer("d1", Duration::from_secs(TIMEOUT - 1))
         .await
         .expect("the duplicate is refused at once");
-    expect_error(&dup, "modify", "bad-request");
+    expect_error(&dup, PROXY, "modify", "bad-request");
     assert_eq!(
         a.exchanges()
             .iter()
@@ -1097,7 +719,7 @@ async fn per_requester_limit() {
                 .wait_answer(id, wait)
                 .await
                 .unwrap_or_else(|| panic!("{id}: no answer"));
-            expect_error(&iq, "wait", "remote-server-timeout");
+            expect_error(&iq, PROXY, "wait", "remote-server-timeout");
         }
     }
 
@@ -1111,7 +733,7 @@ async fn per_requester_limit() {
         assert_eq!(answered_by(&iq).as_deref(), Some("a"), "{}", iq_xml(&iq));
     }
     for x in [&mut r, &mut s, &mut o, &mut d] {
-        let extra = from_proxy(&x.collect(QUIET).await);
+        let extra = from_host(&x.collect(QUIET).await, PROXY);
         assert!(extra.is_empty(), "{}: more answers {extra:?}", x.jid);
     }
     prosody.assert_no_tracebacks();

@@ -14,7 +14,6 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use support::client::*;
-use support::features::*;
 use support::implementer::*;
 use support::setup::*;
 use support::{ComponentSpec, Prosody};
@@ -26,22 +25,6 @@ use tokio_xmpp::Stanza;
 
 /// U's JAT address at the proxy (plain JAT).
 const U_AT_PROXY: &str = "proxy.localhost/user@localhost/abc";
-/// Generous bound for one stanza that should come at once.
-const ANSWER: Duration = Duration::from_secs(10);
-/// How long "nothing (more) comes" is watched.
-const QUIET: Duration = Duration::from_secs(1);
-
-/// A started implementing resource `service@localhost/<resource>` for `proxy`.
-async fn implementer_for(prosody: &Prosody, resource: &str, proxy: &str) -> Implementer {
-    let mut i = Implementer::new(&prosody.addr(), TARGET_USER, PASSWORD, resource, proxy);
-    i.start().await;
-    i
-}
-
-/// A started implementing resource `service@localhost/<resource>` for proxy.localhost.
-async fn implementer(prosody: &Prosody, resource: &str) -> Implementer {
-    implementer_for(prosody, resource, PROXY).await
-}
 
 /// A logged-in `user@localhost/<resource>` that fetched its roster and sent presence.
 async fn user(prosody: &Prosody, resource: &str) -> Xmpp {
@@ -79,14 +62,6 @@ async fn expect_no_presence(u: &mut Xmpp, what: &str) {
     {
         panic!("{what}: unexpected {}", stanza_xml(&s));
     }
-}
-
-/// Stanzas from the component (any address at it), serialized.
-fn proxy_stanzas(got: &[Stanza]) -> Vec<String> {
-    got.iter()
-        .filter(|s| is_from_host(s, PROXY))
-        .map(stanza_xml)
-        .collect()
 }
 
 // 1. A chat conversation: 5 messages from U land on one resource (of 3), from H/<U>, with
@@ -187,12 +162,8 @@ async fn chat_conversation_sticks_to_one_resource() {
         assert!(is_chat(m));
     }
     // Nothing else: no duplicate deliveries to U, nothing to the other resources.
-    let extra = u.collect(QUIET).await;
-    assert!(
-        proxy_stanzas(&extra).is_empty(),
-        "U got more: {:?}",
-        proxy_stanzas(&extra)
-    );
+    let extra = from_host(&u.collect(QUIET).await, PROXY);
+    assert!(extra.is_empty(), "U got more: {:?}", extra);
     for (j, (imp, inbox)) in imps.iter().zip(inboxes.iter_mut()).enumerate() {
         let more: Vec<String> = inbox
             .collect(imp, Duration::ZERO)
@@ -329,12 +300,8 @@ async fn outbound_requests_with_the_same_id_return_to_their_resource() {
             imp.full_jid()
         );
     }
-    let extra = u.collect(Duration::ZERO).await;
-    assert!(
-        proxy_stanzas(&extra).is_empty(),
-        "{:?}",
-        proxy_stanzas(&extra)
-    );
+    let extra = from_host(&u.collect(Duration::ZERO).await, PROXY);
+    assert!(extra.is_empty(), "{:?}", extra);
     prosody.assert_no_tracebacks();
 }
 
@@ -528,7 +495,8 @@ async fn switches_off_restore_the_original_answers() {
     );
     // One resource, online for NO_OUT (it approves that subscription; the others stay
     // pending, which these answers do not need).
-    let a = implementer_for(&prosody, "a", NO_OUT).await;
+    let mut a = Implementer::new(&prosody.addr(), TARGET_USER, PASSWORD, "a", NO_OUT);
+    a.start().await;
     let mut u = user(&prosody, "abc").await;
     wait_routable(&mut u, NO_OUT, &["a"]).await;
     let mut inbox = Inbox::new();
@@ -671,12 +639,8 @@ async fn bounce_of_a_message_to_nobody_does_not_loop() {
         eprintln!("no bounce reached the resource");
     }
     // The user saw nothing of it.
-    let extra = u.collect(QUIET).await;
-    assert!(
-        proxy_stanzas(&extra).is_empty(),
-        "{:?}",
-        proxy_stanzas(&extra)
-    );
+    let extra = from_host(&u.collect(QUIET).await, PROXY);
+    assert!(extra.is_empty(), "{:?}", extra);
     // Nothing kept going: the log grows no more once things have settled.
     let settled = prosody.log_text().lines().count();
     sleep(Duration::from_secs(2)).await;

@@ -72,7 +72,7 @@ async fn route_a_request(prosody: &mut Prosody) -> String {
     let answer = r
         .must_request(
             get(PROXY, "after-install", test_payload("after-install")),
-            std::time::Duration::from_secs(10),
+            ANSWER,
         )
         .await;
     assert_eq!(
@@ -83,8 +83,10 @@ async fn route_a_request(prosody: &mut Prosody) -> String {
     );
     service.stop().await;
     r.close().await;
-    assert_eq!(prosody.traceback_count(), 0, "{}", prosody.log_tail(40));
-    let lines = prosody.log_lines("Proxying proxy.localhost to service@localhost");
+    prosody.assert_no_tracebacks();
+    let lines = prosody
+        .wait_log("Proxying proxy.localhost to service@localhost", 1, ANSWER)
+        .await;
     assert_eq!(lines.len(), 1, "{lines:?}");
     lines[0].clone()
 }

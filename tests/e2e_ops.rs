@@ -14,130 +14,14 @@ use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use support::client::*;
+use support::free_port;
 use support::implementer::*;
-use support::ops::*;
-use support::{free_port, ComponentSpec, Prosody};
+use support::metrics::*;
+use support::setup::*;
+use support::shell::*;
 use tokio::time::{sleep, Instant};
 use tokio_xmpp::parsers::iq::Iq;
 use tokio_xmpp::parsers::presence::{Presence, Type as PresenceType};
-use tokio_xmpp::parsers::stanza_error::StanzaError;
-
-const PROXY: &str = "proxy.localhost";
-const TARGET: &str = "service@localhost";
-const TARGET_USER: &str = "service";
-const PASSWORD: &str = "secret";
-/// Generous bound for one answer that should come at once.
-const ANSWER: Duration = Duration::from_secs(10);
-/// How long the proxy gets to learn of a presence change.
-const PRESENCE: Duration = Duration::from_secs(10);
-
-/// Users of every test server.
-const USERS: &[(&str, &str)] = &[
-    (TARGET_USER, PASSWORD),
-    ("user", PASSWORD),
-    ("other", PASSWORD),
-];
-
-/// A Prosody with proxy.localhost -> service@localhost (plus `extra` option lines), the
-/// global `modules` and option `globals` added, and the users of [`USERS`]; returns once
-/// the component has loaded.
-fn server_with(extra: &[&str], modules: &[&str], globals: &[String]) -> Prosody {
-    let mut prosody = Prosody::new(&[ComponentSpec::new(PROXY, TARGET, extra)]);
-    add_globals(&prosody, modules, globals);
-    for (user, password) in USERS {
-        prosody.register(user, password);
-    }
-    prosody.start();
-    // start() returns once c2s listens; the component loads a moment later.
-    let loaded = format!("Proxying {PROXY} to {TARGET}");
-    let deadline = std::time::Instant::now() + PRESENCE;
-    while prosody.log_lines(&loaded).is_empty() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the component did not load; log tail:\n{}",
-            prosody.log_tail(30)
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    prosody
-}
-
-/// A Prosody with proxy.localhost -> service@localhost plus `extra` option lines.
-fn server(extra: &[&str]) -> Prosody {
-    server_with(extra, &[], &[])
-}
-
-/// A started implementing resource `service@localhost/<resource>` with a priority and
-/// a behaviour.
-async fn implementer_with(
-    prosody: &Prosody,
-    resource: &str,
-    priority: Option<i8>,
-    behaviour: Behaviour,
-) -> Implementer {
-    let mut i = Implementer::new(&prosody.addr(), TARGET_USER, PASSWORD, resource, PROXY)
-        .behaviour(behaviour);
-    if let Some(p) = priority {
-        i = i.priority(p);
-    }
-    i.start().await;
-    i
-}
-
-/// A started echoing implementing resource `service@localhost/<resource>`.
-async fn implementer(prosody: &Prosody, resource: &str) -> Implementer {
-    implementer_with(prosody, resource, None, Behaviour::Echo).await
-}
-
-/// A logged-in requester `<full_jid>` with initial presence.
-async fn requester_jid(prosody: &Prosody, full_jid: &str) -> Xmpp {
-    let mut r = Xmpp::login(&prosody.addr(), full_jid, PASSWORD).await;
-    r.presence(None).await;
-    r
-}
-
-/// A logged-in requester `user@localhost/<resource>` with initial presence.
-async fn requester(prosody: &Prosody, resource: &str) -> Xmpp {
-    requester_jid(prosody, &format!("user@localhost/{resource}")).await
-}
-
-/// The proxy's debug line for a presence of the target's `resource`, e.g. "resource online".
-fn presence_line(resource: &str, what: &str) -> String {
-    format!("presence from {TARGET}/{resource}: {what}")
-}
-
-/// Waits until the proxy has taken each of `resources` online `times` times in all
-/// (its debug log line), without sending requests (which would move the strategies).
-async fn wait_online(prosody: &Prosody, resources: &[&str], times: usize) {
-    for res in resources {
-        wait_log(
-            prosody,
-            &presence_line(res, "resource online"),
-            times,
-            PRESENCE,
-        )
-        .await;
-    }
-}
-
-/// Waits until the proxy has taken `resource` offline `times` times in all.
-async fn wait_offline(prosody: &Prosody, resource: &str, times: usize) {
-    wait_log(
-        prosody,
-        &presence_line(resource, "resource offline"),
-        times,
-        PRESENCE,
-    )
-    .await;
-}
-
-/// Asserts `iq` is an error with this type and condition, and returns the error.
-fn expect_error<'a>(iq: &'a Iq, etype: &str, cond: &str) -> &'a StanzaError {
-    let e = iq_error(iq).unwrap_or_else(|| panic!("expected an error, got {}", iq_xml(iq)));
-    assert_eq!(condition(e), cond, "condition of {}", iq_xml(iq));
-    assert_eq!(error_type(e), etype, "error type of {}", iq_xml(iq));
-    e
-}
 
 /// Sends one request and returns the resource that answered it (panics on anything else
 /// than an echo result).
@@ -172,7 +56,7 @@ async fn strategy_random_uses_both_resources() {
     let prosody = server(&["client_proxy_strategy = \"random\""]);
     let _a = implementer(&prosody, "a").await;
     let _b = implementer(&prosody, "b").await;
-    wait_online(&prosody, &["a", "b"], 1).await;
+    wait_online(&prosody, &["a", "b"]).await;
     let mut r = requester(&prosody, "abc").await;
 
     let order = ask_sequentially(&mut r, "rnd", 40).await;
@@ -193,7 +77,7 @@ async fn strategy_round_robin_rotates_exactly() {
     let _a = implementer(&prosody, "a").await;
     let _b = implementer(&prosody, "b").await;
     let _c = implementer(&prosody, "c").await;
-    wait_online(&prosody, &["a", "b", "c"], 1).await;
+    wait_online(&prosody, &["a", "b", "c"]).await;
     let mut r = requester(&prosody, "abc").await;
 
     let order = ask_sequentially(&mut r, "rr", 30).await;
@@ -228,7 +112,7 @@ async fn strategy_least_pending_prefers_the_fast_resource() {
     // /slow is silent and answered from here through its own connection, ~1 s late.
     let slow = implementer_with(&prosody, "slow", None, Behaviour::Silent).await;
     let mut fast = implementer(&prosody, "fast").await;
-    wait_online(&prosody, &["slow", "fast"], 1).await;
+    wait_online(&prosody, &["slow", "fast"]).await;
     let mut r = requester(&prosody, "abc").await;
     let mut slow_late = LateAnswers::new(Duration::from_secs(1));
     let mut fast_late = LateAnswers::new(Duration::from_millis(150));
@@ -260,7 +144,7 @@ async fn strategy_least_pending_prefers_the_fast_resource() {
 
     // /slow was eligible: with /fast gone it gets the request (and answers late).
     fast.stop().await;
-    wait_offline(&prosody, "fast", 1).await;
+    wait_offline(&prosody, &["fast"]).await;
     let order = stream(&mut r, "lp3", 1, &mut [(&slow, &mut slow_late)]).await;
     assert_eq!(order, ["slow"]);
     prosody.assert_no_tracebacks();
@@ -325,7 +209,7 @@ async fn strategy_sticky_keeps_and_moves() {
     for res in ["a", "b", "c"] {
         imps.insert(res.to_string(), implementer(&prosody, res).await);
     }
-    wait_online(&prosody, &["a", "b", "c"], 1).await;
+    wait_online(&prosody, &["a", "b", "c"]).await;
     let jids = [
         "user@localhost/s1",
         "other@localhost/s2",
@@ -359,7 +243,7 @@ async fn strategy_sticky_keeps_and_moves() {
     // The first requester's resource goes offline.
     let gone = kept[0].clone();
     imps.get_mut(&gone).unwrap().stop().await;
-    wait_offline(&prosody, &gone, 1).await;
+    wait_offline(&prosody, &[gone.as_str()]).await;
 
     let mut after: Vec<Vec<String>> = vec![Vec::new(); jids.len()];
     for round in 0..10 {
@@ -396,7 +280,7 @@ async fn resource_patterns_filter() {
     let prosody = server(&["client_proxy_resources = { \"^focus\" }"]);
     let mut focus = implementer(&prosody, "focus1").await;
     let phone = implementer(&prosody, "phone").await;
-    wait_online(&prosody, &["focus1", "phone"], 1).await;
+    wait_online(&prosody, &["focus1", "phone"]).await;
     let mut r = requester(&prosody, "abc").await;
 
     let order = ask_sequentially(&mut r, "pat", 20).await;
@@ -407,13 +291,13 @@ async fn resource_patterns_filter() {
     assert_eq!(phone.request_count(), 0, "/phone got requests");
 
     focus.stop().await;
-    wait_offline(&prosody, "focus1", 1).await;
+    wait_offline(&prosody, &["focus1"]).await;
     for n in 0..3 {
         let id = format!("only-phone-{n}");
         let iq = r
             .must_request(get(PROXY, &id, test_payload(&id)), ANSWER)
             .await;
-        expect_error(&iq, "cancel", "service-unavailable");
+        expect_error(&iq, PROXY, "cancel", "service-unavailable");
         assert_eq!(iq.from().map(|j| j.to_string()).as_deref(), Some(PROXY));
     }
     assert_eq!(phone.request_count(), 0, "/phone got requests");
@@ -427,7 +311,7 @@ async fn draining_resource() {
     let prosody = server(&[]);
     let old = implementer_with(&prosody, "old", Some(-1), Behaviour::Echo).await;
     let mut new = implementer_with(&prosody, "new", Some(0), Behaviour::Echo).await;
-    wait_online(&prosody, &["old", "new"], 1).await;
+    wait_online(&prosody, &["old", "new"]).await;
     let mut r = requester(&prosody, "abc").await;
 
     let order = ask_sequentially(&mut r, "dr1", 10).await;
@@ -439,7 +323,7 @@ async fn draining_resource() {
 
     // /new goes offline: the draining /old serves.
     new.stop().await;
-    wait_offline(&prosody, "new", 1).await;
+    wait_offline(&prosody, &["new"]).await;
     let order = ask_sequentially(&mut r, "dr2", 5).await;
     assert!(
         order.iter().all(|res| res == "old"),
@@ -449,19 +333,16 @@ async fn draining_resource() {
     // /old takes a request and holds it; /new comes back; /old drains and still answers.
     old.set_behaviour(Behaviour::Silent);
     r.send(get(PROXY, "held", test_payload("held"))).await;
-    let deadline = Instant::now() + ANSWER;
-    while old.exchange("held").is_none() {
-        assert!(Instant::now() < deadline, "/old never got the held request");
-        sleep(Duration::from_millis(20)).await;
-    }
+    let held = old.wait_request("held", ANSWER).await;
+    let held = held.expect("/old never got the held request");
     new.start().await;
-    wait_online(&prosody, &["new"], 2).await;
+    wait_online(&prosody, &["new"]).await;
     let order = ask_sequentially(&mut r, "dr3", 5).await;
     assert!(
         order.iter().all(|res| res == "new"),
         "with /new back, new requests go to /new: {order:?}"
     );
-    old.send(late_echo(&old.exchange("held").unwrap()));
+    old.send(late_echo(&held));
     let iq = r
         .wait_answer("held", ANSWER)
         .await
@@ -474,63 +355,6 @@ async fn draining_resource() {
     );
     assert_eq!(iq.from().map(|j| j.to_string()).as_deref(), Some(PROXY));
     prosody.assert_no_tracebacks();
-}
-
-/// Prefix of the module's OpenMetrics names.
-const METRIC: &str = "prosody_mod_client_proxy";
-
-/// Fetches /metrics and returns the body (asserting 200).
-async fn fetch_metrics(port: u16) -> String {
-    let resp = http_get(port, "/metrics").await;
-    assert_eq!(resp.status, 200, "GET /metrics: {resp:?}");
-    resp.body
-}
-
-/// The module's metric lines for proxy.localhost (for failure messages).
-fn our_lines(text: &str) -> String {
-    text.lines()
-        .filter(|l| l.contains(METRIC))
-        .collect::<Vec<_>>()
-        .join("\n")
-}
-
-/// Expected values of the module's samples for proxy.localhost: (name, label, value).
-type Expect<'a> = &'a [(&'a str, Option<(&'a str, &'a str)>, f64)];
-
-/// The mismatches between `expect` and the metrics text.
-fn metric_mismatches(text: &str, expect: Expect<'_>) -> Vec<String> {
-    let samples = parse_samples(text);
-    let mut out = Vec::new();
-    for (name, label, want) in expect {
-        let mut labels = vec![("host", PROXY)];
-        labels.extend(label.iter().copied());
-        let got = sample_value(&samples, name, &labels);
-        if got != Some(*want) {
-            out.push(format!("{name}{labels:?}: got {got:?}, want {want}"));
-        }
-    }
-    out
-}
-
-/// Fetches /metrics until it shows `expect` (the proxy processes stanzas after they are
-/// sent); panics with the module's lines after 5 s.
-async fn wait_metrics(port: u16, expect: Expect<'_>) -> String {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let text = fetch_metrics(port).await;
-        let wrong = metric_mismatches(&text, expect);
-        if wrong.is_empty() {
-            return text;
-        }
-        if Instant::now() >= deadline {
-            panic!(
-                "metrics differ:\n{}\n---- {METRIC} lines ----\n{}",
-                wrong.join("\n"),
-                our_lines(&text)
-            );
-        }
-        sleep(Duration::from_millis(100)).await;
-    }
 }
 
 // 4. Metrics through mod_http_openmetrics after known traffic.
@@ -552,9 +376,10 @@ async fn metrics_after_known_traffic() {
     let iq = r
         .must_request(get(PROXY, "none", test_payload("none")), ANSWER)
         .await;
-    expect_error(&iq, "cancel", "service-unavailable");
+    expect_error(&iq, PROXY, "cancel", "service-unavailable");
     wait_metrics(
         http,
+        PROXY,
         &[
             (&requests, Some(("outcome", "refused")), 1.0),
             (&requests, Some(("outcome", "forwarded")), 0.0),
@@ -567,7 +392,7 @@ async fn metrics_after_known_traffic() {
 
     // Five delivered.
     let a = implementer(&prosody, "a").await;
-    wait_online(&prosody, &["a"], 1).await;
+    wait_online(&prosody, &["a"]).await;
     ask_sequentially(&mut r, "ok", 5).await;
     // One unsolicited reply.
     a.send(Iq::Result {
@@ -581,6 +406,7 @@ async fn metrics_after_known_traffic() {
     r.send(get(PROXY, "slow", test_payload("slow"))).await;
     let text = wait_metrics(
         http,
+        PROXY,
         &[
             (&requests, Some(("outcome", "forwarded")), 6.0),
             (&requests, Some(("outcome", "delivered")), 5.0),
@@ -595,9 +421,10 @@ async fn metrics_after_known_traffic() {
     eprintln!("metrics while one request is held:\n{}", our_lines(&text));
 
     let iq = answer_of(&mut r, "slow").await;
-    expect_error(&iq, "wait", "remote-server-timeout");
+    expect_error(&iq, PROXY, "wait", "remote-server-timeout");
     let text = wait_metrics(
         http,
+        PROXY,
         &[
             (&requests, Some(("outcome", "forwarded")), 6.0),
             (&requests, Some(("outcome", "delivered")), 5.0),
@@ -625,75 +452,43 @@ async fn answer_of(r: &mut Xmpp, id: &str) -> Iq {
         .unwrap_or_else(|| panic!("no answer to {id} within {ANSWER:?}"))
 }
 
-/// Runs a shell command, asserting it succeeded; its stdout.
-async fn shell_ok(prosody: &Prosody, command: &str) -> String {
-    let out = shell(prosody, command).await;
-    assert!(
-        out.success && out.stderr.trim().is_empty(),
-        "prosodyctl shell {command:?} failed: {out:?}"
-    );
-    out.stdout
-}
-
-/// Polls a shell command until its output satisfies `pred` (bounded); the output.
-async fn shell_until(prosody: &Prosody, command: &str, pred: impl Fn(&str) -> bool) -> String {
-    let deadline = Instant::now() + PRESENCE;
-    loop {
-        let out = shell_ok(prosody, command).await;
-        if pred(&out) {
-            return out;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "prosodyctl shell {command:?}: unexpected output:\n{out}"
-        );
-        sleep(Duration::from_millis(200)).await;
-    }
-}
-
-/// The line of `text` that mentions resource `name` as its first word.
-fn resource_line<'a>(text: &'a str, name: &str) -> Option<&'a str> {
-    text.lines()
-        .find(|l| l.split_whitespace().next() == Some(name))
-}
-
 // 5. Module status (log lines, module:list) and client_proxy:resources in prosodyctl shell.
 #[tokio::test]
 async fn status_and_shell() {
-    let prosody = server_with(
-        &["client_proxy_resources = { \"^a$\", \"^b$\" }"],
-        &["admin_shell"],
-        &[],
-    );
+    let prosody = server(&["client_proxy_resources = { \"^a$\", \"^b$\" }"]);
     let warn_text = format!("No eligible resource of {TARGET} is online");
     let status_cmd = format!("module:list({PROXY:?})");
     let resources_cmd = format!("client_proxy:resources({PROXY:?})");
 
     // No resource: a warning, logged once and shown by module:list.
-    let warned = prosody.log_lines(&warn_text);
+    let warned = prosody.wait_log(&warn_text, 1, ANSWER).await;
     assert!(
         warned.len() == 1 && warned[0].contains("\twarn\t"),
         "one warning should be logged at start: {warned:?}"
     );
-    let out = shell_ok(&prosody, &status_cmd).await;
+    let shows_status = |kind: &'static str, text: String| {
+        move |out: &str| {
+            out.lines()
+                .any(|l| l.contains("client_proxy") && l.contains(kind) && l.contains(&text))
+        }
+    };
+    let out = shell_until(
+        &prosody,
+        &status_cmd,
+        shows_status("warn", warn_text.clone()),
+    )
+    .await;
     eprintln!("{status_cmd} with nothing online:\n{out}");
-    assert!(
-        out.lines()
-            .any(|l| l.contains("client_proxy") && l.contains("warn") && l.contains(&warn_text)),
-        "module:list should show the warning status:\n{out}"
-    );
-    let out = shell_ok(&prosody, &resources_cmd).await;
+    let summary =
+        |eligible, pending| format!("{PROXY} -> {TARGET}: {eligible} eligible, {pending} pending");
+    let out = shell_until(&prosody, &resources_cmd, |out| out.contains(&summary(0, 0))).await;
     eprintln!("{resources_cmd} with nothing online:\n{out}");
-    assert!(
-        out.contains(&format!("{PROXY} -> {TARGET}: 0 eligible, 0 pending")),
-        "{out}"
-    );
 
     // /a active holding one request, /b draining, /x ineligible.
     let a = implementer_with(&prosody, "a", Some(5), Behaviour::Silent).await;
     let _b = implementer_with(&prosody, "b", Some(-1), Behaviour::Echo).await;
     let x = implementer_with(&prosody, "x", Some(0), Behaviour::Echo).await;
-    wait_online(&prosody, &["a", "b", "x"], 1).await;
+    wait_online(&prosody, &["a", "b", "x"]).await;
     // Logged with the count at the change (the first eligible resource).
     let online_text = format!("eligible resource(s) of {TARGET} online");
     let mut r = requester(&prosody, "abc").await;
@@ -703,10 +498,7 @@ async fn status_and_shell() {
     })
     .await;
     eprintln!("{resources_cmd}:\n{out}");
-    assert!(
-        out.contains(&format!("{PROXY} -> {TARGET}: 2 eligible, 1 pending")),
-        "summary line:\n{out}"
-    );
+    assert!(out.contains(&summary(2, 1)), "summary line:\n{out}");
     let expect = [
         ("a", "5", "active", "1"),
         ("b", "-1", "draining", "0"),
@@ -727,7 +519,7 @@ async fn status_and_shell() {
         "result line missing:\n{out}"
     );
     // The status is ok now: logged (info) once, and module:list shows no warning.
-    let info = prosody.log_lines(&online_text);
+    let info = prosody.wait_log(&online_text, 1, ANSWER).await;
     assert!(
         info.len() == 1 && info[0].contains("\tinfo\t"),
         "status change to ok should be logged once at info: {info:?}"
@@ -762,16 +554,16 @@ async fn status_and_shell() {
     // The target revokes the subscription: error status.
     x.send(Presence::new(PresenceType::Unsubscribed).with_to(jid(PROXY)));
     let held = answer_of(&mut r, "held").await;
-    expect_error(&held, "wait", "recipient-unavailable");
+    expect_error(&held, PROXY, "wait", "recipient-unavailable");
     let revoked = format!("{TARGET} revoked the subscription");
-    wait_log(&prosody, &revoked, 1, PRESENCE).await;
-    let out = shell_ok(&prosody, &status_cmd).await;
+    prosody.wait_log(&revoked, 1, ANSWER).await;
+    let out = shell_until(
+        &prosody,
+        &status_cmd,
+        shows_status("error", revoked.clone()),
+    )
+    .await;
     eprintln!("{status_cmd} after the revocation:\n{out}");
-    assert!(
-        out.lines()
-            .any(|l| l.contains("client_proxy") && l.contains("error") && l.contains(&revoked)),
-        "module:list should show the error status:\n{out}"
-    );
     let out = shell_ok(&prosody, &resources_cmd).await;
     assert!(
         out.contains("subscription revoked"),
@@ -786,24 +578,20 @@ async fn status_and_shell() {
 /// has no periods, and the module refuses to load with an error naming the option.
 #[tokio::test]
 async fn timeout_as_a_period() {
-    let prosody = support::setup::server(&["client_proxy_timeout = \"2 seconds\""]);
+    let prosody = server(&["client_proxy_timeout = \"2 seconds\""]);
     let version = prosody.version().expect("Prosody logged no version");
     if version.starts_with("0.") {
-        let refused =
-            prosody.log_lines("client_proxy_timeout: \"2 seconds\" is not a number of seconds");
-        assert_eq!(
-            refused.len(),
-            1,
-            "Prosody {version}: {}",
-            prosody.log_tail(30)
-        );
+        // The load error is written a moment after the start: poll for it.
+        let needle = "client_proxy_timeout: \"2 seconds\" is not a number of seconds";
+        let refused = prosody.wait_log(needle, 1, ANSWER).await;
+        assert_eq!(refused.len(), 1, "Prosody {version}: {refused:?}");
         assert!(refused[0].contains("\terror\t"), "{refused:?}");
         prosody.assert_no_tracebacks();
         return;
     }
-    let service = support::setup::implementer(&prosody, "a").await;
-    let mut r = support::setup::requester(&prosody, "abc").await;
-    support::setup::wait_routable(&mut r, PROXY, &["a"]).await;
+    let service = implementer(&prosody, "a").await;
+    let mut r = requester(&prosody, "abc").await;
+    wait_routable(&mut r, PROXY, &["a"]).await;
     service.set_behaviour(Behaviour::Silent);
     let started = Instant::now();
     let answer = r
@@ -813,7 +601,7 @@ async fn timeout_as_a_period() {
         )
         .await;
     let waited = started.elapsed();
-    expect_error(&answer, "wait", "remote-server-timeout");
+    expect_error(&answer, PROXY, "wait", "remote-server-timeout");
     assert!(
         waited >= Duration::from_secs(1) && waited < Duration::from_secs(10),
         "Prosody {version}: timed out after {waited:?}, expected about 2 s"

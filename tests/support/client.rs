@@ -1,4 +1,6 @@
-//! A logged-in XMPP client for tests: send stanzas, await the ones you want, keep the rest.
+//! A logged-in XMPP client for tests: send stanzas, await the ones you want, keep the rest;
+//! stanza builders and accessors (who sent it, a message's body, an `<error/>`), the one
+//! [`expect_error`], and roster helpers for subscribers.
 //!
 //! tokio-xmpp retries failed connections and bad passwords forever, so every wait here is
 //! bounded by a timeout.
@@ -12,8 +14,8 @@ use tokio_xmpp::connect::DnsConfig;
 use tokio_xmpp::jid::{BareJid, FullJid, Jid};
 use tokio_xmpp::minidom::Element;
 use tokio_xmpp::parsers::iq::Iq;
-use tokio_xmpp::parsers::message::Message;
-use tokio_xmpp::parsers::presence::Presence;
+use tokio_xmpp::parsers::message::{Message, MessageType};
+use tokio_xmpp::parsers::presence::{Presence, Type as PresenceType};
 use tokio_xmpp::parsers::stanza_error::StanzaError;
 use tokio_xmpp::xmlstream::Timeouts;
 use tokio_xmpp::{Client, Event, Stanza};
@@ -373,5 +375,167 @@ pub fn as_presence(s: &Stanza) -> Option<&Presence> {
     match s {
         Stanza::Presence(p) => Some(p),
         _ => None,
+    }
+}
+
+/// The `from` of any stanza, as a string.
+pub fn from_of(s: &Stanza) -> Option<String> {
+    match s {
+        Stanza::Iq(iq) => iq.from().map(|j| j.to_string()),
+        Stanza::Message(m) => m.from.as_ref().map(|j| j.to_string()),
+        Stanza::Presence(p) => p.from.as_ref().map(|j| j.to_string()),
+    }
+}
+
+/// The `to` of any stanza, as a string.
+pub fn to_of(s: &Stanza) -> Option<String> {
+    match s {
+        Stanza::Iq(iq) => iq.to().map(|j| j.to_string()),
+        Stanza::Message(m) => m.to.as_ref().map(|j| j.to_string()),
+        Stanza::Presence(p) => p.to.as_ref().map(|j| j.to_string()),
+    }
+}
+
+/// Did it come from `host` itself or an address at it (`host/...`, `node@host`)?
+pub fn is_from_host(s: &Stanza, host: &str) -> bool {
+    let from = match s {
+        Stanza::Iq(iq) => iq.from(),
+        Stanza::Message(m) => m.from.as_ref(),
+        Stanza::Presence(p) => p.from.as_ref(),
+    };
+    from.is_some_and(|f| f.domain().as_str() == host)
+}
+
+/// The stanzas among `got` that came from `host` or an address at it, as XML.
+pub fn from_host(got: &[Stanza], host: &str) -> Vec<String> {
+    got.iter()
+        .filter(|s| is_from_host(s, host))
+        .map(stanza_xml)
+        .collect()
+}
+
+/// Asserts `iq` is an error from `from` with this type and condition; the error.
+pub fn expect_error<'a>(iq: &'a Iq, from: &str, etype: &str, cond: &str) -> &'a StanzaError {
+    let e = iq_error(iq).unwrap_or_else(|| panic!("expected an error, got {}", iq_xml(iq)));
+    assert_eq!(condition(e), cond, "condition of {}", iq_xml(iq));
+    assert_eq!(error_type(e), etype, "error type of {}", iq_xml(iq));
+    let sender = iq.from().map(|j| j.to_string());
+    assert_eq!(sender.as_deref(), Some(from), "sender of {}", iq_xml(iq));
+    e
+}
+
+/// The (first) body of a message.
+pub fn body(m: &Message) -> Option<&str> {
+    m.bodies.values().next().map(String::as_str)
+}
+
+/// The message's id.
+pub fn message_id(m: &Message) -> Option<&str> {
+    m.id.as_ref().map(|i| i.0.as_str())
+}
+
+/// The `<error/>` child among a message's or presence's payloads, parsed.
+pub fn error_child(payloads: &[Element]) -> Option<StanzaError> {
+    payloads
+        .iter()
+        .find(|e| e.name() == "error")
+        .cloned()
+        .and_then(|e| StanzaError::try_from(e).ok())
+}
+
+/// A presence from exactly `from` (e.g. the component's bare host), if `s` is one.
+pub fn presence_from<'a>(s: &'a Stanza, from: &str) -> Option<&'a Presence> {
+    as_presence(s).filter(|p| p.from.as_ref().is_some_and(|f| f.to_string() == from))
+}
+
+/// A presence's type as its attribute value ("available" for none).
+pub fn presence_kind(p: &Presence) -> &'static str {
+    match p.type_ {
+        PresenceType::None => "available",
+        PresenceType::Error => "error",
+        PresenceType::Probe => "probe",
+        PresenceType::Subscribe => "subscribe",
+        PresenceType::Subscribed => "subscribed",
+        PresenceType::Unavailable => "unavailable",
+        PresenceType::Unsubscribe => "unsubscribe",
+        PresenceType::Unsubscribed => "unsubscribed",
+    }
+}
+
+/// `<message type='chat' to=.. id=..><body>..</body></message>` as a stanza (the body is
+/// escaped here).
+pub fn chat(to: &str, id: &str, text: &str) -> Stanza {
+    let text = text
+        .replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;");
+    let e = xml(&format!(
+        "<message xmlns='jabber:client' type='chat' to='{to}' id='{id}'><body>{text}</body></message>"
+    ));
+    Stanza::try_from(e).expect("a message stanza")
+}
+
+/// Is it `<message type='chat'>`?
+pub fn is_chat(m: &Message) -> bool {
+    m.type_ == MessageType::Chat
+}
+
+/// Fetches the roster (so that the session is "interested": Prosody sends `subscribed`
+/// and roster pushes only to sessions that did), waiting for the answer.
+pub async fn fetch_roster(x: &mut Xmpp, id: &str) -> Iq {
+    let query = xml("<query xmlns='jabber:iq:roster'/>");
+    let iq = Iq::Get {
+        from: None,
+        to: None,
+        id: id.to_string(),
+        payload: query,
+    };
+    let answer = x
+        .request(iq, Duration::from_secs(10))
+        .await
+        .unwrap_or_else(|| panic!("{}: no roster", x.jid));
+    assert!(
+        matches!(answer, Iq::Result { .. }),
+        "roster get: {}",
+        iq_xml(&answer)
+    );
+    answer
+}
+
+/// The subscription of `contact` in a roster result (`none`, `to`, `from`, `both`), or
+/// None when it is not in the roster.
+pub fn roster_subscription(roster: &Iq, contact: &str) -> Option<String> {
+    let Iq::Result {
+        payload: Some(query),
+        ..
+    } = roster
+    else {
+        return None;
+    };
+    query
+        .children()
+        .find(|item| item.attr("jid") == Some(contact))
+        .map(|item| item.attr("subscription").unwrap_or("none").to_string())
+}
+
+/// A logged-in user that fetched its roster, then sent initial presence.
+pub async fn subscriber(addr: &str, full_jid: &str, password: &str) -> Xmpp {
+    let mut x = Xmpp::login(addr, full_jid, password).await;
+    fetch_roster(&mut x, "roster-login").await;
+    x.presence(None).await;
+    x
+}
+
+/// Waits until `x` has reconnected (tokio-xmpp does it by itself after a server restart)
+/// more often than `before`; whatever arrives meanwhile stays queued.
+pub async fn await_reconnect(x: &mut Xmpp, before: usize, wait: Duration) {
+    let deadline = Instant::now() + wait;
+    while x.reconnects <= before {
+        assert!(
+            Instant::now() < deadline,
+            "{}: no reconnect within {wait:?}",
+            x.jid
+        );
+        let _ = x.wait_for(Duration::from_millis(200), |_| false).await;
     }
 }

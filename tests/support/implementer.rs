@@ -1,15 +1,17 @@
 //! An implementing client for tests: one resource of the target account, running as a
 //! tokio task. It approves the proxy's subscription, answers proxied requests with the
 //! configured [`Behaviour`], and records every exchange so tests can look at the exact
-//! stanzas it saw.
+//! stanzas it saw. An [`Inbox`] waits for what else it received (messages, answers to its
+//! own requests); [`LateAnswers`] answers a silent one's requests late.
 
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
-use tokio::time::{timeout, Instant};
+use tokio::time::{sleep, timeout, Instant};
 use tokio_xmpp::jid::FullJid;
 use tokio_xmpp::minidom::rxml::xml_ncname;
 use tokio_xmpp::minidom::Element;
@@ -229,6 +231,20 @@ impl Implementer {
             .cloned()
     }
 
+    /// Polls (bounded by `wait`) until this resource got the request `id`; its exchange.
+    pub async fn wait_request(&self, id: &str, wait: Duration) -> Option<Exchange> {
+        let deadline = Instant::now() + wait;
+        loop {
+            if let Some(ex) = self.exchange(id) {
+                return Some(ex);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            sleep(POLL).await;
+        }
+    }
+
     /// The current session number (incremented by each stop).
     pub fn session(&self) -> usize {
         self.shared.session.load(Ordering::SeqCst)
@@ -351,5 +367,107 @@ async fn handle(
             shared.approved.fetch_add(1, Ordering::SeqCst);
         }
         other => shared.others.lock().unwrap().push(other),
+    }
+}
+
+/// How often an [`Inbox`] looks at what its implementer received.
+const POLL: Duration = Duration::from_millis(20);
+
+/// The stanzas an implementing resource received besides proxied requests, in order.
+/// [`Implementer::others`] hands each stanza out once; an inbox keeps the ones no wait
+/// has asked for yet.
+#[derive(Default)]
+pub struct Inbox {
+    kept: Vec<Stanza>,
+}
+
+impl Inbox {
+    /// An empty inbox.
+    pub fn new() -> Self {
+        Inbox::default()
+    }
+
+    fn pull(&mut self, imp: &Implementer) {
+        self.kept.extend(imp.others());
+    }
+
+    /// Waits (at most `wait`) for a stanza matching `pred`, and takes it out.
+    pub async fn wait_for(
+        &mut self,
+        imp: &Implementer,
+        wait: Duration,
+        mut pred: impl FnMut(&Stanza) -> bool,
+    ) -> Option<Stanza> {
+        let deadline = Instant::now() + wait;
+        loop {
+            self.pull(imp);
+            if let Some(pos) = self.kept.iter().position(&mut pred) {
+                return Some(self.kept.remove(pos));
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            sleep(POLL).await;
+        }
+    }
+
+    /// Waits `wait`, then takes everything received (kept ones first).
+    pub async fn collect(&mut self, imp: &Implementer, wait: Duration) -> Vec<Stanza> {
+        sleep(wait).await;
+        self.pull(imp);
+        std::mem::take(&mut self.kept)
+    }
+
+    /// Forgets everything received so far.
+    pub fn clear(&mut self, imp: &Implementer) {
+        self.pull(imp);
+        self.kept.clear();
+    }
+}
+
+/// The echo result the implementer would have sent for `ex` (for a resource that is
+/// `Silent` and answers later through [`Implementer::send`]).
+pub fn late_echo(ex: &Exchange) -> Iq {
+    let own = ex
+        .request
+        .to()
+        .and_then(|j| j.clone().try_into_full().ok())
+        .expect("the request was addressed to a full JID");
+    let payload = match &ex.request {
+        Iq::Get { payload, .. } | Iq::Set { payload, .. } => payload,
+        other => panic!("not a request: {other:?}"),
+    };
+    Iq::Result {
+        from: None,
+        to: ex.request.from().cloned(),
+        id: ex.request.id().to_string(),
+        payload: Some(echo_payload(&own, payload)),
+    }
+}
+
+/// Answers the requests a `Silent` implementer received, each `delay` after it arrived
+/// (call [`LateAnswers::answer_due`] often).
+pub struct LateAnswers {
+    delay: Duration,
+    answered: HashSet<String>,
+}
+
+impl LateAnswers {
+    pub fn new(delay: Duration) -> Self {
+        LateAnswers {
+            delay,
+            answered: HashSet::new(),
+        }
+    }
+
+    /// Sends the echo result of every request that has waited `delay`.
+    pub fn answer_due(&mut self, imp: &Implementer) {
+        for ex in imp.exchanges() {
+            let id = ex.request.id().to_string();
+            if ex.at.elapsed() >= self.delay && !self.answered.contains(&id) {
+                imp.send(late_echo(&ex));
+                self.answered.insert(id);
+            }
+        }
     }
 }

@@ -1,9 +1,5 @@
-//! Fault injection for the end-to-end tests (tests/e2e_faults.rs).
+//! Traffic under faults, for the end-to-end tests of "every request answered exactly once".
 //!
-//! - [`enable_modules`]: adds modules (e.g. `admin_shell`) to a not yet started server's
-//!   `modules_enabled`.
-//! - [`shell`]: runs `prosodyctl --config <file> shell "<command>"` without blocking the
-//!   runtime.
 //! - [`Relay`]: a TCP relay between a client and the server whose connections can be
 //!   reset at once ([`Relay::cut`]): the server sees the connection drop without any
 //!   stream end or unavailable presence, the client sees it too and reconnects (tokio-xmpp
@@ -11,12 +7,14 @@
 //! - [`FaultResource`]: an implementing resource of the target account whose answer to
 //!   each request is chosen by a [`Policy`] (at once, after a delay, never), that can send
 //!   unavailable and available presence on command, and that records every request it got
-//!   and when it answered.
+//!   and when it answered; [`Rng`]: the seeded generator behind its choices.
+//! - [`traffic`]: one requester sending gets and sets to the standard setup's host as a
+//!   [`Plan`] says and recording every answer ([`Report`]); [`Tally`]: per-request counts
+//!   over reports, and the exactly-once assertion.
 
-use std::collections::HashMap;
-use std::fs;
+use std::collections::{BTreeMap, HashMap};
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -30,68 +28,11 @@ use tokio_xmpp::parsers::iq::Iq;
 use tokio_xmpp::parsers::presence::{Presence, Type as PresenceType};
 use tokio_xmpp::Stanza;
 
-use super::client::{iq_type, jid, Xmpp};
-use super::implementer::echo_payload;
-use super::Prosody;
-
-/// Adds `modules` to the `modules_enabled` line of the server's config. Call before
-/// [`Prosody::start`] (or restart afterwards).
-pub fn enable_modules(prosody: &Prosody, modules: &[&str]) {
-    let path = prosody.dir().join("prosody.cfg.lua");
-    let cfg = fs::read_to_string(&path).expect("read prosody config");
-    let mut done = false;
-    let out: Vec<String> = cfg
-        .lines()
-        .map(|line| match line.strip_prefix("modules_enabled = {") {
-            Some(rest) if !done => {
-                done = true;
-                let extra: Vec<String> = modules.iter().map(|m| format!(" {m:?},")).collect();
-                format!("modules_enabled = {{{}{rest}", extra.concat())
-            }
-            _ => line.to_string(),
-        })
-        .collect();
-    assert!(done, "no modules_enabled line in {}", path.display());
-    fs::write(&path, out.join("\n") + "\n").expect("write prosody config");
-}
-
-/// What `prosodyctl shell` did.
-#[derive(Debug)]
-pub struct ShellOutput {
-    pub success: bool,
-    pub stdout: String,
-    pub stderr: String,
-    /// When the command was started and when it ended.
-    pub started: Instant,
-    pub ended: Instant,
-}
-
-/// Runs `prosodyctl --config <config> shell <command>` (needs `admin_shell`, see
-/// [`enable_modules`]); bounded to 20 s.
-pub async fn shell(prosody: &Prosody, command: &str) -> ShellOutput {
-    let started = Instant::now();
-    let out = timeout(
-        Duration::from_secs(20),
-        tokio::process::Command::new("prosodyctl")
-            .arg("--config")
-            .arg(prosody.dir().join("prosody.cfg.lua"))
-            .arg("shell")
-            .arg(command)
-            .stdin(std::process::Stdio::null())
-            .kill_on_drop(true)
-            .output(),
-    )
-    .await
-    .unwrap_or_else(|_| panic!("prosodyctl shell {command:?} did not end within 20 s"))
-    .unwrap_or_else(|e| panic!("run prosodyctl shell {command:?}: {e}"));
-    ShellOutput {
-        success: out.status.success(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        started,
-        ended: Instant::now(),
-    }
-}
+use super::client::{
+    condition, error_type, get, iq_type, iq_xml, is_from_host, jid, stanza_xml, test_payload, Xmpp,
+};
+use super::implementer::{echo_payload, ECHO_NS};
+use super::setup::PROXY;
 
 /// A TCP relay on 127.0.0.1 to `upstream`. Runs as tasks of the current runtime.
 pub struct Relay {
@@ -526,18 +467,317 @@ impl Rng {
     }
 }
 
-/// Counts of the reasons in the module's "Dropped <stanza>/<type> ...: <reason>" debug
-/// lines, for the report.
-pub fn dropped_reasons(prosody: &Prosody) -> HashMap<String, usize> {
-    let mut out = HashMap::new();
-    for line in prosody.log_lines("client_proxy\tdebug\tDropped ") {
-        let reason = line.rsplit(": ").next().unwrap_or("").to_string();
-        let kind = line
-            .split("Dropped ")
-            .nth(1)
-            .and_then(|rest| rest.split(' ').next())
-            .unwrap_or("?");
-        *out.entry(format!("{kind}: {reason}")).or_default() += 1;
+/// A get or a set to H with the test payload carrying the id.
+pub fn request(id: &str, set: bool) -> Iq {
+    if set {
+        Iq::Set {
+            from: None,
+            to: Some(jid(PROXY)),
+            id: id.to_string(),
+            payload: test_payload(id),
+        }
+    } else {
+        get(PROXY, id, test_payload(id))
     }
-    out
+}
+
+/// What one answer was.
+#[derive(Clone, Debug)]
+pub enum What {
+    /// An echo result for this very request, from this resource.
+    Result(String),
+    /// An error from H: condition, type.
+    Error(String, String),
+    /// Anything else (wrong payload, wrong sender...): always a failure.
+    Odd(String),
+}
+
+pub fn classify(iq: &Iq, id: &str) -> What {
+    if iq.from().map(|j| j.to_string()).as_deref() != Some(PROXY) {
+        return What::Odd(format!("not from {PROXY}: {}", iq_xml(iq)));
+    }
+    match iq {
+        Iq::Result {
+            payload: Some(p), ..
+        } if p.is("echo", ECHO_NS) => {
+            let n = p.get_child("query", ECHO_NS).and_then(|q| q.attr("n"));
+            match (n, p.attr("resource")) {
+                (Some(n), Some(res)) if n == id => What::Result(res.to_string()),
+                _ => What::Odd(format!("result for another request: {}", iq_xml(iq))),
+            }
+        }
+        Iq::Error { error, .. } => What::Error(condition(error), error_type(error)),
+        _ => What::Odd(iq_xml(iq)),
+    }
+}
+
+/// One request sent by a [`traffic`] loop.
+#[derive(Debug)]
+pub struct Sent {
+    pub id: String,
+    pub kind: &'static str,
+    pub at: Instant,
+}
+
+/// One answer received.
+#[derive(Clone, Debug)]
+pub struct Got {
+    pub at: Instant,
+    pub what: What,
+}
+
+/// What a [`traffic`] loop saw.
+#[derive(Debug, Default)]
+pub struct Report {
+    pub sent: Vec<Sent>,
+    /// Per request (same index as `sent`): every answer with its id.
+    pub answers: Vec<Vec<Got>>,
+    /// Stanzas from H that answer nothing this requester sent.
+    pub strays: Vec<String>,
+    pub disconnects: usize,
+}
+
+/// How a [`traffic`] loop sends.
+pub struct Plan {
+    /// Send this many requests; None: until `stop`.
+    pub count: Option<usize>,
+    pub stop: Arc<AtomicBool>,
+    /// Most requests outstanding at once.
+    pub window: usize,
+    /// Share of sets among the requests.
+    pub sets: f64,
+    pub seed: u64,
+    /// After the last send, wait at most this long for the missing answers.
+    pub give_up: Duration,
+    /// Then keep listening this long for late duplicates.
+    pub linger: Duration,
+    /// Counts first answers (for the driver's progress).
+    pub progress: Arc<AtomicUsize>,
+}
+
+/// Sends requests with ids from `make_id` as planned and records every answer.
+pub async fn traffic(mut x: Xmpp, plan: Plan, make_id: impl Fn(usize) -> String) -> Report {
+    let mut rng = Rng::new(plan.seed);
+    let mut report = Report::default();
+    let mut index: HashMap<String, usize> = HashMap::new();
+    let mut outstanding = 0usize;
+    let mut last_send = Instant::now();
+    // Like a real client, a requester told service-unavailable waits a little.
+    let mut paused_until = Instant::now();
+    fn record(
+        s: Stanza,
+        report: &mut Report,
+        index: &HashMap<String, usize>,
+        outstanding: &mut usize,
+        progress: &AtomicUsize,
+        paused_until: &mut Instant,
+    ) {
+        let at = Instant::now();
+        if let Stanza::Iq(iq) = &s {
+            if matches!(iq, Iq::Result { .. } | Iq::Error { .. }) {
+                if let Some(&i) = index.get(iq.id()) {
+                    let what = classify(iq, iq.id());
+                    if matches!(&what, What::Error(c, _) if c == "service-unavailable") {
+                        *paused_until = at + Duration::from_millis(100);
+                    }
+                    report.answers[i].push(Got { at, what });
+                    if report.answers[i].len() == 1 {
+                        *outstanding -= 1;
+                        progress.fetch_add(1, Ordering::SeqCst);
+                    }
+                    return;
+                }
+            }
+        }
+        if is_from_host(&s, PROXY) {
+            report.strays.push(stanza_xml(&s));
+        }
+    }
+    loop {
+        let more = |report: &Report| match plan.count {
+            Some(n) => report.sent.len() < n,
+            None => !plan.stop.load(Ordering::SeqCst),
+        };
+        while more(&report) && outstanding < plan.window && Instant::now() >= paused_until {
+            let id = make_id(report.sent.len());
+            let set = rng.chance(plan.sets);
+            x.send(request(&id, set)).await;
+            last_send = Instant::now();
+            index.insert(id.clone(), report.sent.len());
+            report.sent.push(Sent {
+                id,
+                kind: if set { "set" } else { "get" },
+                at: last_send,
+            });
+            report.answers.push(Vec::new());
+            outstanding += 1;
+        }
+        if !more(&report) && (outstanding == 0 || last_send.elapsed() > plan.give_up) {
+            break;
+        }
+        if let Some(s) = x.next_stanza(Duration::from_millis(50)).await {
+            record(
+                s,
+                &mut report,
+                &index,
+                &mut outstanding,
+                &plan.progress,
+                &mut paused_until,
+            );
+        }
+    }
+    let until = Instant::now() + plan.linger;
+    loop {
+        let left = until.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        match x.next_stanza(left).await {
+            Some(s) => record(
+                s,
+                &mut report,
+                &index,
+                &mut outstanding,
+                &plan.progress,
+                &mut paused_until,
+            ),
+            None => break,
+        }
+    }
+    report.disconnects = x.disconnects;
+    x.close().await;
+    report
+}
+
+/// Per-request tallies over reports.
+#[derive(Debug, Default)]
+pub struct Tally {
+    pub sent: usize,
+    pub sent_by_kind: BTreeMap<&'static str, usize>,
+    pub once: usize,
+    pub twice_or_more: Vec<String>,
+    pub never: Vec<String>,
+    pub results: usize,
+    pub results_by_resource: BTreeMap<String, usize>,
+    /// (condition, type, kind of request) -> count
+    pub errors: BTreeMap<(String, String, &'static str), usize>,
+    pub odd: Vec<String>,
+    pub strays: Vec<String>,
+    pub disconnects: usize,
+    pub latencies: Vec<Duration>,
+}
+
+impl Tally {
+    pub fn add(&mut self, report: &Report) {
+        self.disconnects += report.disconnects;
+        self.strays.extend(report.strays.iter().cloned());
+        for (sent, answers) in report.sent.iter().zip(&report.answers) {
+            self.sent += 1;
+            *self.sent_by_kind.entry(sent.kind).or_default() += 1;
+            match answers.len() {
+                0 => self.never.push(format!("{} ({})", sent.id, sent.kind)),
+                1 => self.once += 1,
+                n => self.twice_or_more.push(format!(
+                    "{} ({}) answered {n} times: {:?}",
+                    sent.id,
+                    sent.kind,
+                    answers
+                        .iter()
+                        .map(|g| (&g.what, g.at - sent.at))
+                        .collect::<Vec<_>>()
+                )),
+            }
+            for got in answers {
+                match &got.what {
+                    What::Result(res) => {
+                        self.results += 1;
+                        *self.results_by_resource.entry(res.clone()).or_default() += 1;
+                    }
+                    What::Error(cond, etype) => {
+                        *self
+                            .errors
+                            .entry((cond.clone(), etype.clone(), sent.kind))
+                            .or_default() += 1
+                    }
+                    What::Odd(text) => self.odd.push(format!("{}: {text}", sent.id)),
+                }
+            }
+            if let Some(first) = answers.first() {
+                self.latencies.push(first.at - sent.at);
+            }
+        }
+    }
+
+    pub fn errors_of(&self, cond: &str) -> usize {
+        self.errors
+            .iter()
+            .filter(|((c, _, _), _)| c == cond)
+            .map(|(_, n)| n)
+            .sum()
+    }
+
+    pub fn latency(&mut self, q: f64) -> Duration {
+        self.latencies.sort();
+        if self.latencies.is_empty() {
+            return Duration::ZERO;
+        }
+        let i = ((self.latencies.len() - 1) as f64 * q).round() as usize;
+        self.latencies[i]
+    }
+
+    pub fn print(&mut self, title: &str) {
+        eprintln!("==== {title} ====");
+        eprintln!("sent {} {:?}", self.sent, self.sent_by_kind);
+        eprintln!(
+            "answered once {}, answered twice or more {}, never answered {}, stray answers {}, odd answers {}",
+            self.once,
+            self.twice_or_more.len(),
+            self.never.len(),
+            self.strays.len(),
+            self.odd.len()
+        );
+        eprintln!(
+            "results {} by resource {:?}",
+            self.results, self.results_by_resource
+        );
+        for ((cond, etype, kind), n) in &self.errors {
+            eprintln!("error {cond} ({etype}) to a {kind}: {n}");
+        }
+        eprintln!(
+            "latency of the first answer: p50 {:?}, p99 {:?}, max {:?}; requester disconnects {}",
+            self.latency(0.5),
+            self.latency(0.99),
+            self.latency(1.0),
+            self.disconnects
+        );
+    }
+
+    /// Panics unless every request got exactly one answer and nothing else came.
+    pub fn assert_exactly_once(&self) {
+        let show = |v: &Vec<String>| v.iter().take(10).cloned().collect::<Vec<_>>().join("\n  ");
+        assert!(
+            self.never.is_empty(),
+            "{} request(s) never answered, e.g.:\n  {}",
+            self.never.len(),
+            show(&self.never)
+        );
+        assert!(
+            self.twice_or_more.is_empty(),
+            "{} request(s) answered more than once, e.g.:\n  {}",
+            self.twice_or_more.len(),
+            show(&self.twice_or_more)
+        );
+        assert!(
+            self.strays.is_empty(),
+            "{} stanza(s) from the proxy that answer nothing sent, e.g.:\n  {}",
+            self.strays.len(),
+            show(&self.strays)
+        );
+        assert!(
+            self.odd.is_empty(),
+            "{} odd answer(s), e.g.:\n  {}",
+            self.odd.len(),
+            show(&self.odd)
+        );
+    }
 }
