@@ -42,12 +42,38 @@ impl ComponentSpec {
     }
 }
 
+/// Where a server listens and what it hosts. The default is the standard test server:
+/// `VirtualHost "localhost"` on 127.0.0.1, no s2s. Federation tests (see
+/// `support::federation`) run two servers on two loopback addresses with s2s on.
+#[derive(Clone, Debug)]
+pub struct Site {
+    /// The VirtualHost (the domain of its users; [`Prosody::register`] registers there).
+    pub domain: String,
+    /// The loopback address every listener binds (`interfaces`).
+    pub interface: String,
+    /// With s2s: its port (s2s and dialback on, TLS off: `s2s_require_encryption =
+    /// false`, `s2s_secure_auth = false`; the peer's names must resolve, see
+    /// `support::federation`). None: `mod_s2s` disabled, as in the standard test config.
+    pub s2s: Option<u16>,
+}
+
+impl Default for Site {
+    fn default() -> Self {
+        Site {
+            domain: DOMAIN.to_string(),
+            interface: "127.0.0.1".to_string(),
+            s2s: None,
+        }
+    }
+}
+
 /// A private Prosody instance: own temp dir, own port, own data. Stopped on drop (also
 /// when the test panics; the log tail is printed then).
 pub struct Prosody {
     dir: PathBuf,
     config: PathBuf,
     port: u16,
+    site: Site,
     child: Option<Child>,
 }
 
@@ -57,10 +83,16 @@ static PORTS: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
 /// A loopback port that was free a moment ago and was not handed out before in this
 /// process (servers and their extra listeners share the one set).
 pub fn free_port() -> u16 {
+    free_port_at("127.0.0.1")
+}
+
+/// Like [`free_port`], free on the loopback address `ip` (e.g. "127.0.0.2"); the ports
+/// handed out are one set for all addresses.
+pub fn free_port_at(ip: &str) -> u16 {
     let mut used = PORTS.lock().unwrap_or_else(|e| e.into_inner());
     let used = used.get_or_insert_with(HashSet::new);
     loop {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+        let listener = TcpListener::bind((ip, 0)).unwrap_or_else(|e| panic!("bind {ip}:0: {e}"));
         let port = listener.local_addr().expect("local_addr").port();
         if used.insert(port) {
             return port;
@@ -99,6 +131,28 @@ pub fn shim_path() -> PathBuf {
         Some(p) if !p.is_empty() => PathBuf::from(p),
         _ => Path::new(env!("CARGO_MANIFEST_DIR")).join("lua/mod_client_proxy.lua"),
     }
+}
+
+/// The `*.lib.lua` files the shim loads with `module:require`: those beside `shim`, or,
+/// when there are none, those in lua/ of the source tree.
+pub fn shim_libraries(shim: &Path) -> Vec<PathBuf> {
+    let list = |dir: &Path| -> Vec<PathBuf> {
+        let mut libs: Vec<PathBuf> = fs::read_dir(dir)
+            .map(|entries| {
+                entries
+                    .filter_map(|e| e.ok().map(|e| e.path()))
+                    .filter(|p| p.to_string_lossy().ends_with(".lib.lua"))
+                    .collect()
+            })
+            .unwrap_or_default();
+        libs.sort();
+        libs
+    };
+    let beside = list(shim.parent().unwrap_or(Path::new(".")));
+    if !beside.is_empty() {
+        return beside;
+    }
+    list(&Path::new(env!("CARGO_MANIFEST_DIR")).join("lua"))
 }
 
 /// Asks Linux to SIGTERM the server when the thread that started it ends, so that a test
@@ -142,8 +196,20 @@ impl Prosody {
     /// line replaces the usual one), and installs nothing: for tests that install the
     /// module themselves (luarocks, `prosodyctl install`). Does not start.
     pub fn without_module(components: &[ComponentSpec], global: &[String]) -> Prosody {
+        Prosody::configure(&Site::default(), components, global)
+    }
+
+    /// Writes config for `site` (its VirtualHost, interface and s2s) with the module
+    /// installed; does not start.
+    pub fn at_site(site: &Site, components: &[ComponentSpec]) -> Prosody {
+        let prosody = Prosody::configure(site, components, &[]);
+        prosody.install_module();
+        prosody
+    }
+
+    fn configure(site: &Site, components: &[ComponentSpec], global: &[String]) -> Prosody {
         let dir = unique_dir();
-        let port = free_port();
+        let port = free_port_at(&site.interface);
         for sub in ["data", "plugins", "certs"] {
             fs::create_dir_all(dir.join(sub)).expect("create temp subdir");
         }
@@ -156,13 +222,24 @@ impl Prosody {
         cfg += &format!("pidfile = {}\n", p("prosody.pid"));
         cfg += &format!("admin_socket = {}\n", p("prosody.sock"));
         cfg += &format!("certificates = {}\n", p("certs"));
-        cfg += "interfaces = { \"127.0.0.1\" }\n";
+        cfg += &format!("interfaces = {{ {} }}\n", lua_str(&site.interface));
         cfg += &format!("c2s_ports = {{ {port} }}\n");
         cfg += "c2s_require_encryption = false\n";
         cfg += "allow_unencrypted_plain_auth = true\n";
         cfg += "authentication = \"internal_plain\"\n";
-        cfg += "modules_disabled = { \"s2s\", \"tls\" }\n";
-        cfg += "modules_enabled = { \"roster\", \"saslauth\", \"disco\", \"ping\" }\n";
+        match &site.s2s {
+            None => {
+                cfg += "modules_disabled = { \"s2s\", \"tls\" }\n";
+                cfg += "modules_enabled = { \"roster\", \"saslauth\", \"disco\", \"ping\" }\n";
+            }
+            Some(s2s_port) => {
+                cfg += "modules_disabled = { \"tls\" }\n";
+                cfg += "modules_enabled = { \"roster\", \"saslauth\", \"disco\", \"ping\", \"dialback\" }\n";
+                cfg += &format!("s2s_ports = {{ {s2s_port} }}\n");
+                cfg += "s2s_require_encryption = false\n";
+                cfg += "s2s_secure_auth = false\n";
+            }
+        }
         cfg += &format!("log = {{ debug = {} }}\n", p("prosody.log"));
         if !global.iter().any(|line| line.starts_with("plugin_paths")) {
             cfg += &format!("plugin_paths = {{ {} }}\n", p("plugins"));
@@ -170,7 +247,7 @@ impl Prosody {
         for line in global {
             cfg += &format!("{line}\n");
         }
-        cfg += "\nVirtualHost \"localhost\"\n";
+        cfg += &format!("\nVirtualHost {}\n", lua_str(&site.domain));
         for c in components {
             cfg += &format!("\nComponent {} \"client_proxy\"\n", lua_str(&c.host));
             for line in &c.options {
@@ -183,6 +260,7 @@ impl Prosody {
             dir,
             config,
             port,
+            site: site.clone(),
             child: None,
         }
     }
@@ -198,7 +276,15 @@ impl Prosody {
         }
         let target = self.dir.join("plugins/mod_client_proxy");
         fs::create_dir_all(&target).expect("create plugin dir");
-        fs::copy(shim_path(), target.join("mod_client_proxy.lua")).expect("copy the Lua shim");
+        let shim = shim_path();
+        fs::copy(&shim, target.join("mod_client_proxy.lua")).expect("copy the Lua shim");
+        // The shim's libraries (`module:require "native"` and the others): from beside the
+        // shim, else (a copy of the shim given as $CLIENT_PROXY_LUA) from lua/ of the tree.
+        for lib in shim_libraries(&shim) {
+            let name = lib.file_name().expect("a file name");
+            fs::copy(&lib, target.join(name))
+                .unwrap_or_else(|e| panic!("copy {}: {e}", lib.display()));
+        }
         // Write to a temp name and rename: never overwrite a .so in place.
         let tmp = target.join("client_proxy.so.tmp");
         fs::copy(&so, &tmp).expect("copy the native library");
@@ -220,14 +306,20 @@ impl Prosody {
         self.port
     }
 
-    /// `127.0.0.1:<port>`, for [`client::Xmpp::login`].
+    /// `<interface>:<port>` (127.0.0.1 unless the site says otherwise), for [`client::Xmpp::login`].
     pub fn addr(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
+        format!("{}:{}", self.site.interface, self.port)
     }
 
-    /// Creates an account with `prosodyctl register` (works with the server stopped or running).
+    /// Where it listens and what it hosts.
+    pub fn site(&self) -> &Site {
+        &self.site
+    }
+
+    /// Creates an account on the site's domain with `prosodyctl register` (works with the
+    /// server stopped or running).
     pub fn register(&self, user: &str, password: &str) {
-        self.prosodyctl(&["register", user, DOMAIN, password]);
+        self.prosodyctl(&["register", user, &self.site.domain, password]);
     }
 
     /// Runs `prosodyctl --config <this config> <args>` in the server's directory; panics
@@ -261,7 +353,8 @@ impl Prosody {
         assert!(self.child.is_none(), "Prosody is already running");
         // The log is appended to across restarts: only look at what this start writes.
         let log_offset = self.log_text().len();
-        let listening = format!("Activated service 'c2s' on [127.0.0.1]:{}", self.port);
+        let ip = self.site.interface.clone();
+        let listening = format!("Activated service 'c2s' on [{ip}]:{}", self.port);
         let console = fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -308,7 +401,7 @@ impl Prosody {
                 );
             }
             // Listening, and the log shows our own server got there (not another one's port).
-            if TcpStream::connect(("127.0.0.1", self.port)).is_ok() && log.contains(&listening) {
+            if TcpStream::connect((ip.as_str(), self.port)).is_ok() && log.contains(&listening) {
                 return;
             }
             if started.elapsed() > START_TIMEOUT {
