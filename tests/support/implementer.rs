@@ -12,7 +12,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::{sleep, timeout, Instant};
-use tokio_xmpp::jid::FullJid;
+use tokio_xmpp::jid::{FullJid, Jid};
 use tokio_xmpp::minidom::rxml::xml_ncname;
 use tokio_xmpp::minidom::Element;
 use tokio_xmpp::parsers::iq::Iq;
@@ -34,6 +34,16 @@ pub enum Behaviour {
     Error(Element),
     /// No answer at all.
     Silent,
+    /// An error `service-unavailable` (cancel) to every request, as an ordinary client
+    /// logged in to the target account answers what it does not implement ([`declined`]).
+    Decline,
+}
+
+/// `<error type='cancel'><service-unavailable/></error>`: what [`Behaviour::Decline`]
+/// answers.
+pub fn decline_error() -> Element {
+    xml("<error xmlns='jabber:client' type='cancel'>\
+         <service-unavailable xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error>")
 }
 
 /// `<error type='modify'><bad-request/><text>nope</text><oops xmlns='urn:example:app'/></error>`.
@@ -347,6 +357,7 @@ async fn handle(
                     error: StanzaError::try_from(element).expect("a valid <error/> element"),
                     payload: None,
                 }),
+                Behaviour::Decline => Some(declined_to(to, id)),
             };
             shared.exchanges.lock().unwrap().push(Exchange {
                 request: iq,
@@ -442,6 +453,22 @@ pub fn late_echo(ex: &Exchange) -> Iq {
         to: ex.request.from().cloned(),
         id: ex.request.id().to_string(),
         payload: Some(echo_payload(&own, payload)),
+    }
+}
+
+/// The `service-unavailable` (cancel) error answering the request of `ex` (for a resource
+/// that is `Silent` and declines later through [`Implementer::send`]).
+pub fn declined(ex: &Exchange) -> Iq {
+    declined_to(ex.request.from().cloned(), ex.request.id().to_string())
+}
+
+fn declined_to(to: Option<Jid>, id: String) -> Iq {
+    Iq::Error {
+        from: None,
+        to,
+        id,
+        error: StanzaError::try_from(decline_error()).expect("a valid <error/> element"),
+        payload: None,
     }
 }
 
