@@ -27,6 +27,7 @@
 #![allow(dead_code)]
 
 pub mod client;
+pub mod federation;
 pub mod implementer;
 pub mod metrics;
 pub mod server;
