@@ -15,7 +15,11 @@ use once_cell::sync::Lazy;
 use router::{Proxy, Status};
 use verdict::{Head, OutItem, Verdict, INTERNAL};
 
+use mlua::ffi;
+use std::borrow::Cow;
 use std::collections::HashMap;
+use std::ffi::{c_char, c_int};
+use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 /// State per component host, kept in the library so that a `module:reload` (which builds
@@ -29,49 +33,143 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// Arguments of `route`: name, type, from, to, id, now, priority, eligible, condition.
-type RouteArgs = (
-    LuaString,
-    Option<LuaString>,
-    Option<LuaString>,
-    Option<LuaString>,
-    Option<LuaString>,
-    f64,
-    Option<f64>,
-    Option<bool>,
-    Option<LuaString>,
-);
-
 /// The Lua handle on one component's state.
-struct LuaProxy(Arc<Mutex<Proxy>>);
-
-/// A stanza field as text: borrowed from Lua when it is UTF-8 (always, from Prosody's
-/// parser), else a lossy copy, so that odd bytes get the answer any odd address gets
-/// instead of an internal error.
-enum Text {
-    Borrowed(mlua::BorrowedStr),
-    Lossy(String),
+struct LuaProxy {
+    proxy: Arc<Mutex<Proxy>>,
+    /// The per-stanza entry point (a C closure over this state, see `route_raw`).
+    route: LuaFunction,
 }
 
-impl std::ops::Deref for Text {
-    type Target = str;
-    fn deref(&self) -> &str {
-        match self {
-            Text::Borrowed(s) => s,
-            Text::Lossy(s) => s,
+/// Keeps a proxy's state alive for as long as its `route` closure lives (its upvalue).
+struct Holder(#[allow(dead_code)] Arc<Mutex<Proxy>>);
+
+impl LuaUserData for Holder {}
+
+/// Upvalues of the `route` closure: the state, its holder, then the strings every verdict
+/// repeats, made once (creating a Lua string costs about as much as a routing decision).
+const UP_PROXY: c_int = 1;
+const UP_SEND: c_int = 3;
+const UP_ERROR: c_int = 4;
+const UP_DROP: c_int = 5;
+const UP_HOST: c_int = 6;
+const UPVALUES: c_int = 6;
+
+/// Argument `i` as bytes, when it is a string.
+///
+/// # Safety
+/// `state` is the running function's state; the slice lives while the argument is on
+/// the stack (the whole call).
+unsafe fn arg_bytes<'a>(state: *mut ffi::lua_State, i: c_int) -> Option<&'a [u8]> {
+    if ffi::lua_type(state, i) != ffi::LUA_TSTRING {
+        return None;
+    }
+    let mut len = 0usize;
+    let p = ffi::lua_tolstring(state, i, &mut len);
+    Some(std::slice::from_raw_parts(p as *const u8, len))
+}
+
+/// Bytes as text: borrowed when UTF-8 (always, from Prosody's parser), else a lossy copy,
+/// so that odd bytes get the answer any odd address gets instead of an error.
+fn text(bytes: &[u8]) -> Cow<'_, str> {
+    String::from_utf8_lossy(bytes)
+}
+
+unsafe fn push_str(state: *mut ffi::lua_State, s: &str) {
+    ffi::lua_pushlstring(state, s.as_ptr() as *const c_char, s.len());
+}
+
+unsafe fn push_seq(state: *mut ffi::lua_State, n: Option<u64>) {
+    match n {
+        Some(n) => ffi::lua_pushinteger(state, n as ffi::lua_Integer),
+        None => ffi::lua_pushnil(state),
+    }
+}
+
+/// Pushes a verdict's values (docs/INTERNALS.md) and returns how many.
+unsafe fn push_verdict(state: *mut ffi::lua_State, verdict: Verdict) -> c_int {
+    let up = |k| ffi::lua_upvalueindex(k);
+    match verdict {
+        Verdict::Send(send) => {
+            ffi::lua_pushvalue(state, up(UP_SEND));
+            push_str(state, &send.to);
+            ffi::lua_pushvalue(state, up(UP_HOST));
+            if arg_bytes(state, -1) != Some(send.from.as_bytes()) {
+                ffi::lua_pop(state, 1);
+                push_str(state, &send.from);
+            }
+            match &send.id {
+                Some(id) => push_str(state, id),
+                None => ffi::lua_pushnil(state),
+            }
+            push_seq(state, send.hold);
+            push_seq(state, send.release);
+            6
+        }
+        Verdict::Error(e) => {
+            ffi::lua_pushvalue(state, up(UP_ERROR));
+            push_str(state, e.error_type);
+            push_str(state, e.condition);
+            push_str(state, e.text);
+            4
+        }
+        Verdict::Drop { reason, drain } => {
+            ffi::lua_pushvalue(state, up(UP_DROP));
+            push_str(state, reason);
+            ffi::lua_pushboolean(state, c_int::from(drain));
+            3
         }
     }
 }
 
-fn text_of(s: &LuaString) -> Text {
-    match s.to_str() {
-        Ok(s) => Text::Borrowed(s),
-        Err(_) => Text::Lossy(s.to_string_lossy()),
-    }
-}
-
-fn opt_text(v: &Option<LuaString>) -> Option<Text> {
-    v.as_ref().map(text_of)
+/// `route(proxy, name, type, from, to, id, now, priority, eligible, condition)` -> verdict.
+///
+/// The hot path, written against the raw C API: mlua's userdata method machinery cost
+/// more instructions than the routing decision itself (callgrind). Reads the arguments in
+/// place, routes, pushes the verdict. A panic in the core becomes a Lua error (the shim
+/// answers internal-server-error), raised once no Rust value with a destructor is live.
+/// Pushing a string can only fail when Lua is out of memory, which raises past this frame
+/// and leaks the verdict's strings: accepted.
+unsafe extern "C-unwind" fn route_raw(state: *mut ffi::lua_State) -> c_int {
+    let proxy = ffi::lua_touserdata(state, ffi::lua_upvalueindex(UP_PROXY)) as *const Mutex<Proxy>;
+    let routed = std::panic::catch_unwind(AssertUnwindSafe(|| {
+        if ffi::lua_type(state, 7) != ffi::LUA_TNUMBER {
+            return Err("route: now (argument 7) must be a number");
+        }
+        let now = ffi::lua_tonumber(state, 7);
+        let name = text(arg_bytes(state, 2).unwrap_or_default());
+        let field = |i| arg_bytes(state, i).map(text);
+        let (stanza_type, from, to, id) = (field(3), field(4), field(5), field(6));
+        let priority =
+            (ffi::lua_type(state, 8) == ffi::LUA_TNUMBER).then(|| ffi::lua_tonumber(state, 8));
+        let eligible =
+            ffi::lua_type(state, 9) <= ffi::LUA_TNIL || ffi::lua_toboolean(state, 9) != 0;
+        // A condition that is not UTF-8 is no condition this proxy knows.
+        let condition = arg_bytes(state, 10).and_then(|c| std::str::from_utf8(c).ok());
+        let head = Head {
+            name: &name,
+            stanza_type: stanza_type.as_deref(),
+            from: from.as_deref(),
+            to: to.as_deref(),
+            id: id.as_deref(),
+            priority,
+            eligible,
+            condition,
+        };
+        Ok(lock(&*proxy).route(head, now))
+    }));
+    let failure: &'static str = match routed {
+        Ok(Ok(verdict)) => {
+            ffi::luaL_checkstack(state, 6, std::ptr::null());
+            return push_verdict(state, verdict);
+        }
+        Ok(Err(message)) => message,
+        Err(panic) => {
+            drop(panic);
+            "the native core panicked while routing a stanza"
+        }
+    };
+    push_str(state, failure);
+    ffi::lua_error(state)
 }
 
 /// An option's value as the config file gave it, for an error message.
@@ -281,96 +379,42 @@ fn status_to_lua(lua: &Lua, s: Status) -> LuaResult<LuaTable> {
 }
 
 impl LuaUserData for LuaProxy {
+    fn add_fields<F: LuaUserDataFields<Self>>(fields: &mut F) {
+        // route: the raw entry point, one call per stanza (see route_raw)
+        fields.add_field_method_get("route", |_, this| Ok(this.route.clone()));
+    }
+
     fn add_methods<M: LuaUserDataMethods<Self>>(methods: &mut M) {
-        // route(name, type, from, to, id, now, priority, eligible) -> verdict (INTERNALS.md)
-        methods.add_method(
-            "route",
-            |lua,
-             this,
-             (name, stanza_type, from, to, id, now, priority, eligible, condition): RouteArgs| {
-                let name = text_of(&name);
-                let (stanza_type, from, to, id) = (
-                    opt_text(&stanza_type),
-                    opt_text(&from),
-                    opt_text(&to),
-                    opt_text(&id),
-                );
-                // A condition that is not UTF-8 is no condition this proxy knows.
-                let condition = condition.as_ref().and_then(|c| c.to_str().ok());
-                let head = Head {
-                    name: &name,
-                    stanza_type: stanza_type.as_deref(),
-                    from: from.as_deref(),
-                    to: to.as_deref(),
-                    id: id.as_deref(),
-                    priority,
-                    eligible: eligible.unwrap_or(true),
-                    condition: condition.as_deref(),
-                };
-                let verdict = lock(&this.0).route(head, now);
-                let text = |s: &str| lua.create_string(s).map(LuaValue::String);
-                let seq = |n: Option<u64>| n.map_or(LuaValue::Nil, |n| LuaValue::Integer(n as i64));
-                Ok(match verdict {
-                    Verdict::Send(send) => (
-                        text("send")?,
-                        text(&send.to)?,
-                        text(&send.from)?,
-                        match &send.id {
-                            Some(id) => text(id)?,
-                            None => LuaValue::Nil,
-                        },
-                        seq(send.hold),
-                        seq(send.release),
-                    ),
-                    Verdict::Error(e) => (
-                        text("error")?,
-                        text(e.error_type)?,
-                        text(e.condition)?,
-                        text(e.text)?,
-                        LuaValue::Nil,
-                        LuaValue::Nil,
-                    ),
-                    Verdict::Drop { reason, drain } => (
-                        text("drop")?,
-                        text(reason)?,
-                        LuaValue::Boolean(drain),
-                        LuaValue::Nil,
-                        LuaValue::Nil,
-                        LuaValue::Nil,
-                    ),
-                })
-            },
-        );
         // drain() -> { item, ... }
         methods.add_method("drain", |lua, this, ()| {
-            let items = lock(&this.0).drain();
+            let items = lock(&this.proxy).drain();
             outbox_to_lua(lua, items)
         });
         // tick(now) -> { item, ... }: deadlines passed, then whatever else is queued
         methods.add_method("tick", |lua, this, now: f64| {
-            let items = lock(&this.0).tick(now);
+            let items = lock(&this.proxy).tick(now);
             outbox_to_lua(lua, items)
         });
         // stopping() -> { item, ... }: unavailable to subscribers
         methods.add_method("stopping", |lua, this, ()| {
-            let items = lock(&this.0).stopping();
+            let items = lock(&this.proxy).stopping();
             outbox_to_lua(lua, items)
         });
         // set_local_domains({ domain, ... }): the hosts this server has now
         methods.add_method("set_local_domains", |_, this, domains: Vec<String>| {
-            lock(&this.0).set_local_domains(domains.iter().map(String::as_str));
+            lock(&this.proxy).set_local_domains(domains.iter().map(String::as_str));
             Ok(())
         });
         // status() -> snapshot table (INTERNALS.md)
         methods.add_method("status", |lua, this, ()| {
-            let status = lock(&this.0).status();
+            let status = lock(&this.proxy).status();
             status_to_lua(lua, status)
         });
     }
 }
 
 /// open{ host=, target_address=, client_proxy_*=, subscribers=, local_domains= } -> proxy
-fn open(_: &Lua, opts: LuaTable) -> LuaResult<LuaProxy> {
+fn open(lua: &Lua, opts: LuaTable) -> LuaResult<LuaProxy> {
     let host = string_option(&opts, "host")?.ok_or_else(|| {
         LuaError::external(config::ConfigError {
             option: "host",
@@ -380,6 +424,7 @@ fn open(_: &Lua, opts: LuaTable) -> LuaResult<LuaProxy> {
     let config = Config::new(&host, &options_from(&opts)?).map_err(LuaError::external)?;
     let subscribers = list_option(&opts, "subscribers")?.unwrap_or_default();
     let local_domains = list_option(&opts, "local_domains")?;
+    let host_name = host.clone();
     let mut all = lock(&PROXIES);
     let proxy = all
         .entry(host)
@@ -394,7 +439,24 @@ fn open(_: &Lua, opts: LuaTable) -> LuaResult<LuaProxy> {
     }
     p.announce_status();
     drop(p);
-    Ok(LuaProxy(proxy))
+    let holder = lua.create_userdata(Holder(proxy.clone()))?;
+    let state_ptr = LuaLightUserData(Arc::as_ptr(&proxy) as *mut std::ffi::c_void);
+    let upvalues = (
+        state_ptr,
+        holder,
+        "send",
+        "error",
+        "drop",
+        host_name.as_str(),
+    );
+    // SAFETY: pushes a C closure over the six upvalues just pushed; the pointer stays
+    // valid while the closure lives, because its holder (upvalue 2) owns the Arc.
+    let route: LuaFunction = unsafe {
+        lua.exec_raw(upvalues, |state| {
+            ffi::lua_pushcclosure(state, route_raw, UPVALUES);
+        })?
+    };
+    Ok(LuaProxy { proxy, route })
 }
 
 /// close(host): the component is unloaded for good; its state goes.
