@@ -1,21 +1,33 @@
--- `make bench`, part 2: per-stanza cost of the Prosody shim + native core, in Lua 5.4,
--- with Prosody's real util.stanza objects.
+-- `make bench`, part 2: the cost per stanza of the shim + native core in process, against
+-- a readdress-only floor, with many requests outstanding. Lua 5.4, Prosody's util.stanza.
 --
--- The shim (lua/mod_client_proxy.lua) is loaded in the specs' fake Prosody module
--- (spec/helpers/fake_module.lua), whose get_directory() is a temp dir with
--- client_proxy.so in it. One target resource is online. Then, in batches:
---   shim:   an iq get from a user through the recorded iq/host handler (forwarded), and
---           the implementing resource's result through the iq/full handler (delivered);
---           module:send is a no-op.
---   native: the same two decisions as bare proxy:route() calls from Lua, no shim.
--- Stanzas and event tables are built before each timed batch (Prosody's parser builds
--- them in a server); that building is timed separately, for scale. CPU time (os.clock),
--- full garbage collection before each batch, so the garbage a batch makes is paid
--- inside it.
+-- Loaded in the specs' fake Prosody module (spec/helpers/fake_module.lua), module:send a
+-- no-op after a first check:
+--   shim:   lua/mod_client_proxy.lua (client_proxy.so next to it), one implementing
+--           resource online, timeout and caps raised so that nothing expires or is refused;
+--   floor:  bench/mod_readdress_floor.lua, the least a proxy does: readdress to a fixed
+--           resource, and back to the requester decoded from the resource; no tracking;
+--   native: the shim's two decisions as bare proxy:route() calls from Lua (no shim), on a
+--           proxy of its own with the same requests outstanding (for scale only).
+-- First FILL requests (default 200,000) from distinct requesters are forwarded through
+-- the shim (and the native proxy) and never answered. Then, in rounds, each of the three
+-- in turn (the order rotating): collectgarbage("collect"), then a batch of BATCH requests
+-- from new distinct requesters, forwarded in chunks of 100, each chunk built (not timed)
+-- just before its forwards are timed (a stanza reaches the handler fresh from the parser,
+-- still in cache); then the replies to the whole batch, built from what was forwarded,
+-- in chunks the same way. CPU time (os.clock) summed over the chunks. Outstanding
+-- requests stay between FILL and FILL + BATCH. Medians over the rounds, in ns per
+-- forward and per reply; the figure that counts is (forward + reply) shim / floor.
 --
--- Run from the repository root:  lua5.4 bench/shim_bench.lua [pairs]
+-- Also the Lua heap an outstanding request costs the shim (collectgarbage("count") before
+-- and after the fill, the bench's own references dropped): the stanza held for a retry,
+-- its slot in the held table; and for scale what one such stanza costs alone and as a
+-- serialized string.
+--
+-- Run from the repository root:  lua5.4 bench/shim_bench.lua
 -- Environment: CLIENT_PROXY_SO (default ./target/release/libclient_proxy.so),
--- CLIENT_PROXY_SHIM (default lua/mod_client_proxy.lua), SHIM_BENCH_PAIRS (default 200000).
+-- CLIENT_PROXY_SHIM (default lua/mod_client_proxy.lua), SHIM_BENCH_FILL (default 200000),
+-- SHIM_BENCH_BATCH (default 10000), SHIM_BENCH_ROUNDS (default 15).
 
 package.path = "/usr/lib/prosody/?.lua;./spec/?.lua;" .. package.path;
 package.cpath = "/usr/lib/prosody/?.so;" .. package.cpath;
@@ -25,152 +37,286 @@ local util_time = require "util.time";
 -- The specs' fake Prosody: the same module API the specs check the shim against.
 local fake = require "helpers.fake_module";
 
-local PAIRS = tonumber(arg and arg[1] or os.getenv("SHIM_BENCH_PAIRS") or "") or 200000;
-local BATCH = 10000;
+local function env_number(name, default)
+	local v = tonumber(os.getenv(name) or "");
+	if v == nil then return default; end
+	return math.floor(v);
+end
+
+local FILL = env_number("SHIM_BENCH_FILL", 200000);
+local BATCH = math.max(1, env_number("SHIM_BENCH_BATCH", 10000));
+local ROUNDS = math.max(1, env_number("SHIM_BENCH_ROUNDS", 15));
 local HOST = "proxy.example";
+local FLOOR_HOST = "floor.example";
 local NATIVE_HOST = "native.example";
-local TARGET = "service@example.org";
+local DOMAIN = "example.org";
+local TARGET = "service@" .. DOMAIN;
 local RESOURCE = TARGET .. "/a";
-local USER = "user@example.org/abc";
 local NS = "urn:example:client-proxy-bench";
+local FLOOR_MODULE = "bench/mod_readdress_floor.lua";
 
 assert(io.open(fake.SO, "rb"), "native library " .. fake.SO .. " not found: run `make build` first"):close();
 
--- The installed layout: client_proxy.so next to the shim, found via get_directory()
--- (fake.plugin_dir(), a temp dir with a link to CLIENT_PROXY_SO).
-local m, loaded, err = fake.load({ host = HOST, options = { target_address = TARGET } });
+-- The users are of this server (as Jitsi's are): no per-domain cap applies.
+local prosody_global = { start_time = os.time(), version = "0.12.3", hosts = { [DOMAIN] = {}, [HOST] = {} } };
+local big = 10 * (FILL + 2 * BATCH) + 1000;
+local options = {
+	target_address = TARGET, client_proxy_timeout = 86400, client_proxy_max_pending = big,
+	client_proxy_max_pending_per_requester = big, client_proxy_max_pending_per_user = big,
+	client_proxy_max_pending_per_domain = big,
+};
+
+-- The shim, in the installed layout (client_proxy.so next to it via get_directory()).
+local m, loaded, err = fake.load({ host = HOST, options = options, prosody = prosody_global });
 assert(loaded, err);
-local on_host, on_full = fake.handlers(m, "iq/host")[1], fake.handlers(m, "iq/full")[1];
 local origin = { type = "component", host = HOST };
-on_full, on_host = assert(on_full), assert(on_host);
+local shim_handler = assert(fake.handlers(m, "iq/host")[1], "the shim hooks iq/host");
 fake.handlers(m, "presence/host")[1]({ stanza = st.presence({ from = RESOURCE, to = HOST }), origin = origin });
 
+-- The floor, in a fake module of its own.
+local fm = fake.new({ host = FLOOR_HOST, options = { readdress_floor_targets = { RESOURCE } }, prosody = prosody_global });
+fake.run(FLOOR_MODULE, fm);
+local floor_handler = assert(fake.handlers(fm, "iq/host")[1], "the floor hooks iq/host");
+
+-- Bare native calls on a proxy of their own (the same library: dlopen finds it loaded).
 local native = assert(package.loadlib(fake.SO, "luaopen_client_proxy"))();
-local proxy = native.open({ host = NATIVE_HOST, target_address = TARGET });
+local native_options = { host = NATIVE_HOST, local_domains = { DOMAIN, NATIVE_HOST } };
+for k, v in pairs(options) do native_options[k] = v; end
+local proxy = native.open(native_options);
 assert(proxy:route("presence", nil, RESOURCE, NATIVE_HOST, nil, util_time.now(), 0, true) == "drop");
 proxy:drain();
-
-local batch_no = 0;
--- Builds one batch: request and reply stanzas, their event tables, and the ids.
-local function build(n)
-	batch_no = batch_no + 1;
-	local prefix = ("b%d-"):format(batch_no);
-	local requests, replies, ids = {}, {}, {};
-	local jat_address = HOST .. "/" .. USER;
-	for i = 1, n do
-		local id = prefix .. i;
-		ids[i] = id;
-		requests[i] = { origin = origin, stanza = st.iq({ type = "get", id = id, from = USER, to = HOST })
-			:tag("query", { xmlns = NS }):up() };
-		replies[i] = { origin = origin, stanza = st.iq({ type = "result", id = id, from = RESOURCE, to = jat_address }) };
-	end
-	return requests, replies, ids;
-end
-
--- Checks the shim's decisions once (the fake module:send records copies), then makes
--- module:send a no-op.
-do
-	m.sent = {};
-	local sent = m.sent;
-	local requests, replies = build(100);
-	for i = 1, 100 do
-		on_host(requests[i]);
-		on_full(replies[i]);
-	end
-	assert(#sent == 200, "the shim sent " .. #sent .. " stanzas for 100 pairs");
-	for i = 1, 200, 2 do
-		local fwd, dlv = sent[i], sent[i + 1];
-		assert(fwd.attr.to == RESOURCE and fwd.attr.from == HOST .. "/" .. USER, "forwarded: " .. tostring(fwd));
-		assert(dlv.attr.to == USER and dlv.attr.from == HOST and dlv.attr.type == "result", "delivered: " .. tostring(dlv));
-	end
-	m.send = function () end;
-	assert(proxy:status().pending == 0);
-end
-
-local clock = os.clock;
 local route = proxy.route;
-local native_jat = NATIVE_HOST .. "/" .. USER;
 
-local function shim_batch(n)
-	local requests, replies = build(n);
-	collectgarbage("collect");
-	local t0 = clock();
+local requester_no = 0;
+-- n requests from new distinct requesters, as Prosody's parser builds them, with their
+-- event tables; `to` the component.
+local function build_requests(n, to, event_origin)
+	local events = {};
 	for i = 1, n do
-		on_host(requests[i]);
-		on_full(replies[i]);
+		requester_no = requester_no + 1;
+		local from = ("u%d@%s/r%d"):format(requester_no, DOMAIN, requester_no % 7);
+		events[i] = { origin = event_origin, stanza = st.iq({ type = "get", id = "q" .. requester_no, from = from, to = to })
+			:tag("query", { xmlns = NS }):up() };
 	end
-	return clock() - t0;
+	return events;
 end
 
-local function native_batch(n)
-	local _, _, ids = build(n);
+-- The implementing resource's results to what was forwarded (the forwarded stanzas were
+-- readdressed in place: attr.from is the JAT address, attr.id the id it was sent with).
+local function build_replies(requests, event_origin)
+	local events = {};
+	for i = 1, #requests do
+		local fwd = requests[i].stanza.attr;
+		assert(fwd.to == RESOURCE, "not forwarded to the resource");
+		events[i] = { origin = event_origin,
+			stanza = st.iq({ type = "result", id = fwd.id, from = RESOURCE, to = fwd.from }) };
+	end
+	return events;
+end
+
+-- Checks the decisions once, with the fake module:send recording copies.
+local function check(handler, mod, to)
+	mod.sent = {};
+	local requests = build_requests(100, to, origin);
+	local froms = {};
+	for i = 1, #requests do froms[i] = requests[i].stanza.attr.from; handler(requests[i]); end
+	local replies = build_replies(requests, origin);
+	for i = 1, #replies do handler(replies[i]); end
+	local sent = mod.sent;
+	assert(#sent == 200, ("%s: sent %d stanzas for 100 pairs"):format(to, #sent));
+	for i = 1, 100 do
+		local fwd, dlv = sent[i], sent[100 + i];
+		assert(fwd.attr.to == RESOURCE and fwd.attr.from == to .. "/" .. froms[i], "forwarded: " .. tostring(fwd));
+		assert(dlv.attr.to == froms[i] and dlv.attr.from == to and dlv.attr.type == "result", "delivered: " .. tostring(dlv));
+	end
+	mod.sent = {};
+	mod.send = function () end;
+end
+check(shim_handler, m, HOST);
+check(floor_handler, fm, FLOOR_HOST);
+
+local shim_status = function () return native.open({ host = HOST, target_address = TARGET }):status(); end;
+assert(shim_status().pending == 0, "shim: requests left pending after the check");
+
+-- What one stanza of the forwarded shape costs in the Lua heap, as an object and as text.
+local function stanza_cost()
+	local n = 20000;
+	local keep = {};
+	collectgarbage("collect"); collectgarbage("collect");
+	local before = collectgarbage("count");
+	for i = 1, n do
+		keep[i] = st.iq({ type = "get", id = "q" .. (1000000 + i), from = HOST .. "/u" .. (1000000 + i) .. "@" .. DOMAIN .. "/r1",
+			to = RESOURCE }):tag("query", { xmlns = NS }):up();
+	end
+	collectgarbage("collect"); collectgarbage("collect");
+	local object = (collectgarbage("count") - before) * 1024 / n;
+	for i = 1, n do keep[i] = tostring(keep[i]); end
+	collectgarbage("collect"); collectgarbage("collect");
+	local text = (collectgarbage("count") - before) * 1024 / n;
+	local sample = keep[1];
+	keep = nil; -- luacheck: ignore
 	collectgarbage("collect");
-	local t0 = clock();
+	-- Each `keep` slot is 16 bytes of array part: not the stanza's.
+	return object - 16, text - 16, #sample;
+end
+local stanza_object, stanza_text, text_length = stanza_cost();
+
+-- The fill: FILL requests from distinct requesters, forwarded and never answered.
+local clock = os.clock;
+collectgarbage("collect"); collectgarbage("collect");
+local heap_before = collectgarbage("count");
+local fill_started = clock();
+do
+	local left = FILL;
+	while left > 0 do
+		local n = math.min(left, 10000);
+		local requests = build_requests(n, HOST, origin);
+		for i = 1, n do shim_handler(requests[i]); end
+		left = left - n;
+	end
+end
+collectgarbage("collect"); collectgarbage("collect");
+local heap_per_request = (collectgarbage("count") - heap_before) * 1024 / math.max(FILL, 1);
+local fill_seconds = clock() - fill_started;
+assert(shim_status().pending == FILL, "shim: the fill is not all outstanding");
+do
 	local now = util_time.now();
-	for i = 1, n do
-		local id = ids[i];
-		local a = route(proxy, "iq", "get", USER, NATIVE_HOST, id, now);
-		local b = route(proxy, "iq", "result", RESOURCE, native_jat, id, now);
-		if a ~= "send" or b ~= "send" then
-			error(("native route: %s, %s"):format(tostring(a), tostring(b)));
+	local left = FILL;
+	while left > 0 do
+		local n = math.min(left, 10000);
+		local requests = build_requests(n, NATIVE_HOST, origin);
+		for i = 1, n do
+			local a = requests[i].stanza.attr;
+			assert(route(proxy, "iq", "get", a.from, NATIVE_HOST, a.id, now) == "send");
 		end
+		left = left - n;
 	end
-	return clock() - t0;
+	assert(proxy:status().pending == FILL, "native: the fill is not all outstanding");
 end
 
-local function build_batch(n)
+-- One timed batch of each kind: returns seconds for the forwards and for the replies.
+-- Timed in chunks of CHUNK stanzas built just before (as Prosody's parser hands a
+-- stanza it has just built, still in cache, to the handler); the replies come after the
+-- whole batch was forwarded.
+local CHUNK = 100;
+local function handler_batch(handler, to)
+	return function (n)
+		collectgarbage("collect");
+		local forwarded, forwards, replies = {}, 0, 0;
+		for first = 1, n, CHUNK do
+			local requests = build_requests(math.min(CHUNK, n - first + 1), to, origin);
+			local t0 = clock();
+			for i = 1, #requests do handler(requests[i]); end
+			forwards = forwards + (clock() - t0);
+			forwarded[#forwarded + 1] = requests;
+		end
+		for c = 1, #forwarded do
+			local answers = build_replies(forwarded[c], origin);
+			forwarded[c] = nil;
+			local t0 = clock();
+			for i = 1, #answers do handler(answers[i]); end
+			replies = replies + (clock() - t0);
+		end
+		return forwards, replies;
+	end
+end
+
+local native_jat = NATIVE_HOST .. "/";
+local function native_batch(n)
 	collectgarbage("collect");
-	local t0 = clock();
-	build(n);
-	return clock() - t0;
-end
-
--- Warm-up, then the batches in turn (shim, native, build), so that a slow spell of the
--- machine spreads over all three.
-shim_batch(BATCH); native_batch(BATCH); build_batch(BATCH);
-local totals = { shim = 0, native = 0, build = 0 };
-local per_batch = { shim = {}, native = {}, build = {} };
-local done = 0;
-while done < PAIRS do
-	local n = math.min(BATCH, PAIRS - done);
-	for name, f in pairs({ shim = shim_batch, native = native_batch, build = build_batch }) do
-		local t = f(n);
-		totals[name] = totals[name] + t;
-		table.insert(per_batch[name], t / n * 1e6);
+	local now = util_time.now();
+	local sent, forwards, replies = {}, 0, 0;
+	for first = 1, n, CHUNK do
+		local requests = build_requests(math.min(CHUNK, n - first + 1), NATIVE_HOST, origin);
+		local froms, ids = {}, {};
+		for i = 1, #requests do
+			local a = requests[i].stanza.attr;
+			froms[i], ids[i] = a.from, a.id;
+		end
+		local t0 = clock();
+		for i = 1, #froms do
+			local verdict = route(proxy, "iq", "get", froms[i], NATIVE_HOST, ids[i], now);
+			if verdict ~= "send" then error("native forward: " .. tostring(verdict)); end
+		end
+		forwards = forwards + (clock() - t0);
+		sent[#sent + 1] = { froms, ids };
 	end
-	done = done + n;
+	for c = 1, #sent do
+		local froms, ids = sent[c][1], sent[c][2];
+		sent[c] = nil;
+		local jats = {};
+		for i = 1, #froms do jats[i] = native_jat .. froms[i]; end
+		local t0 = clock();
+		for i = 1, #froms do
+			local verdict = route(proxy, "iq", "result", RESOURCE, jats[i], ids[i], now);
+			if verdict ~= "send" then error("native reply: " .. tostring(verdict)); end
+		end
+		replies = replies + (clock() - t0);
+	end
+	return forwards, replies;
 end
 
-assert(proxy:status().pending == 0, "native: requests left pending");
--- The shim's proxy: the same library (dlopen finds the one already loaded), so the same
--- per-host state.
-local shim_status = native.open({ host = HOST, target_address = TARGET }):status();
-assert(shim_status.pending == 0, "shim: requests left pending");
-assert(shim_status.requests.delivered == shim_status.requests.forwarded
-	and shim_status.requests.delivered >= PAIRS, "shim: not every request was forwarded and delivered");
+local kinds = {
+	{ name = "shim", run = handler_batch(shim_handler, HOST) },
+	{ name = "floor", run = handler_batch(floor_handler, FLOOR_HOST) },
+	{ name = "native", run = native_batch },
+};
+for _, k in ipairs(kinds) do k.run(math.min(BATCH, 2000)); k.forward, k.reply = {}, {}; end -- warm-up
+
+for round = 1, ROUNDS do
+	for j = 0, #kinds - 1 do
+		local k = kinds[(round + j - 1) % #kinds + 1];
+		local f, r = k.run(BATCH);
+		table.insert(k.forward, f / BATCH * 1e9);
+		table.insert(k.reply, r / BATCH * 1e9);
+	end
+end
+
+local s = shim_status();
+assert(s.pending == FILL, ("shim: %d outstanding at the end, expected %d"):format(s.pending, FILL));
+assert(proxy:status().pending == FILL, "native: outstanding requests changed");
 
 local function median(list)
-	table.sort(list);
-	local n = #list;
-	if n % 2 == 1 then return list[(n + 1) / 2]; end
-	return (list[n / 2] + list[n / 2 + 1]) / 2;
+	local sorted = {};
+	for i, v in ipairs(list) do sorted[i] = v; end
+	table.sort(sorted);
+	local n = #sorted;
+	if n % 2 == 1 then return sorted[(n + 1) / 2]; end
+	return (sorted[n / 2] + sorted[n / 2 + 1]) / 2;
+end
+local function range(list)
+	local lo, hi = math.huge, -math.huge;
+	for _, v in ipairs(list) do lo, hi = math.min(lo, v), math.max(hi, v); end
+	return ("%.0f-%.0f"):format(lo, hi);
 end
 
-local us = {};
-for name, total in pairs(totals) do us[name] = total / PAIRS * 1e6; end
 local med = {};
-for name, list in pairs(per_batch) do med[name] = median(list); end
+for _, k in ipairs(kinds) do
+	med[k.name] = { forward = median(k.forward), reply = median(k.reply) };
+	med[k.name].pair = med[k.name].forward + med[k.name].reply;
+end
+local ratio = med.shim.pair / med.floor.pair;
 
-print(("Shim + native per stanza (%s, Prosody's util.stanza, CPU time): %d request+reply pairs in batches of %d"):format(_VERSION, PAIRS, BATCH));
-print("one target resource online; iq get through the iq/host handler, result through iq/full; module:send a no-op\n");
-print(("%-58s %12s %14s"):format("", "us per pair", "median batch"));
-print(("%-58s %12.2f %14.2f"):format("shim handler (util.stanza in, readdressed stanza out)", us.shim, med.shim));
-print(("%-58s %12.2f %14.2f"):format("bare native proxy:route() x2 from Lua (no shim)", us.native, med.native));
-print(("%-58s %12.2f %14.2f"):format("  shim's own share (difference)", us.shim - us.native, med.shim - med.native));
-print(("%-58s %12.2f %14.2f"):format("for scale: building the two stanzas + event tables", us.build, med.build));
-print(("\nnative route() is %.0f%% of the shim path; %.0f request+reply pairs/s per core through the shim"):format(
-	us.native / us.shim * 100, 1e6 / us.shim));
-print(("\nSUMMARY shim_bench: %.2f us per request+reply pair through the shim, %.2f us of it in bare native route() calls (%.0f%%), shim's own %.2f us"):format(
-	us.shim, us.native, us.native / us.shim * 100, us.shim - us.native));
+print(("In process (%s, Prosody's util.stanza, the specs' fake module; CPU time): %d requests outstanding (from distinct requesters), then %d rounds x {shim, floor, native} x %d forwards + their replies"):format(
+	_VERSION, FILL, ROUNDS, BATCH));
+print(("fill: %d requests through the shim in %.2f s\n"):format(FILL, fill_seconds));
+print(("%-44s %12s %12s %12s %14s %14s"):format("median over rounds, ns", "forward", "reply", "pair", "forward range", "reply range"));
+local labels = {
+	shim = "shim + core (lua/mod_client_proxy.lua)",
+	floor = "floor (bench/mod_readdress_floor.lua)",
+	native = "  bare proxy:route() x2 from Lua",
+};
+for _, k in ipairs(kinds) do
+	local x = med[k.name];
+	print(("%-44s %12.0f %12.0f %12.0f %14s %14s"):format(labels[k.name], x.forward, x.reply, x.pair, range(k.forward), range(k.reply)));
+end
+print(("\n(forward + reply) shim / floor: %.2fx (target <= 2x); forward %.2fx, reply %.2fx"):format(
+	ratio, med.shim.forward / med.floor.forward, med.shim.reply / med.floor.reply));
+print(("Lua heap per outstanding request (shim): %.0f bytes; one stanza of that shape alone: %.0f bytes as util.stanza, %.0f bytes as its %d-byte serialization"):format(
+	heap_per_request, stanza_object, stanza_text, text_length));
+print(("\nSUMMARY shim_bench: ns per forward/reply with %d outstanding: shim %.0f/%.0f, floor %.0f/%.0f, bare route() %.0f/%.0f; (forward+reply) shim/floor %.2fx (target <= 2x); Lua heap per outstanding request %.0f B (held stanza alone %.0f B)"):format(
+	FILL, med.shim.forward, med.shim.reply, med.floor.forward, med.floor.reply, med.native.forward, med.native.reply,
+	ratio, heap_per_request, stanza_object));
+print(("RATIO shim %.4f"):format(ratio));
 
 fake.remove_dir(fake.plugin_dir());
