@@ -153,10 +153,10 @@ local function handle_stanza(event)
 		if d ~= nil then held[d] = stanza; end
 		if e ~= nil then held[e] = nil; end
 		module:send(stanza);
-	elseif verdict == "error" then -- type, condition, text
-		if attr.type ~= "error" then send_error(stanza, a, b, c); end
+	elseif verdict == "error" then -- type, condition, text (never for a stanza of type error)
+		send_error(stanza, a, b, c);
 	else -- "drop", reason, drain
-		module:log("debug", "%s from %s: %s", name, tostring(attr.from), tostring(a)); -- e2e_ops reads it
+		module:log("debug", "Dropped %s/%s from %s: %s", name, attr.type or "normal", tostring(attr.from), tostring(a));
 		if b then send_outbox(proxy.drain); end
 	end
 	return true;
@@ -195,6 +195,5 @@ end
 -- at load). A subscribe it already approved makes Prosody send its current presences.
 compat.when_started(function () module:send(st.presence({ type = "subscribe", from = host, to = status.target })); end);
 
-apply.status(status);
-if not module.reloading then send_outbox(proxy.drain); end
+if not module.reloading then send_outbox(proxy.drain); end -- the status first; a reload drains in restore
 module:log("info", "Proxying %s to %s (native core %s, %s)", host, status.target, native.version, native_path);
