@@ -263,6 +263,7 @@ async fn ejection_expires_and_doubles() {
     wait_online(&prosody, &["serving", "silent"]).await;
     let mut r = requester(&prosody, "abc").await;
     let started = Instant::now();
+    eprintln!("Prosody {}", prosody.version().unwrap_or_default());
 
     // First ejection: 2 s.
     let_time_out(&mut r, "first", &silent, &serving, 3).await;
@@ -281,7 +282,8 @@ async fn ejection_expires_and_doubles() {
     wait_metrics(http, PROXY, &[(&ejections, None, 1.0)]).await;
 
     // It comes back by itself.
-    prosody.wait_log(&back_line("silent"), 1, ANSWER).await;
+    let lines = prosody.wait_log(&back_line("silent"), 1, ANSWER).await;
+    assert!(lines[0].contains("\tinfo\t"), "{lines:?}");
     let out = shell_until(&prosody, &resources_cmd(), |out| {
         resource_line(out, "silent").is_some() && !shows_ejected(out, "silent")
     })
@@ -326,6 +328,36 @@ async fn ejection_expires_and_doubles() {
     .await;
     eprintln!("two ejections and returns in {:?}", started.elapsed());
     assert!(serving.is_running());
+    prosody.assert_no_tracebacks();
+}
+
+// 3b. client_proxy_eject_for = "3 seconds": Prosody 13's get_option_period reads it (an
+// ejection of 3 s, not the default 30); Prosody 0.12 has no periods, and the module refuses
+// to load with an error naming the option.
+#[tokio::test]
+async fn eject_for_as_a_period() {
+    let prosody = server(&[
+        "client_proxy_timeout = 1",
+        "client_proxy_eject_for = \"3 seconds\"",
+    ]);
+    let version = prosody.version().expect("Prosody logged no version");
+    if version.starts_with("0.") {
+        let needle = "client_proxy_eject_for: \"3 seconds\" is not a number of seconds";
+        let refused = prosody.wait_log(needle, 1, ANSWER).await;
+        assert_eq!(refused.len(), 1, "Prosody {version}: {refused:?}");
+        assert!(refused[0].contains("\terror\t"), "{refused:?}");
+        prosody.assert_no_tracebacks();
+        return;
+    }
+    let serving = implementer(&prosody, "serving").await;
+    let silent = implementer_with(&prosody, "silent", None, Behaviour::Silent).await;
+    wait_online(&prosody, &["serving", "silent"]).await;
+    let mut r = requester(&prosody, "abc").await;
+    let_time_out(&mut r, "p", &silent, &serving, 3).await;
+    prosody
+        .wait_log(&ejected_line("silent", 3), 1, ANSWER)
+        .await;
+    prosody.wait_log(&back_line("silent"), 1, ANSWER).await;
     prosody.assert_no_tracebacks();
 }
 
