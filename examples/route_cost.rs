@@ -71,6 +71,7 @@ unsafe impl GlobalAlloc for Counting {
 static ALLOCATOR: Counting = Counting;
 
 const HOST: &str = "proxy.example";
+const DOMAIN: &str = "example.org";
 const TARGET: &str = "service@example.org";
 /// The requester whose requests are timed (its ids are distinct within a sample).
 const BENCH_REQUESTER: &str = "bench@example.org/load";
@@ -91,7 +92,7 @@ fn env_number(name: &str, default: usize) -> usize {
 }
 
 /// A proxy with limits high enough for the largest cell, a timeout long enough that
-/// nothing expires, and `resources` online.
+/// nothing expires, `resources` online, and the requesters' domain local.
 fn proxy_with(resources: usize) -> Proxy {
     let options = Options {
         target_address: Some(TARGET.into()),
@@ -103,6 +104,9 @@ fn proxy_with(resources: usize) -> Proxy {
     let config = Config::new(HOST, &options).expect("a valid config");
     let mut proxy = Proxy::new(config);
     proxy.seed(7);
+    // The requesters are users of this server (as Jitsi Meet's are): the per-domain cap
+    // is for other servers' users.
+    proxy.set_local_domains([HOST, DOMAIN]);
     for i in 0..resources {
         let from = format!("{TARGET}/res{i}");
         let head = Head {
