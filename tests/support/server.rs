@@ -509,6 +509,16 @@ impl Prosody {
         fs::write(&self.config, cfg).expect("write the prosody config");
     }
 
+    /// Appends `text` (Lua) at the end of the written config, after the VirtualHost and the
+    /// components: e.g. another `Component` section. Call before [`Prosody::start`].
+    pub fn add_section(&self, text: &str) {
+        let mut cfg = fs::read_to_string(&self.config).expect("read the prosody config");
+        cfg += "\n";
+        cfg += text;
+        cfg += "\n";
+        fs::write(&self.config, cfg).expect("write the prosody config");
+    }
+
     /// Polls (bounded by `wait`) until the log has at least `count` lines containing
     /// `needle`; returns those lines. For operator-facing lines (info, warn, error) only.
     pub async fn wait_log(&self, needle: &str, count: usize, wait: Duration) -> Vec<String> {
