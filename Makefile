@@ -215,8 +215,11 @@ demo: deps build
 	$(call section,demo: cargo run --release --example demo)
 	$(CARGO) run --release $(CARGO_FEATURES) --example demo
 
-# Benchmarks, release build, about 1-3 minutes (bench/run.sh): proxied vs direct round
-# trips against a throwaway Prosody, the shim per stanza in Lua, the core's route cost.
+# Benchmarks, release build, about 4-5 minutes (bench/run.sh): on a throwaway Prosody
+# (pinned to CPU 0, load on CPU 1) CPU per round trip proxied/floor (a readdress-only
+# component) and memory per held request; in process, ns per forward and reply through
+# the shim against the floor handler with 200,000 outstanding; the core's route cost.
+# Prints a summary with the ratios against their targets, the machine and the date.
 bench: deps build
 	$(call section,bench: cargo build --release --example bench --example route_cost)
 	$(CARGO) build --release $(CARGO_FEATURES) --example bench --example route_cost

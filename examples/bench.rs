@@ -41,8 +41,8 @@
 //! harness waits for an info line, "Activated service 'c2s'", so info is the lowest
 //! level that still lets it start).
 //!
-//! Environment: BENCH_ROUNDS (default 5), BENCH_REQUESTS (round trips per mode per round,
-//! default 12000), BENCH_CONCURRENCY (requesters, default 32), BENCH_WARMUP (round trips
+//! Environment: BENCH_ROUNDS (default 7), BENCH_REQUESTS (round trips per mode per round,
+//! default 10000), BENCH_CONCURRENCY (requesters, default 32), BENCH_WARMUP (round trips
 //! per mode before measuring, default 2000), BENCH_PIN (default 1), BENCH_MEMORY_REQUESTS
 //! (default 100000; 0 skips the memory part), CLIENT_PROXY_SO (default the release build).
 //! Threads besides Prosody: one for the requesters, one per implementing resource, each a
@@ -870,8 +870,8 @@ fn memory(requests: usize, pinning: bool) -> Memory {
 }
 
 fn main() {
-    let rounds = env_number("BENCH_ROUNDS", 5).max(1);
-    let per_round = env_number("BENCH_REQUESTS", 12_000).max(1);
+    let rounds = env_number("BENCH_ROUNDS", 7).max(1);
+    let per_round = env_number("BENCH_REQUESTS", 10_000).max(1);
     let concurrency = env_number("BENCH_CONCURRENCY", 32).max(1);
     let warmup = env_number("BENCH_WARMUP", 2000);
     let memory_requests = env_number("BENCH_MEMORY_REQUESTS", 100_000);
@@ -948,6 +948,11 @@ fn report(t: &Throughput, m: Option<&Memory>, pinning: bool) {
         ratio(p, d, Round::cpu_us)
     );
     println!(
+        "(ratio of the medians instead: proxied/floor CPU per round trip {:.3}x, round trips/s {:.3}x)",
+        med(p, Round::cpu_us) / med(f, Round::cpu_us),
+        med(p, Round::rate) / med(f, Round::rate)
+    );
+    println!(
         "Prosody {}; RSS at the end {:.1} MiB; Lua tracebacks in its log: {}",
         if pinning {
             "on CPU 0, load generator on CPU 1"
@@ -978,7 +983,21 @@ fn report(t: &Throughput, m: Option<&Memory>, pinning: bool) {
         med(p, Round::rate),
         if cpu_pf <= CPU_TARGET { "met" } else { "NOT met" },
     );
+    // For bench/run.sh.
+    println!(
+        "RATIO e2e {cpu_pf:.4} {rate_pf:.4} {:.1} {:.1} {:.1} {:.0} {:.0} {:.0}",
+        med(d, Round::cpu_us),
+        med(f, Round::cpu_us),
+        med(p, Round::cpu_us),
+        med(d, Round::rate),
+        med(f, Round::rate),
+        med(p, Round::rate)
+    );
     if let Some(m) = m {
+        println!(
+            "RATIO memory {} {:.0} {:.0} {:.0} {:.0}",
+            m.requests, m.rss_bytes, m.heap_bytes, m.stanza_bytes, m.text_bytes
+        );
         println!(
             "SUMMARY memory: {} requests held: {:.0} bytes of RSS per request (target <= {MEMORY_TARGET:.0}: {}), of which Lua heap {:.0} bytes (a held stanza alone {:.0} bytes; serialized it would be {:.0})",
             m.requests,
