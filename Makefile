@@ -9,6 +9,9 @@
 #   make test-e2e-repeat N=5      the end-to-end suite N times (Prosody 0.12), stopping at
 #                                 the first failure (docs/TESTING.md)
 #   make rock                     a binary rock for prosodyctl install, in target/rock/
+#   make dist                     release artifacts in dist/: the source tarball, a binary
+#                                 rock per Lua (DIST_LUAS) and the library's debug info
+#   make deb                      the Debian package, in dist/ (after make dist)
 #   make demo                     run the demo against a throwaway local Prosody
 #   make bench                    proxied vs direct, per-stanza and route-cost figures
 #   make clean
@@ -54,6 +57,14 @@ export TARGET_BASE
 TARGET_DIR := $(TARGET_BASE)$(TARGET_SUBDIR_$(LUA))
 export CARGO_TARGET_DIR := $(TARGET_DIR)
 SO := $(TARGET_DIR)/release/libclient_proxy.so
+# What is shipped (make install, the rocks, the Debian package): SO stripped, with a
+# .gnu_debuglink to its debug info in STRIPPED.debug (the release profile keeps debug
+# info, for profiling; the stripped library is about a tenth of the size).
+STRIPPED := $(TARGET_DIR)/release/client_proxy.so
+OBJCOPY ?= objcopy
+
+# The release: version from Cargo.toml (the library's `version` export reports it).
+VERSION := $(shell sed -n 's/^version = "\(.*\)"$$/\1/p' Cargo.toml | head -n 1)
 
 # The Lua specs and the end-to-end tests load the library from here.
 export CLIENT_PROXY_SO ?= $(SO)
@@ -76,13 +87,27 @@ section = @printf '\n==== %s ====\n' "$(1)"
 # test runs build once; its sub-makes for the steps skip it (BUILD_DEP=).
 BUILD_DEP := build
 
-.PHONY: all build deps install test test-fmt test-clippy test-unit test-lua test-lua-matrix test-rock test-e2e test-e2e-13 test-e2e-repeat demo bench rock rock-build print-so clean
+.PHONY: all build deps install test test-fmt test-clippy test-unit test-lua test-lua-matrix test-rock test-e2e test-e2e-13 test-e2e-repeat demo bench rock rock-build print-so stripped print-stripped dist deb test-dist clean
 
 all: build
 
 build:
 	$(call section,build: cargo build --release ($(FEATURE)))
 	$(CARGO) build --release $(CARGO_FEATURES)
+
+# SO without its debug info (STRIPPED) and the debug info alone (STRIPPED.debug), from
+# the library as built (run `build` first). Both written to temp names and renamed.
+stripped:
+	@set -eu; so='$(SO)'; out='$(STRIPPED)'; \
+	[ -f "$$so" ] || { echo "stripped: $$so not built: run 'make build LUA=$(LUA)' first" >&2; exit 1; }; \
+	$(OBJCOPY) --only-keep-debug "$$so" "$$out.debug.tmp"; \
+	mv -f "$$out.debug.tmp" "$$out.debug"; \
+	$(OBJCOPY) --strip-unneeded --add-gnu-debuglink="$$out.debug" "$$so" "$$out.tmp"; \
+	mv -f "$$out.tmp" "$$out"; \
+	echo "stripped: $$out ($$(stat -c %s "$$out") bytes; debug info in $$out.debug, $$(stat -c %s "$$out.debug") bytes)"
+
+print-stripped:
+	@echo '$(STRIPPED)'
 
 # Installs the Debian packages the tests and the demo need, only those missing.
 # Debian's prosody package starts the system service on install; it is stopped
@@ -117,10 +142,12 @@ deps:
 # Copies the shim, its libraries (lua/*.lib.lua, loaded with module:require) and the
 # native library, each to a temporary name in the target directory and renames it:
 # overwriting a .so that a running Prosody has loaded crashes that Prosody.
-# Builds first when cargo is at hand (so `sudo make install` after `make` works).
+# Builds first when cargo is at hand (so `sudo make install` after `make` works), and
+# installs the library stripped (see `stripped`).
 install:
 	@if command -v $(CARGO) >/dev/null 2>&1; then $(MAKE) --no-print-directory build; \
 	elif [ ! -f '$(SO)' ]; then echo "install: $(SO) not built and cargo not found: run 'make' first" >&2; exit 1; fi
+	@$(MAKE) --no-print-directory stripped
 	$(call section,install: $(MODULE_DIR))
 	@set -eu; dir='$(MODULE_DIR)'; \
 	install -d -m 0755 "$$dir"; \
@@ -132,7 +159,7 @@ install:
 	}; \
 	put lua/mod_client_proxy.lua mod_client_proxy.lua; \
 	for lib in native compat shell; do put "lua/$$lib.lib.lua" "$$lib.lib.lua"; done; \
-	put '$(SO)' client_proxy.so
+	put '$(STRIPPED)' client_proxy.so
 	@echo "Restart Prosody to load a new client_proxy.so (a module reload keeps the old library)."
 
 # Runs every step, then fails if any step failed.
@@ -222,17 +249,20 @@ bench: deps build
 	$(CARGO) build --release $(CARGO_FEATURES) --example bench --example route_cost
 	@TARGET_DIR='$(TARGET_DIR)' LUA_VERSION='$(LUA)' bench/run.sh
 
-# For the rockspec (luarocks make): builds for the Lua of LUA_INTERPRETER (the one
-# luarocks runs for) and puts the library where the rockspec's install table takes it.
+# For the rockspecs (luarocks make, luarocks build): builds for the Lua of
+# LUA_INTERPRETER (the one luarocks runs for) and puts the stripped library where the
+# rockspec's install table takes it: target/rock/ of the source directory luarocks runs
+# in (the checkout, or the unpacked release tarball), whatever TARGET_BASE is.
 ROCK_DIR := $(TARGET_BASE)/rock
+ROCK_LIB_DIR := $(CURDIR)/target/rock
 rock-build:
 	@set -eu; lua='$(or $(LUA_INTERPRETER),lua5.4)'; \
 	v=$$("$$lua" -e 'print(rawget(_G, "jit") and "jit" or _VERSION:match("%d+%.%d+"))'); \
 	echo "rock-build: $$lua is Lua $$v"; \
-	$(MAKE) --no-print-directory build LUA=$$v; \
-	so=$$($(MAKE) --no-print-directory -s print-so LUA=$$v); \
-	mkdir -p '$(ROCK_DIR)'; cp "$$so" '$(ROCK_DIR)/client_proxy.so.tmp'; \
-	mv -f '$(ROCK_DIR)/client_proxy.so.tmp' '$(ROCK_DIR)/client_proxy.so'
+	$(MAKE) --no-print-directory build stripped LUA=$$v; \
+	so=$$($(MAKE) --no-print-directory -s print-stripped LUA=$$v); \
+	mkdir -p '$(ROCK_LIB_DIR)'; cp "$$so" '$(ROCK_LIB_DIR)/client_proxy.so.tmp'; \
+	mv -f '$(ROCK_LIB_DIR)/client_proxy.so.tmp' '$(ROCK_LIB_DIR)/client_proxy.so'
 
 print-so:
 	@echo '$(SO)'
