@@ -2,11 +2,12 @@
 --
 --   make dist                     the tarball (dist/mod_client_proxy-0.2.0.tar.gz) and,
 --                                 from it, a binary rock per Lua (dist/lua5.x/)
---   cd dist && luarocks --lua-version=5.4 --tree=DIR build ../mod_client_proxy-0.2.0-1.rockspec
---                                 what make dist does: build the tarball, install into DIR
+--   luarocks --lua-version=5.4 --tree=DIR build /path/to/mod_client_proxy-0.2.0-1.rockspec
+--                                 in a directory holding the tarball: what make dist does
 --
 -- The source is a local file: a URL without a protocol is a path, relative to the
--- directory luarocks runs in (here dist/, where make dist writes the tarball). Building
+-- directory luarocks runs in, where luarocks also unpacks it (make dist runs it in a
+-- scratch directory with a copy of the tarball, target/dist/src-5.x/). Building
 -- needs cargo, make and the Lua headers (e.g. liblua5.4-dev); the binary rocks need none.
 -- The installed layout is the one of mod_client_proxy-dev-1.rockspec: share/lua/5.x/
 -- mod_client_proxy.lua and mod_client_proxy/{native,compat,shell}.lua, and the stripped
