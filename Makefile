@@ -5,7 +5,7 @@
 #   make install [PLUGIN_DIR=dir] install into dir/mod_client_proxy/
 #   make deps                     install missing Debian packages (root)
 #   make test                     fmt, clippy, unit tests, Lua specs (every Lua), the rock,
-#                                 end-to-end tests on Prosody 0.12 and 13
+#                                 make dist deb, end-to-end tests on Prosody 0.12 and 13
 #   make test-e2e-repeat N=5      the end-to-end suite N times (Prosody 0.12), stopping at
 #                                 the first failure (docs/TESTING.md)
 #   make rock                     a binary rock for prosodyctl install, in target/rock/
@@ -163,7 +163,7 @@ install:
 	@echo "Restart Prosody to load a new client_proxy.so (a module reload keeps the old library)."
 
 # Runs every step, then fails if any step failed.
-TEST_STEPS := fmt clippy unit lua-matrix lua rock e2e e2e-13
+TEST_STEPS := fmt clippy unit lua-matrix lua rock dist e2e e2e-13
 test: deps build
 	@failed=""; \
 	for s in $(TEST_STEPS); do \
@@ -212,6 +212,11 @@ test-lua-matrix:
 # The binary rock that the end-to-end install test installs (tests/e2e_install.rs).
 test-rock:
 	$(MAKE) --no-print-directory rock
+
+# The release rock and the Debian package that tests/e2e_install.rs installs: built from
+# the tarball of HEAD, in their own target directory (about a minute).
+test-dist:
+	$(MAKE) --no-print-directory dist deb
 
 # End-to-end tests against a real Prosody; release profile, so compiled
 # artifacts are shared with `make build`.
