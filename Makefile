@@ -5,10 +5,13 @@
 #   make install [PLUGIN_DIR=dir] install into dir/mod_client_proxy/
 #   make deps                     install missing Debian packages (root)
 #   make test                     fmt, clippy, unit tests, Lua specs (every Lua), the rock,
-#                                 end-to-end tests on Prosody 0.12 and 13
+#                                 make dist deb, end-to-end tests on Prosody 0.12 and 13
 #   make test-e2e-repeat N=5      the end-to-end suite N times (Prosody 0.12), stopping at
 #                                 the first failure (docs/TESTING.md)
 #   make rock                     a binary rock for prosodyctl install, in target/rock/
+#   make dist                     release artifacts in dist/: the source tarball, a binary
+#                                 rock per Lua (DIST_LUAS) and the library's debug info
+#   make deb                      the Debian package, in dist/ (after make dist)
 #   make demo                     run the demo against a throwaway local Prosody
 #   make bench                    proxied vs direct, per-stanza and route-cost figures
 #   make clean
@@ -54,6 +57,14 @@ export TARGET_BASE
 TARGET_DIR := $(TARGET_BASE)$(TARGET_SUBDIR_$(LUA))
 export CARGO_TARGET_DIR := $(TARGET_DIR)
 SO := $(TARGET_DIR)/release/libclient_proxy.so
+# What is shipped (make install, the rocks, the Debian package): SO stripped, with a
+# .gnu_debuglink to its debug info in STRIPPED.debug (the release profile keeps debug
+# info, for profiling; the stripped library is about a tenth of the size).
+STRIPPED := $(TARGET_DIR)/release/client_proxy.so
+OBJCOPY ?= objcopy
+
+# The release: version from Cargo.toml (the library's `version` export reports it).
+VERSION := $(shell sed -n 's/^version = "\(.*\)"$$/\1/p' Cargo.toml | head -n 1)
 
 # The Lua specs and the end-to-end tests load the library from here.
 export CLIENT_PROXY_SO ?= $(SO)
@@ -76,13 +87,27 @@ section = @printf '\n==== %s ====\n' "$(1)"
 # test runs build once; its sub-makes for the steps skip it (BUILD_DEP=).
 BUILD_DEP := build
 
-.PHONY: all build deps install test test-fmt test-clippy test-unit test-lua test-lua-matrix test-rock test-e2e test-e2e-13 test-e2e-repeat demo bench rock rock-build print-so clean
+.PHONY: all build deps install test test-fmt test-clippy test-unit test-lua test-lua-matrix test-rock test-e2e test-e2e-13 test-e2e-repeat demo bench rock rock-build print-so stripped print-stripped dist deb test-dist clean
 
 all: build
 
 build:
 	$(call section,build: cargo build --release ($(FEATURE)))
 	$(CARGO) build --release $(CARGO_FEATURES)
+
+# SO without its debug info (STRIPPED) and the debug info alone (STRIPPED.debug), from
+# the library as built (run `build` first). Both written to temp names and renamed.
+stripped:
+	@set -eu; so='$(SO)'; out='$(STRIPPED)'; \
+	[ -f "$$so" ] || { echo "stripped: $$so not built: run 'make build LUA=$(LUA)' first" >&2; exit 1; }; \
+	$(OBJCOPY) --only-keep-debug "$$so" "$$out.debug.tmp"; \
+	mv -f "$$out.debug.tmp" "$$out.debug"; \
+	$(OBJCOPY) --strip-unneeded --add-gnu-debuglink="$$out.debug" "$$so" "$$out.tmp"; \
+	mv -f "$$out.tmp" "$$out"; \
+	echo "stripped: $$out ($$(stat -c %s "$$out") bytes; debug info in $$out.debug, $$(stat -c %s "$$out.debug") bytes)"
+
+print-stripped:
+	@echo '$(STRIPPED)'
 
 # Installs the Debian packages the tests and the demo need, only those missing.
 # Debian's prosody package starts the system service on install; it is stopped
@@ -117,10 +142,12 @@ deps:
 # Copies the shim, its libraries (lua/*.lib.lua, loaded with module:require) and the
 # native library, each to a temporary name in the target directory and renames it:
 # overwriting a .so that a running Prosody has loaded crashes that Prosody.
-# Builds first when cargo is at hand (so `sudo make install` after `make` works).
+# Builds first when cargo is at hand (so `sudo make install` after `make` works), and
+# installs the library stripped (see `stripped`).
 install:
 	@if command -v $(CARGO) >/dev/null 2>&1; then $(MAKE) --no-print-directory build; \
 	elif [ ! -f '$(SO)' ]; then echo "install: $(SO) not built and cargo not found: run 'make' first" >&2; exit 1; fi
+	@$(MAKE) --no-print-directory stripped
 	$(call section,install: $(MODULE_DIR))
 	@set -eu; dir='$(MODULE_DIR)'; \
 	install -d -m 0755 "$$dir"; \
@@ -132,11 +159,11 @@ install:
 	}; \
 	put lua/mod_client_proxy.lua mod_client_proxy.lua; \
 	for lib in native compat shell; do put "lua/$$lib.lib.lua" "$$lib.lib.lua"; done; \
-	put '$(SO)' client_proxy.so
+	put '$(STRIPPED)' client_proxy.so
 	@echo "Restart Prosody to load a new client_proxy.so (a module reload keeps the old library)."
 
 # Runs every step, then fails if any step failed.
-TEST_STEPS := fmt clippy unit lua-matrix lua rock e2e e2e-13
+TEST_STEPS := fmt clippy unit lua-matrix lua rock dist e2e e2e-13
 test: deps build
 	@failed=""; \
 	for s in $(TEST_STEPS); do \
@@ -186,6 +213,11 @@ test-lua-matrix:
 test-rock:
 	$(MAKE) --no-print-directory rock
 
+# The release rock and the Debian package that tests/e2e_install.rs installs: built from
+# the tarball of HEAD, in their own target directory (about a minute).
+test-dist:
+	$(MAKE) --no-print-directory dist deb
+
 # End-to-end tests against a real Prosody; release profile, so compiled
 # artifacts are shared with `make build`.
 test-e2e: $(BUILD_DEP)
@@ -225,17 +257,20 @@ bench: deps build
 	$(CARGO) build --release $(CARGO_FEATURES) --example bench --example route_cost
 	@TARGET_DIR='$(TARGET_DIR)' LUA_VERSION='$(LUA)' bench/run.sh
 
-# For the rockspec (luarocks make): builds for the Lua of LUA_INTERPRETER (the one
-# luarocks runs for) and puts the library where the rockspec's install table takes it.
+# For the rockspecs (luarocks make, luarocks build): builds for the Lua of
+# LUA_INTERPRETER (the one luarocks runs for) and puts the stripped library where the
+# rockspec's install table takes it: target/rock/ of the source directory luarocks runs
+# in (the checkout, or the unpacked release tarball), whatever TARGET_BASE is.
 ROCK_DIR := $(TARGET_BASE)/rock
+ROCK_LIB_DIR := $(CURDIR)/target/rock
 rock-build:
 	@set -eu; lua='$(or $(LUA_INTERPRETER),lua5.4)'; \
 	v=$$("$$lua" -e 'print(rawget(_G, "jit") and "jit" or _VERSION:match("%d+%.%d+"))'); \
 	echo "rock-build: $$lua is Lua $$v"; \
-	$(MAKE) --no-print-directory build LUA=$$v; \
-	so=$$($(MAKE) --no-print-directory -s print-so LUA=$$v); \
-	mkdir -p '$(ROCK_DIR)'; cp "$$so" '$(ROCK_DIR)/client_proxy.so.tmp'; \
-	mv -f '$(ROCK_DIR)/client_proxy.so.tmp' '$(ROCK_DIR)/client_proxy.so'
+	$(MAKE) --no-print-directory build stripped LUA=$$v; \
+	so=$$($(MAKE) --no-print-directory -s print-stripped LUA=$$v); \
+	mkdir -p '$(ROCK_LIB_DIR)'; cp "$$so" '$(ROCK_LIB_DIR)/client_proxy.so.tmp'; \
+	mv -f '$(ROCK_LIB_DIR)/client_proxy.so.tmp' '$(ROCK_LIB_DIR)/client_proxy.so'
 
 print-so:
 	@echo '$(SO)'
@@ -252,5 +287,120 @@ rock:
 	cd '$(ROCK_DIR)' && luarocks --lua-version=$(ROCK_LUA) --tree='$(ROCK_DIR)/tree' pack mod_client_proxy
 	@ls '$(ROCK_DIR)'/*.rock
 
+# ---- Releases: make dist, make deb ------------------------------------------------------
+#
+# make dist writes into dist/:
+#   mod_client_proxy-$(VERSION).tar.gz    git archive of HEAD, prefix mod_client_proxy-$(VERSION)/
+#                                         (committed files only: uncommitted changes are not in it)
+#   lua5.x/mod_client_proxy-$(VERSION)-1.<arch>.rock
+#                                         a binary rock per Lua in DIST_LUAS: `luarocks build` of
+#                                         mod_client_proxy-$(VERSION)-1.rockspec from the tarball
+#                                         into a tree, then `luarocks pack` from that tree
+#   lua5.x/client_proxy.so.debug          the debug info of that rock's (stripped) library
+# The rocks are built in their own target directory, target/dist/, from the tarball
+# (luarocks unpacks a local source where it runs: a copy in target/dist/src-5.x/), never
+# from the working tree, never into the development build.
+# Binary rocks do not name their Lua (…linux-x86_64.rock for each), hence lua5.x/. More
+# Luas: make dist DIST_LUAS="5.4 5.3 5.1", with their headers installed (liblua5.x-dev).
+DIST_DIR := dist
+DIST_LUAS ?= 5.4
+DIST_TARGET := $(TARGET_BASE)/dist
+DIST_NAME := mod_client_proxy-$(VERSION)
+DIST_TARBALL := $(DIST_DIR)/$(DIST_NAME).tar.gz
+DIST_ROCKSPEC := mod_client_proxy-$(VERSION)-1.rockspec
+# A shipped library of this size or more fails the build (the unstripped one is ~12 MB).
+MAX_LIB_BYTES := 2000000
+dist:
+	$(call section,dist: $(DIST_TARBALL) and binary rocks for Lua $(DIST_LUAS))
+	@set -eu; \
+	[ -f '$(DIST_ROCKSPEC)' ] || { echo "dist: no $(DIST_ROCKSPEC) for version $(VERSION) (Cargo.toml)" >&2; exit 1; }; \
+	git diff --quiet HEAD -- 2>/dev/null || echo "dist: warning: uncommitted changes are not released (the tarball is HEAD, $$(git rev-parse --short HEAD))" >&2; \
+	mkdir -p '$(DIST_DIR)'; \
+	git archive --format=tar.gz --prefix='$(DIST_NAME)/' -o '$(DIST_TARBALL).tmp' HEAD; \
+	mv -f '$(DIST_TARBALL).tmp' '$(DIST_TARBALL)'; \
+	echo "dist: $(DIST_TARBALL) ($$(git rev-parse --short HEAD))"; \
+	for v in $(DIST_LUAS); do \
+		case "$$v" in 5.1|5.2|5.3|5.4) ;; *) echo "dist: DIST_LUAS: $$v is not one of 5.4 5.3 5.2 5.1 (luarocks has no separate LuaJIT rock)" >&2; exit 1 ;; esac; \
+		tree='$(DIST_TARGET)'/tree-$$v; out='$(DIST_DIR)'/lua$$v; scratch='$(DIST_TARGET)'/src-$$v; \
+		rm -rf "$$tree" "$$out" "$$scratch"; mkdir -p "$$out" "$$scratch"; \
+		printf '\n==== %s ====\n' "dist: luarocks build $(DIST_ROCKSPEC) (Lua $$v, from $(DIST_TARBALL)) + luarocks pack"; \
+		cp '$(DIST_TARBALL)' "$$scratch/"; \
+		( cd "$$scratch" && TARGET_BASE='$(DIST_TARGET)' luarocks --lua-version=$$v --tree="$$tree" build '$(CURDIR)/$(DIST_ROCKSPEC)' ); \
+		( cd "$$out" && luarocks --lua-version=$$v --tree="$$tree" pack mod_client_proxy $(VERSION)-1 ); \
+		lib="$$tree/lib/lua/$$v/client_proxy.so"; \
+		debug="$$($(MAKE) --no-print-directory -s print-stripped LUA=$$v TARGET_BASE='$(DIST_TARGET)').debug"; \
+		id() { readelf -n "$$1" | sed -n 's/.*Build ID: *//p'; }; \
+		[ -n "$$(id "$$lib")" ] && [ "$$(id "$$lib")" = "$$(id "$$debug")" ] \
+			|| { echo "dist: $$debug is not the debug info of $$lib (build ids differ)" >&2; exit 1; }; \
+		cp "$$debug" "$$out/client_proxy.so.debug"; \
+		size=$$(stat -c %s "$$lib"); \
+		[ "$$size" -lt $(MAX_LIB_BYTES) ] || { echo "dist: $$lib is $$size bytes, not under $(MAX_LIB_BYTES)" >&2; exit 1; }; \
+	done; \
+	printf '\n==== %s ====\n' "dist: sizes (bytes)"; \
+	for v in $(DIST_LUAS); do \
+		printf '%10s  %s\n' "$$(stat -c %s '$(DIST_TARGET)'/tree-$$v/lib/lua/$$v/client_proxy.so)" "client_proxy.so in the Lua $$v rock"; \
+	done; \
+	find '$(DIST_DIR)' -maxdepth 2 -type f \( -name '*.tar.gz' -o -name '*.rock' -o -name '*.debug' \) -printf '%10s  %p\n' | sort -k2
+
+# make deb: dist/prosody-mod-client-proxy_$(VERSION)-$(DEB_REVISION)_<arch>.deb, with dpkg-deb
+# alone (no debian/ source package, debhelper or network): the shim and its libraries from
+# the release tarball, and the stripped library of the Lua 5.4 rock (Debian's Prosody runs
+# Lua 5.4), into /usr/lib/prosody/modules/mod_client_proxy/: the plugin directory built into
+# Debian's prosody (CFG_PLUGINDIR in /usr/bin/prosody), searched after plugin_paths, so no
+# configuration names it. Docs under /usr/share/doc/$(DEB_PACKAGE)/ as Debian policy asks.
+# Depends: prosody (>= 0.12) and the shared libraries dpkg-shlibdeps finds (else libc6 at the
+# newest GLIBC_ symbol version the library uses). Files: packaging/deb/.
+DEB_PACKAGE := prosody-mod-client-proxy
+DEB_REVISION := 1
+DEB_ARCH := $(shell dpkg --print-architecture 2>/dev/null || echo amd64)
+DEB_FILE := $(DIST_DIR)/$(DEB_PACKAGE)_$(VERSION)-$(DEB_REVISION)_$(DEB_ARCH).deb
+DEB_WORK := $(TARGET_BASE)/deb
+deb: dist
+	$(call section,deb: $(DEB_FILE) (dpkg-deb))
+	@set -eu; \
+	work='$(DEB_WORK)'; root="$$work/debian/$(DEB_PACKAGE)"; \
+	rm -rf "$$work"; mkdir -p "$$work/src" "$$root/DEBIAN"; \
+	tar -xzf '$(DIST_TARBALL)' -C "$$work/src" --strip-components=1; \
+	src="$$work/src"; pkg="$$src/packaging/deb"; \
+	first=$$(head -n 1 "$$pkg/changelog"); \
+	case "$$first" in "$(DEB_PACKAGE) ($(VERSION)-$(DEB_REVISION)) "*) ;; \
+		*) echo "deb: packaging/deb/changelog starts with '$$first', not version $(VERSION)-$(DEB_REVISION)" >&2; exit 1 ;; esac; \
+	lib='$(DIST_TARGET)/tree-5.4/lib/lua/5.4/client_proxy.so'; \
+	[ -f "$$lib" ] || { echo "deb: $$lib missing: DIST_LUAS must include 5.4" >&2; exit 1; }; \
+	mod="$$root/usr/lib/prosody/modules/mod_client_proxy"; doc="$$root/usr/share/doc/$(DEB_PACKAGE)"; \
+	install -d -m 0755 "$$mod" "$$doc"; \
+	install -m 0644 "$$src/lua/mod_client_proxy.lua" "$$mod/"; \
+	for l in native compat shell; do install -m 0644 "$$src/lua/$$l.lib.lua" "$$mod/"; done; \
+	install -m 0644 "$$lib" "$$mod/client_proxy.so"; \
+	gzip -9n < "$$src/CHANGELOG.md" > "$$doc/changelog.gz"; \
+	gzip -9n < "$$pkg/changelog" > "$$doc/changelog.Debian.gz"; \
+	gzip -9n < "$$src/README.markdown" > "$$doc/README.md.gz"; \
+	install -m 0644 "$$pkg/copyright" "$$doc/copyright"; \
+	chmod 0644 "$$doc"/*.gz; \
+	if command -v dpkg-shlibdeps >/dev/null 2>&1; then \
+		printf 'Source: %s\n\nPackage: %s\nArchitecture: any\n' '$(DEB_PACKAGE)' '$(DEB_PACKAGE)' > "$$work/debian/control"; \
+		shlibs=$$(cd "$$work" && dpkg-shlibdeps -O "debian/$(DEB_PACKAGE)/usr/lib/prosody/modules/mod_client_proxy/client_proxy.so" | sed -n 's/^shlibs:Depends=//p'); \
+		rm -f "$$work/debian/control"; \
+	else \
+		glibc=$$(objdump -T "$$lib" | grep -o 'GLIBC_[0-9.]*' | sed 's/GLIBC_//' | sort -V | tail -n 1); \
+		shlibs="libc6 (>= $${glibc:-2.34})"; \
+		if objdump -p "$$lib" | grep -q 'NEEDED *libgcc_s'; then shlibs="$$shlibs, libgcc-s1"; fi; \
+	fi; \
+	depends="prosody (>= 0.12)$${shlibs:+, $$shlibs}"; \
+	maintainer=$$(sed -n 's/^ -- \(.*>\)  .*/\1/p' "$$pkg/changelog" | head -n 1); \
+	size=$$(du -sk --exclude=DEBIAN "$$root" | cut -f 1); \
+	sed -e 's/@VERSION@/$(VERSION)-$(DEB_REVISION)/' -e 's/@ARCH@/$(DEB_ARCH)/' \
+		-e "s/@INSTALLED_SIZE@/$$size/" -e "s/@DEPENDS@/$$depends/" -e "s|@MAINTAINER@|$$maintainer|" \
+		"$$pkg/control.in" > "$$root/DEBIAN/control"; \
+	(cd "$$root" && find usr -type f | LC_ALL=C sort | xargs md5sum) > "$$root/DEBIAN/md5sums"; \
+	chmod 0644 "$$root/DEBIAN/control" "$$root/DEBIAN/md5sums"; \
+	SOURCE_DATE_EPOCH=$$(git log -1 --format=%ct 2>/dev/null || date +%s) \
+		dpkg-deb --root-owner-group -Zxz --build "$$root" '$(DEB_FILE).tmp' >/dev/null; \
+	mv -f '$(DEB_FILE).tmp' '$(DEB_FILE)'; \
+	dpkg-deb --field '$(DEB_FILE)' Package Version Architecture Depends Installed-Size; \
+	dpkg-deb --contents '$(DEB_FILE)'; \
+	printf '%10s  %s\n' "$$(stat -c %s "$$mod/client_proxy.so")" "client_proxy.so in the package" "$$(stat -c %s '$(DEB_FILE)')" '$(DEB_FILE)'
+
 clean:
 	$(CARGO) clean
+	rm -rf '$(DIST_DIR)'
