@@ -6,8 +6,8 @@
 #   make deps                     install missing Debian packages (root)
 #   make test                     fmt, clippy, unit tests, Lua specs (every Lua), the rock,
 #                                 make dist deb, end-to-end tests on Prosody 0.12 and 13
-#   make test-e2e-repeat N=5      the end-to-end suite N times (Prosody 0.12), stopping at
-#                                 the first failure (docs/TESTING.md)
+#   make test-e2e-repeat N=5      the end-to-end suite N times (Prosody 0.12; PROSODY=13 for
+#                                 13), stopping at the first failure (docs/TESTING.md)
 #   make rock                     a binary rock for prosodyctl install, in target/rock/
 #   make dist                     release artifacts in dist/: the source tarball, a binary
 #                                 rock per Lua (DIST_LUAS) and the library's debug info
@@ -236,8 +236,9 @@ test-e2e-13: $(BUILD_DEP)
 # a race that fails one run in a few shows up here, not in CI.
 N ?= 5
 test-e2e-repeat: $(BUILD_DEP)
-	@for i in $$(seq 1 $(N)); do \
-		printf '\n==== %s ====\n' "test: cargo test --release --test '*' (end-to-end), run $$i of $(N)"; \
+	@if [ '$(PROSODY)' = 13 ]; then bin=$$(scripts/prosody13.sh '$(P13_DIR)' | tail -n 1); export PATH="$$bin:$$PATH"; fi; \
+	for i in $$(seq 1 $(N)); do \
+		printf '\n==== %s ====\n' "test: cargo test --release --test '*' (end-to-end, Prosody $(or $(PROSODY),0.12)), run $$i of $(N)"; \
 		$(CARGO) test --release $(CARGO_FEATURES) --test '*' \
 			|| { printf '\n==== test-e2e-repeat: run %s of %s FAILED ====\n' $$i $(N); exit 1; }; \
 	done; \
