@@ -2,8 +2,7 @@
 //! (the same one while it stays online), the implementing client's message to a user's
 //! JAT address goes to the user, and bounces find their way back to the sender.
 
-use super::requests::user_of;
-use super::{full_jid, Proxy};
+use super::{bare, full_jid, Proxy};
 use crate::resources::Strategy;
 use crate::verdict::{Send, Verdict, NO_MESSAGES, NO_RESOURCE_FOR_MESSAGE, UNKNOWN_JAT};
 
@@ -18,7 +17,7 @@ impl Proxy {
         }
         let Some(resource) =
             self.resources
-                .choose_by(Strategy::Sticky, &mut self.rng, user_of(user), &[])
+                .choose_by(Strategy::Sticky, &mut self.rng, bare(user), &[])
         else {
             return Verdict::Error(NO_RESOURCE_FOR_MESSAGE);
         };

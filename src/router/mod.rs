@@ -110,6 +110,12 @@ fn split_resource(jid: &str) -> (&str, Option<&str>) {
     }
 }
 
+/// The bare JID: what keeps a user on one resource (sticky strategy, messages, so that a
+/// user's devices reach the resource that holds their state) and what subscribes.
+fn bare(jid: &str) -> &str {
+    split_resource(jid).0
+}
+
 /// `bare/resource`, built with one allocation: on every forwarded request, where
 /// `format!` cost about as much as the rest of the routing decision (callgrind).
 fn full_jid(bare: &str, resource: &str) -> String {

@@ -2,7 +2,7 @@
 //! and users subscribed to the service's availability (`client_proxy_presence`): the
 //! subscriber set, what they were last told, and the notices owed when that changes.
 
-use super::Proxy;
+use super::{bare, Proxy};
 use crate::verdict::{Head, Level, OutItem, Verdict, NO_PRESENCE};
 use std::collections::BTreeSet;
 
@@ -22,10 +22,6 @@ pub(super) struct Subscriptions {
     told_available: bool,
     /// The health last reported to the shim (the status it shows).
     reported: Option<Level>,
-}
-
-fn bare(jid: &str) -> &str {
-    jid.split_once('/').map_or(jid, |(bare, _)| bare)
 }
 
 impl Proxy {

@@ -1,11 +1,8 @@
 //! Requests from users: forwarded to a resource of the target and tracked until exactly one
 //! answer goes back (the resource's reply, or an error when it goes away or stays silent).
 
-use super::{full_jid, Proxy};
+use super::{bare, full_jid, Proxy};
 use crate::pending::{Method, Mismatch, Refusal, Request};
-/// The drop reason of a declined request sent to another resource.
-const RETRIED: &str = "declined: sent to another resource";
-
 use crate::verdict::{
     Head, OutItem, Send, StanzaError, Verdict, ACCOUNT_FULL, DOMAIN_FULL, DUPLICATE_ID,
     NOT_ADDRESSED, NO_ID, NO_RESOURCE, REQUESTER_FULL, RESOURCE_GONE, TABLE_FULL, TIMED_OUT,
@@ -20,14 +17,6 @@ fn held(request: &Request) -> Option<u64> {
 /// An answer with one of these conditions means the resource does not implement the
 /// request: nothing happened, so another resource may take it.
 const DECLINES: [&str; 2] = ["service-unavailable", "feature-not-implemented"];
-
-/// The key that keeps a user on one resource (sticky strategy, messages): the bare JID,
-/// so that a user's devices reach the resource that holds their state.
-pub(super) fn user_of(requester: &str) -> &str {
-    requester
-        .split_once('/')
-        .map_or(requester, |(bare, _)| bare)
-}
 
 impl Proxy {
     /// An iq get/set from a user: to a resource, or refused.
@@ -56,10 +45,7 @@ impl Proxy {
         let Some(id) = id else {
             return Verdict::Error(NO_ID);
         };
-        let Some(resource) = self
-            .resources
-            .choose(&mut self.rng, user_of(requester), &[])
-        else {
+        let Some(resource) = self.resources.choose(&mut self.rng, bare(requester), &[]) else {
             return Verdict::Error(NO_RESOURCE);
         };
         let to = full_jid(&self.config.target, &resource);
@@ -120,13 +106,13 @@ impl Proxy {
         }
         let declined = head.stanza_type == Some("error")
             && head.condition.is_some_and(|c| DECLINES.contains(&c));
-        let verdict = self.match_reply(jat, from_res, head.id, declined, now);
-        match verdict {
-            Verdict::Send(_) => self.counters.delivered += 1,
-            Verdict::Drop { reason, .. } if reason == RETRIED => {}
-            _ => self.counters.unsolicited += 1,
-        }
-        verdict
+        self.match_reply(jat, from_res, head.id, declined, now)
+    }
+
+    /// A reply that answers nothing: dropped and counted.
+    fn unsolicited(&mut self, reason: &'static str) -> Verdict {
+        self.counters.unsolicited += 1;
+        Verdict::drop(reason)
     }
 
     fn match_reply(
@@ -138,10 +124,10 @@ impl Proxy {
         now: f64,
     ) -> Verdict {
         let (Some(resource), Some(id)) = (from_res, id) else {
-            return Verdict::drop("reply without resource or id");
+            return self.unsolicited("reply without resource or id");
         };
         let Some(requester) = self.jat.requester_of(jat, now) else {
-            return Verdict::drop("reply to an address this proxy did not produce");
+            return self.unsolicited("reply to an address this proxy did not produce");
         };
         match self.pending.take_reply(&requester, id, resource) {
             Ok(request) => {
@@ -149,22 +135,23 @@ impl Proxy {
                 if declined {
                     self.failed(&request.resource, now);
                     match self.retry_elsewhere(request, now) {
-                        Ok(()) => return Verdict::drop(RETRIED),
+                        Ok(()) => return Verdict::drop("declined: sent to another resource"),
                         Err(request) => return self.deliver(request),
                     }
                 }
                 self.resources.succeeded(&request.resource);
                 self.deliver(request)
             }
-            Err(Mismatch::Unknown) => Verdict::drop("reply to no outstanding request"),
+            Err(Mismatch::Unknown) => self.unsolicited("reply to no outstanding request"),
             Err(Mismatch::WrongResource) => {
-                Verdict::drop("reply from a resource the request was not sent to")
+                self.unsolicited("reply from a resource the request was not sent to")
             }
         }
     }
 
     /// The answer goes to the requester; the held stanza is let go.
     fn deliver(&mut self, request: Request) -> Verdict {
+        self.counters.delivered += 1;
         let release = held(&request);
         Verdict::Send(Send {
             to: request.requester,
@@ -180,9 +167,9 @@ impl Proxy {
     fn retry_elsewhere(&mut self, request: Request, now: f64) -> Result<(), Request> {
         let mut had: Vec<&str> = request.earlier.iter().map(|r| &**r).collect();
         had.push(&request.resource);
-        let Some(resource) =
-            self.resources
-                .choose(&mut self.rng, user_of(&request.requester), &had)
+        let Some(resource) = self
+            .resources
+            .choose(&mut self.rng, bare(&request.requester), &had)
         else {
             return Err(request);
         };
