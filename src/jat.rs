@@ -217,6 +217,21 @@ impl Translator {
         }
     }
 
+    /// `host/resource` for a requester, built in one allocation: on every forwarded
+    /// request.
+    pub fn address(&mut self, host: &str, requester: &str, now: f64) -> String {
+        let plain_fits = self.mode == Mode::Plain && requester.len() <= MAX_RESOURCE_BYTES;
+        let mut address = String::with_capacity(host.len() + 1 + requester.len());
+        address.push_str(host);
+        address.push('/');
+        if plain_fits {
+            address.push_str(requester);
+        } else {
+            address.push_str(&self.encode(requester, now));
+        }
+        address
+    }
+
     /// The requester behind a resource this translator produced.
     pub fn decode(&mut self, resource: &str, now: f64) -> Result<String, JatError> {
         if resource.starts_with(TOKEN_PREFIX) {

@@ -3,8 +3,18 @@
 //! This is what lets the proxy keep RFC 6120's promise (every get/set gets exactly one
 //! answer): a reply is accepted only from the resource the request went to, for the id it
 //! carried and the requester who sent it; what is never answered is timed out.
+//!
+//! Built for a table of hundreds of thousands of entries, where every lookup is a cache
+//! miss: one hash of the key per table touched, no key copied to look it up, and the
+//! deadlines in arrival order (a queue per timeout value) instead of a sorted tree, so
+//! that an answer removes nothing from them: a deadline whose request was answered is
+//! skipped when it comes up, or dropped when the queues outgrow the table.
 
-use std::collections::{BTreeMap, HashMap};
+use hashbrown::hash_map::EntryRef;
+use hashbrown::{Equivalent, HashMap};
+use std::collections::hash_map::RandomState;
+use std::collections::VecDeque;
+use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 /// Whether the forwarded request was a get (safe to retry) or a set.
@@ -40,13 +50,60 @@ pub enum Mismatch {
     WrongResource,
 }
 
+/// The key of a request: requester, NUL, id (NUL cannot occur in XML, so the split is
+/// unambiguous). Shared between the table and the deadline queue, so that a deadline
+/// knows without a lookup whether its request is still in the table.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Key(Arc<str>);
+
+impl Key {
+    fn parts(&self) -> (&str, &str) {
+        self.0.split_once('\0').unwrap_or((&self.0, ""))
+    }
+}
+
+/// A key to look up without building it: hashes and compares as the `Key` it names.
+struct KeyRef<'a> {
+    requester: &'a str,
+    id: &'a str,
+}
+
+fn hash_parts<H: Hasher>(requester: &str, id: &str, state: &mut H) {
+    state.write(requester.as_bytes());
+    state.write(&[0]);
+    state.write(id.as_bytes());
+    state.write_u8(0xff);
+}
+
+impl Hash for Key {
+    /// The bytes `hash_parts` writes for its parts, in one write (the table's hasher
+    /// takes its writes as one stream; a unit test holds it to that).
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write(self.0.as_bytes());
+        state.write_u8(0xff);
+    }
+}
+
+impl Hash for KeyRef<'_> {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        hash_parts(self.requester, self.id, state);
+    }
+}
+
+impl Equivalent<Key> for KeyRef<'_> {
+    fn equivalent(&self, key: &Key) -> bool {
+        let (key, r) = (key.0.as_bytes(), self.requester.len());
+        key.len() == r + 1 + self.id.len()
+            && key[r] == 0
+            && key.starts_with(self.requester.as_bytes())
+            && key.ends_with(self.id.as_bytes())
+    }
+}
+
 /// An outstanding request taken out of the table.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Request {
-    /// The requester's full JID.
-    pub requester: String,
-    /// The iq id, as the requester sent it.
-    pub id: String,
+    key: Key,
     /// The resource of the target it went to.
     pub resource: Arc<str>,
     /// Get or set.
@@ -55,20 +112,41 @@ pub struct Request {
     pub seq: u64,
     /// The resources it went to before `resource` (a retry), oldest first.
     pub earlier: Vec<Arc<str>>,
-    /// (deadline in ms, seq): kept across a retry, so the timeout counts from arrival.
-    deadline: (u64, u64),
+    /// Deadline in ms: kept across a retry, so the timeout counts from arrival.
+    deadline: u64,
+    /// Counted toward its domain's cap.
+    capped: bool,
+}
+
+impl Request {
+    /// The requester's full JID.
+    pub fn requester(&self) -> &str {
+        self.key.parts().0
+    }
+
+    /// The iq id, as the requester sent it.
+    pub fn id(&self) -> &str {
+        self.key.parts().1
+    }
 }
 
 struct Entry {
     resource: Arc<str>,
     method: Method,
     earlier: Vec<Arc<str>>,
-    deadline: (u64, u64),
+    seq: u64,
+    deadline: u64,
+    capped: bool,
 }
 
 /// Outstanding requests counted by a part of the requester's address.
-#[derive(Default)]
-struct Tally(HashMap<String, u32>);
+struct Tally(HashMap<String, u32, RandomState>);
+
+impl Default for Tally {
+    fn default() -> Self {
+        Tally(HashMap::with_hasher(RandomState::new()))
+    }
+}
 
 impl Tally {
     fn get(&self, key: &str) -> u32 {
@@ -76,22 +154,159 @@ impl Tally {
     }
 
     fn add(&mut self, key: &str) {
-        // No key copy when the key already has requests outstanding (the usual case).
-        match self.0.get_mut(key) {
-            Some(n) => *n += 1,
-            None => {
-                self.0.insert(key.to_owned(), 1);
+        *self.0.entry_ref(key).or_insert(0) += 1;
+    }
+
+    fn sub(&mut self, key: &str) {
+        if let EntryRef::Occupied(mut n) = self.0.entry_ref(key) {
+            *n.get_mut() -= 1;
+            if *n.get() == 0 {
+                n.remove();
+            }
+        }
+    }
+}
+
+/// What each user (bare JID) has outstanding, in all and per device (full JID): one
+/// table for both limits, so that a request touches it once.
+#[derive(Default)]
+struct Users(HashMap<UserKey, User, RandomState>);
+
+/// A user's key: the full JID of the device that made the user's record, so that the
+/// usual user (one device) costs one allocation. Hashes and compares as its bare JID.
+struct UserKey {
+    jid: Box<str>,
+    bare_len: usize,
+}
+
+impl UserKey {
+    fn bare(&self) -> &str {
+        &self.jid[..self.bare_len]
+    }
+
+    fn device(&self) -> &str {
+        self.jid.get(self.bare_len + 1..).unwrap_or("")
+    }
+}
+
+/// A bare JID, to look a user up by.
+struct Bare<'a>(&'a str);
+
+impl Hash for UserKey {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.bare().hash(state);
+    }
+}
+
+impl Hash for Bare<'_> {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.0.hash(state);
+    }
+}
+
+impl PartialEq for UserKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.bare() == other.bare()
+    }
+}
+
+impl Eq for UserKey {}
+
+impl Equivalent<UserKey> for Bare<'_> {
+    fn equivalent(&self, key: &UserKey) -> bool {
+        key.bare() == self.0
+    }
+}
+
+struct User {
+    total: u32,
+    /// Of the device named in the key.
+    first: u32,
+    /// Other devices (resourceparts) and theirs.
+    others: Vec<(Box<str>, u32)>,
+}
+
+impl User {
+    /// The count of a device; `first`: it is the device named in the key.
+    fn of_device(&mut self, first: bool, device: &str) -> Option<&mut u32> {
+        if first {
+            return Some(&mut self.first);
+        }
+        self.others
+            .iter_mut()
+            .find(|(d, _)| &**d == device)
+            .map(|(_, n)| n)
+    }
+}
+
+/// The requester's account (bare JID) and resourcepart (empty when it has none).
+fn user_and_device(requester: &str) -> (&str, &str) {
+    requester.split_once('/').unwrap_or((requester, ""))
+}
+
+impl Users {
+    /// Outstanding requests of the requester's account and of the requester itself.
+    fn counts(&self, requester: &str) -> (u32, u32) {
+        let (user, device) = user_and_device(requester);
+        self.0
+            .get_key_value(&Bare(user))
+            .map_or((0, 0), |(key, u)| {
+                let of_device = if key.device() == device {
+                    u.first
+                } else {
+                    u.others
+                        .iter()
+                        .find(|(d, _)| &**d == device)
+                        .map_or(0, |(_, n)| *n)
+                };
+                (u.total, of_device)
+            })
+    }
+
+    fn add(&mut self, requester: &str) {
+        let (user, device) = user_and_device(requester);
+        keep_sparse(&mut self.0);
+        match self.0.entry_ref(&Bare(user)) {
+            EntryRef::Vacant(v) => {
+                let key = UserKey {
+                    jid: requester.into(),
+                    bare_len: user.len(),
+                };
+                let record = User {
+                    total: 1,
+                    first: 1,
+                    others: Vec::new(),
+                };
+                v.insert_with_key(key, record);
+            }
+            EntryRef::Occupied(mut o) => {
+                let first = o.key().device() == device;
+                let record = o.get_mut();
+                record.total += 1;
+                match record.of_device(first, device) {
+                    Some(n) => *n += 1,
+                    None => record.others.push((device.into(), 1)),
+                }
             }
         }
     }
 
-    fn sub(&mut self, key: &str) {
-        if let Some(n) = self.0.get_mut(key) {
-            *n -= 1;
-            if *n == 0 {
-                self.0.remove(key);
-            }
+    fn sub(&mut self, requester: &str) {
+        let (user, device) = user_and_device(requester);
+        let EntryRef::Occupied(mut o) = self.0.entry_ref(&Bare(user)) else {
+            return;
+        };
+        let first = o.key().device() == device;
+        let record = o.get_mut();
+        record.total -= 1;
+        if record.total == 0 {
+            o.remove();
+            return;
         }
+        if let Some(n) = record.of_device(first, device) {
+            *n -= 1;
+        }
+        record.others.retain(|(_, n)| *n > 0);
     }
 }
 
@@ -104,17 +319,26 @@ pub fn user_and_domain(requester: &str) -> (&str, &str) {
     (bare, domain)
 }
 
+/// The deadlines of requests that arrived under one timeout, in arrival order (so in
+/// deadline order: the clock does not go back).
+struct Deadlines {
+    timeout_ms: u64,
+    queue: VecDeque<(u64, Key)>,
+}
+
 /// The table of outstanding requests, bounded in total, per requester (full JID), per
 /// user (bare JID) and per domain.
 pub struct PendingTable {
-    /// Key: requester, NUL, id (NUL cannot occur in XML, so the split is unambiguous).
-    entries: HashMap<Arc<str>, Entry>,
-    /// (deadline in ms, sequence) -> key: expiry in deadline order, O(log n).
-    deadlines: BTreeMap<(u64, u64), Arc<str>>,
-    per_requester: Tally,
-    per_user: Tally,
+    entries: HashMap<Key, Entry, RandomState>,
+    /// One queue per timeout in force when requests arrived (one, unless a reload changed
+    /// it while requests were outstanding); the current timeout's last.
+    deadlines: Vec<Deadlines>,
+    /// Per user and per requester.
+    per_user: Users,
+    /// Only requests whose domain is capped are counted.
     per_domain: Tally,
     seq: u64,
+    scratch: String,
     /// Seconds a request may stay unanswered.
     pub timeout: f64,
     /// Most requests outstanding at once.
@@ -127,16 +351,18 @@ pub struct PendingTable {
     pub max_per_domain: u32,
 }
 
-fn key_of(requester: &str, id: &str) -> String {
-    let mut key = String::with_capacity(requester.len() + id.len() + 1);
-    key.push_str(requester);
-    key.push('\0');
-    key.push_str(id);
-    key
-}
-
-fn split_key(key: &str) -> (&str, &str) {
-    key.split_once('\0').unwrap_or((key, ""))
+/// Grows a table before it is half full. A table of distinct keys that come and go (every
+/// request has its key, most users one request) fills with tombstones when it is nearly
+/// full, and rehashes all of it in place every few thousand inserts: at 200,000 entries
+/// that cost more than everything else a request does. Half empty, a removal mostly
+/// frees its slot.
+fn keep_sparse<K, V>(table: &mut HashMap<K, V, RandomState>)
+where
+    K: Eq + Hash,
+{
+    if table.len() * 2 >= table.capacity() {
+        table.reserve(table.len().max(16));
+    }
 }
 
 fn millis(seconds: f64) -> u64 {
@@ -151,12 +377,12 @@ impl PendingTable {
     /// An empty table with these limits.
     pub fn new(timeout: f64, max_total: usize, max_per_requester: u32) -> Self {
         PendingTable {
-            entries: HashMap::new(),
-            deadlines: BTreeMap::new(),
-            per_requester: Tally::default(),
-            per_user: Tally::default(),
+            entries: HashMap::with_hasher(RandomState::new()),
+            deadlines: Vec::new(),
+            per_user: Users::default(),
             per_domain: Tally::default(),
             seq: 0,
+            scratch: String::new(),
             timeout,
             max_total,
             max_per_requester,
@@ -177,7 +403,7 @@ impl PendingTable {
 
     /// Outstanding requests of one requester.
     pub fn of_requester(&self, requester: &str) -> u32 {
-        self.per_requester.get(requester)
+        self.per_user.counts(requester).1
     }
 
     /// Outstanding requests held by one resource (O(n); the resource set keeps the live
@@ -192,10 +418,10 @@ impl PendingTable {
 
     /// Outstanding requests of one user (bare JID).
     pub fn of_user(&self, user: &str) -> u32 {
-        self.per_user.get(user)
+        self.per_user.counts(user).0
     }
 
-    /// Outstanding requests of one domain.
+    /// Outstanding requests of one capped domain.
     pub fn of_domain(&self, domain: &str) -> u32 {
         self.per_domain.get(domain)
     }
@@ -212,17 +438,17 @@ impl PendingTable {
         now: f64,
         cap_domain: bool,
     ) -> Result<u64, Refusal> {
-        let key = key_of(requester, id);
-        if self.entries.contains_key(key.as_str()) {
+        if self.entries.contains_key(&KeyRef { requester, id }) {
             return Err(Refusal::DuplicateId);
         }
-        if self.of_requester(requester) >= self.max_per_requester {
+        let (of_user, of_requester) = self.per_user.counts(requester);
+        if of_requester >= self.max_per_requester {
             return Err(Refusal::RequesterFull);
         }
-        let (user, domain) = user_and_domain(requester);
-        if self.per_user.get(user) >= self.max_per_user {
+        if of_user >= self.max_per_user {
             return Err(Refusal::UserFull);
         }
+        let (_, domain) = user_and_domain(requester);
         if cap_domain && self.per_domain.get(domain) >= self.max_per_domain {
             return Err(Refusal::DomainFull);
         }
@@ -230,57 +456,100 @@ impl PendingTable {
             return Err(Refusal::TableFull);
         }
         self.seq += 1;
-        let deadline = (millis(now + self.timeout), self.seq);
-        self.put(key, requester, resource, method, Vec::new(), deadline);
+        // Built in a buffer kept for it: the key is allocated once, in its Arc.
+        self.scratch.clear();
+        self.scratch.push_str(requester);
+        self.scratch.push('\0');
+        self.scratch.push_str(id);
+        let key = Key(Arc::from(self.scratch.as_str()));
+        let deadline = millis(now + self.timeout);
+        self.queue_deadline(deadline, key.clone());
+        self.put(Request {
+            key,
+            resource,
+            method,
+            seq: self.seq,
+            earlier: Vec::new(),
+            deadline,
+            capped: cap_domain,
+        });
         Ok(self.seq)
     }
 
     /// Puts a request taken out of the table back, now held by another resource; it keeps
-    /// its number and deadline, and the resource it leaves joins `earlier`.
-    pub fn retarget(&mut self, request: Request, resource: Arc<str>) {
-        let key = key_of(&request.requester, &request.id);
-        let Request {
-            requester,
-            method,
-            deadline,
-            resource: left,
-            mut earlier,
-            ..
-        } = request;
-        earlier.push(left);
-        self.put(key, &requester, resource, method, earlier, deadline);
+    /// its number and deadline (its place in the deadline queue), and the resource it
+    /// leaves joins `earlier`.
+    pub fn retarget(&mut self, mut request: Request, resource: Arc<str>) {
+        let left = std::mem::replace(&mut request.resource, resource);
+        request.earlier.push(left);
+        self.put(request);
     }
 
-    fn put(
-        &mut self,
-        key: String,
-        requester: &str,
-        resource: Arc<str>,
-        method: Method,
-        earlier: Vec<Arc<str>>,
-        deadline: (u64, u64),
-    ) {
-        let key: Arc<str> = Arc::from(key);
-        self.deadlines.insert(deadline, key.clone());
+    fn put(&mut self, request: Request) {
+        let Request {
+            key,
+            resource,
+            method,
+            seq,
+            earlier,
+            deadline,
+            capped,
+        } = request;
+        let (requester, _) = key.parts();
+        self.per_user.add(requester);
+        if capped {
+            self.per_domain.add(user_and_domain(requester).1);
+        }
+        keep_sparse(&mut self.entries);
         self.entries.insert(
             key,
             Entry {
                 resource,
                 method,
                 earlier,
+                seq,
                 deadline,
+                capped,
             },
         );
-        let (user, domain) = user_and_domain(requester);
-        self.per_requester.add(requester);
-        self.per_user.add(user);
-        self.per_domain.add(domain);
+    }
+
+    /// Queues a deadline under the current timeout; drops the deadlines of answered
+    /// requests once the queues hold twice as many as the table (so they stay O(table),
+    /// at O(1) amortized per request).
+    fn queue_deadline(&mut self, deadline: u64, key: Key) {
+        let timeout_ms = millis(self.timeout);
+        let queued: usize = self.deadlines.iter().map(|d| d.queue.len()).sum();
+        if queued >= 2 * self.entries.len() + 1024 {
+            for d in &mut self.deadlines {
+                d.queue.retain(|(_, key)| Arc::strong_count(&key.0) > 1);
+            }
+            self.deadlines
+                .retain(|d| !d.queue.is_empty() || d.timeout_ms == timeout_ms);
+        }
+        if self.deadlines.last().map(|d| d.timeout_ms) != Some(timeout_ms) {
+            self.deadlines.retain(|d| !d.queue.is_empty());
+            self.deadlines.push(Deadlines {
+                timeout_ms,
+                queue: VecDeque::new(),
+            });
+        }
+        let queue = &mut self.deadlines.last_mut().expect("just pushed").queue;
+        // In arrival order the deadlines only grow; a clock that went back still gets its
+        // place (at O(n)).
+        let at = if queue.back().is_none_or(|(last, _)| *last <= deadline) {
+            queue.len()
+        } else {
+            queue.partition_point(|(d, _)| *d <= deadline)
+        };
+        queue.insert(at, (deadline, key));
     }
 
     /// Takes a request by requester and id, whoever holds it (outbound requests, whose
     /// answer comes from the user they were sent to).
     pub fn take(&mut self, requester: &str, id: &str) -> Option<Request> {
-        self.remove(&key_of(requester, id))
+        let (key, entry) = self.entries.remove_entry(&KeyRef { requester, id })?;
+        Some(self.taken(key, entry))
     }
 
     /// Takes the request a reply answers, if the reply comes from the right resource.
@@ -290,64 +559,74 @@ impl PendingTable {
         id: &str,
         from_resource: &str,
     ) -> Result<Request, Mismatch> {
-        let key = key_of(requester, id);
-        match self.entries.get(key.as_str()) {
+        let key = KeyRef { requester, id };
+        match self.entries.get(&key) {
             None => Err(Mismatch::Unknown),
             Some(e) if &*e.resource != from_resource => Err(Mismatch::WrongResource),
-            Some(_) => Ok(self.remove(&key).expect("entry just seen")),
+            Some(_) => Ok(self.take(requester, id).expect("entry just seen")),
         }
     }
 
     /// Takes every request held by a resource that went away (O(n); rare).
     pub fn take_resource(&mut self, resource: &str) -> Vec<Request> {
-        let keys: Vec<Arc<str>> = self
+        let taken: Vec<(Key, Entry)> = self
             .entries
-            .iter()
-            .filter(|(_, e)| &*e.resource == resource)
-            .map(|(k, _)| k.clone())
+            .extract_if(|_, e| &*e.resource == resource)
             .collect();
-        keys.iter().filter_map(|k| self.remove(k)).collect()
+        taken.into_iter().map(|(k, e)| self.taken(k, e)).collect()
     }
 
     /// Takes every outstanding request (the target revoked or errored).
     pub fn take_all(&mut self) -> Vec<Request> {
-        let keys: Vec<Arc<str>> = self.entries.keys().cloned().collect();
-        keys.iter().filter_map(|k| self.remove(k)).collect()
+        let taken: Vec<(Key, Entry)> = self.entries.drain().collect();
+        taken.into_iter().map(|(k, e)| self.taken(k, e)).collect()
     }
 
     /// Takes the requests whose deadline has passed, oldest first.
     pub fn expire(&mut self, now: f64) -> Vec<Request> {
         let limit = millis(now);
-        let mut out = Vec::new();
-        while let Some(entry) = self.deadlines.first_entry() {
-            if entry.key().0 > limit {
-                break;
+        let mut due = Vec::new();
+        for d in &mut self.deadlines {
+            while d
+                .queue
+                .front()
+                .is_some_and(|(deadline, _)| *deadline <= limit)
+            {
+                let (_, key) = d.queue.pop_front().expect("front just seen");
+                // Only the queue holds the key: its request was answered.
+                if Arc::strong_count(&key.0) > 1 {
+                    due.push(key);
+                }
             }
-            let key = entry.remove();
-            if let Some(request) = self.remove(&key) {
-                out.push(request);
+        }
+        let mut out = Vec::with_capacity(due.len());
+        for key in due {
+            if let Some((key, entry)) = self.entries.remove_entry(&key) {
+                out.push(self.taken(key, entry));
             }
+        }
+        if self.deadlines.len() > 1 {
+            out.sort_by_key(|r| (r.deadline, r.seq));
         }
         out
     }
 
-    fn remove(&mut self, key: &str) -> Option<Request> {
-        let (key, entry) = self.entries.remove_entry(key)?;
-        self.deadlines.remove(&entry.deadline);
-        let (requester, id) = split_key(&key);
-        let (user, domain) = user_and_domain(requester);
-        self.per_requester.sub(requester);
-        self.per_user.sub(user);
-        self.per_domain.sub(domain);
-        Some(Request {
-            requester: requester.to_owned(),
-            id: id.to_owned(),
+    /// A request out of the table: no longer counted.
+    fn taken(&mut self, key: Key, entry: Entry) -> Request {
+        let (requester, _) = key.parts();
+        self.per_user.sub(requester);
+        if entry.capped {
+            self.per_domain.sub(user_and_domain(requester).1);
+        }
+        Request {
+            key,
             resource: entry.resource,
             method: entry.method,
-            seq: entry.deadline.1,
+            seq: entry.seq,
             earlier: entry.earlier,
             deadline: entry.deadline,
-        })
+            capped: entry.capped,
+        }
     }
 }
 
@@ -371,7 +650,7 @@ mod tests {
         assert_eq!(t.take_reply("u@x/b", "1", "res1"), Err(Mismatch::Unknown));
         assert_eq!(t.take_reply("u@x/a", "2", "res1"), Err(Mismatch::Unknown));
         let r = t.take_reply("u@x/a", "1", "res1").unwrap();
-        assert_eq!((r.requester.as_str(), r.id.as_str()), ("u@x/a", "1"));
+        assert_eq!((r.requester(), r.id()), ("u@x/a", "1"));
         assert_eq!(t.take_reply("u@x/a", "1", "res1"), Err(Mismatch::Unknown));
         assert!(t.is_empty());
     }
@@ -415,12 +694,11 @@ mod tests {
         assert!(t.expire(9.9).is_empty());
         let gone = t.expire(10.0);
         assert_eq!(gone.len(), 1);
-        assert_eq!(gone[0].requester, "u@x/a");
+        assert_eq!(gone[0].requester(), "u@x/a");
         assert_eq!(t.expire(100.0).len(), 1);
         assert!(
             t.is_empty()
-                && t.deadlines.is_empty()
-                && t.per_requester.0.is_empty()
+                && t.deadlines.iter().all(|d| d.queue.is_empty())
                 && t.per_user.0.is_empty()
                 && t.per_domain.0.is_empty()
         );
@@ -440,7 +718,7 @@ mod tests {
         assert_eq!(t.len(), 1);
         assert_eq!(t.of_resource("r2"), 1);
         assert_eq!(t.take_all().len(), 1);
-        assert!(t.is_empty() && t.deadlines.is_empty());
+        assert!(t.is_empty());
     }
 
     #[test]
@@ -461,13 +739,36 @@ mod tests {
     }
 
     #[test]
+    fn a_key_hashes_as_the_parts_it_is_looked_up_by() {
+        use std::hash::BuildHasher;
+        let t = table();
+        let hasher = t.entries.hasher();
+        for (requester, id) in [
+            ("u@x/a", "1"),
+            ("", ""),
+            ("a@x", "b/c"),
+            ("é@x/ü", "\u{1F600}"),
+        ] {
+            let key = Key(format!("{requester}\0{id}").into());
+            let by_parts = KeyRef { requester, id };
+            assert_eq!(hasher.hash_one(&key), hasher.hash_one(&by_parts));
+            assert!(by_parts.equivalent(&key));
+        }
+        assert!(!KeyRef {
+            requester: "u@x",
+            id: "a1"
+        }
+        .equivalent(&Key("u@x/a\u{0}1".into())));
+    }
+
+    #[test]
     fn ids_with_nul_free_text_keep_requesters_apart() {
         let mut t = PendingTable::new(10.0, 10, 10);
         t.insert("a@x/b", "c", "r".into(), Method::Get, 0.0, false)
             .unwrap();
         t.insert("a@x", "b/c", "r".into(), Method::Get, 0.0, false)
             .unwrap();
-        assert_eq!(t.take_reply("a@x", "b/c", "r").unwrap().requester, "a@x");
-        assert_eq!(t.take_reply("a@x/b", "c", "r").unwrap().id, "c");
+        assert_eq!(t.take_reply("a@x", "b/c", "r").unwrap().requester(), "a@x");
+        assert_eq!(t.take_reply("a@x/b", "c", "r").unwrap().id(), "c");
     }
 }

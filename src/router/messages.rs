@@ -24,7 +24,7 @@ impl Proxy {
         self.counters.messages_in += 1;
         Verdict::Send(Send {
             to: full_jid(&self.config.target, &resource),
-            from: full_jid(&self.config.host, &self.jat.encode(user, now)),
+            from: self.jat.address(&self.config.host, user, now),
             id: None,
             hold: None,
             release: None,
@@ -39,7 +39,7 @@ impl Proxy {
         match self.message_origins.get(user) {
             Some(resource) if self.resources.contains(resource) => Verdict::Send(Send {
                 to: full_jid(&self.config.target, resource),
-                from: full_jid(&self.config.host, &self.jat.encode(user, now)),
+                from: self.jat.address(&self.config.host, user, now),
                 id: None,
                 hold: None,
                 release: None,

@@ -124,7 +124,7 @@ impl Proxy {
         let original = self.outbound.original.remove(&n)?;
         Some(Verdict::Send(Send {
             to: full_jid(&self.config.target, &request.resource),
-            from: full_jid(&self.config.host, &self.jat.encode(user, now)),
+            from: self.jat.address(&self.config.host, user, now),
             id: Some(original),
             hold: None,
             release: None,
@@ -134,13 +134,13 @@ impl Proxy {
     /// Outbound requests past their deadline: the asking resource gets remote-server-timeout.
     pub(super) fn expire_outbound(&mut self, now: f64) {
         for r in self.outbound.table.expire(now) {
-            let Some(n) = number_of(&r.id) else { continue };
+            let Some(n) = number_of(r.id()) else { continue };
             let Some(original) = self.outbound.original.remove(&n) else {
                 continue;
             };
             self.outbox.push(OutItem::Error {
                 to: full_jid(&self.config.target, &r.resource),
-                from: full_jid(&self.config.host, &self.jat.encode(&r.requester, now)),
+                from: self.jat.address(&self.config.host, r.requester(), now),
                 id: original,
                 error: TIMED_OUT,
                 release: None,
@@ -151,7 +151,7 @@ impl Proxy {
     /// A target resource went away: nobody is left to give its outbound answers to.
     pub(super) fn outbound_forget(&mut self, resource: &str) {
         for r in self.outbound.table.take_resource(resource) {
-            if let Some(n) = number_of(&r.id) {
+            if let Some(n) = number_of(r.id()) {
                 self.outbound.original.remove(&n);
             }
         }

@@ -67,7 +67,7 @@ impl Proxy {
                 }
             };
         self.resources.hold(&resource);
-        let from = full_jid(&self.config.host, &self.jat.encode(requester, now));
+        let from = self.jat.address(&self.config.host, requester, now);
         Verdict::Send(Send {
             to,
             from,
@@ -154,7 +154,7 @@ impl Proxy {
         self.counters.delivered += 1;
         let release = held(&request);
         Verdict::Send(Send {
-            to: request.requester,
+            to: request.requester().to_owned(),
             from: self.config.host.clone(),
             id: None,
             hold: None,
@@ -169,14 +169,16 @@ impl Proxy {
         had.push(&request.resource);
         let Some(resource) = self
             .resources
-            .choose(&mut self.rng, bare(&request.requester), &had)
+            .choose(&mut self.rng, bare(request.requester()), &had)
         else {
             return Err(request);
         };
         self.outbox.push(OutItem::Resend {
             held: request.seq,
             to: full_jid(&self.config.target, &resource),
-            from: full_jid(&self.config.host, &self.jat.encode(&request.requester, now)),
+            from: self
+                .jat
+                .address(&self.config.host, request.requester(), now),
         });
         self.resources.hold(&resource);
         self.pending.retarget(request, resource);
@@ -243,9 +245,9 @@ impl Proxy {
     fn owe(&mut self, request: Request, error: StanzaError) {
         let release = held(&request);
         self.outbox.push(OutItem::Error {
-            to: request.requester,
+            to: request.requester().to_owned(),
             from: self.config.host.clone(),
-            id: request.id,
+            id: request.id().to_owned(),
             error,
             release,
         });
