@@ -331,7 +331,7 @@ struct Deadlines {
 pub struct PendingTable {
     entries: HashMap<Key, Entry, RandomState>,
     /// One queue per timeout in force when requests arrived (one, unless a reload changed
-    /// it while requests were outstanding); the current timeout's last.
+    /// it while requests were outstanding).
     deadlines: Vec<Deadlines>,
     /// Per user and per requester.
     per_user: Users,
@@ -524,19 +524,27 @@ impl PendingTable {
             for d in &mut self.deadlines {
                 d.queue.retain(|(_, key)| Arc::strong_count(&key.0) > 1);
             }
-            self.deadlines
-                .retain(|d| !d.queue.is_empty() || d.timeout_ms == timeout_ms);
         }
-        if self.deadlines.last().map(|d| d.timeout_ms) != Some(timeout_ms) {
-            self.deadlines.retain(|d| !d.queue.is_empty());
-            self.deadlines.push(Deadlines {
-                timeout_ms,
-                queue: VecDeque::new(),
-            });
-        }
-        let queue = &mut self.deadlines.last_mut().expect("just pushed").queue;
-        // In arrival order the deadlines only grow; a clock that went back still gets its
-        // place (at O(n)).
+        // The queue of a timeout no longer in force goes once its requests are gone.
+        self.deadlines
+            .retain(|d| !d.queue.is_empty() || d.timeout_ms == timeout_ms);
+        let i = match self
+            .deadlines
+            .iter()
+            .position(|d| d.timeout_ms == timeout_ms)
+        {
+            Some(i) => i,
+            None => {
+                self.deadlines.push(Deadlines {
+                    timeout_ms,
+                    queue: VecDeque::new(),
+                });
+                self.deadlines.len() - 1
+            }
+        };
+        let queue = &mut self.deadlines[i].queue;
+        // Under one timeout, in arrival order, the deadlines only grow; a clock that went
+        // back still gets its place (at O(n)).
         let at = if queue.back().is_none_or(|(last, _)| *last <= deadline) {
             queue.len()
         } else {
@@ -701,6 +709,64 @@ mod tests {
                 && t.deadlines.iter().all(|d| d.queue.is_empty())
                 && t.per_user.0.is_empty()
                 && t.per_domain.0.is_empty()
+        );
+    }
+
+    #[test]
+    fn a_new_timeout_applies_to_new_requests_and_expiry_stays_oldest_first() {
+        let mut t = PendingTable::new(10.0, 10, 10);
+        t.insert("u@x/a", "1", "r".into(), Method::Get, 0.0, false)
+            .unwrap();
+        t.timeout = 2.0;
+        t.insert("v@x/a", "1", "r".into(), Method::Get, 1.0, false)
+            .unwrap();
+        t.insert("w@x/a", "1", "r".into(), Method::Get, 9.0, false)
+            .unwrap();
+        t.timeout = 10.0;
+        t.insert("z@x/a", "1", "r".into(), Method::Get, 9.5, false)
+            .unwrap();
+        assert_eq!(
+            t.deadlines.len(),
+            2,
+            "one queue per timeout in force: 10 s and 2 s"
+        );
+        let first: Vec<_> = t
+            .expire(3.0)
+            .iter()
+            .map(|r| r.requester().to_owned())
+            .collect();
+        assert_eq!(first, ["v@x/a"]);
+        let next: Vec<_> = t
+            .expire(11.0)
+            .iter()
+            .map(|r| r.requester().to_owned())
+            .collect();
+        assert_eq!(next, ["u@x/a", "w@x/a"], "by deadline across the queues");
+        assert_eq!(t.expire(19.5).len(), 1);
+        assert!(t.is_empty());
+    }
+
+    #[test]
+    fn deadlines_of_answered_requests_do_not_pile_up() {
+        let mut t = PendingTable::new(1.0e6, 10, 10);
+        t.insert("held@x/a", "1", "r".into(), Method::Get, 0.0, false)
+            .unwrap();
+        for i in 0..10_000 {
+            let id = i.to_string();
+            t.insert("u@x/a", &id, "r".into(), Method::Get, 0.0, false)
+                .unwrap();
+            t.take_reply("u@x/a", &id, "r").unwrap();
+            let queued: usize = t.deadlines.iter().map(|d| d.queue.len()).sum();
+            assert!(
+                queued <= 2 * t.len() + 1025,
+                "{queued} deadlines queued for {} requests",
+                t.len()
+            );
+        }
+        assert_eq!(
+            t.expire(2.0e6).len(),
+            1,
+            "the request still outstanding expires"
         );
     }
 
