@@ -85,9 +85,25 @@ module:hook_global("stats-update", function ()
 	pending:with_labels():set(s.pending);
 end);
 
--- Requests forwarded and not yet answered, by the core's key, so that one can be sent
--- again to another resource (a retry). Carried across module:reload.
-local held = {};
+-- Requests forwarded and not yet answered, by the core's number, so that one can be sent
+-- again to another resource (a retry): the iq's one child element (a third of the memory
+-- of the whole stanza; the core's resend item has the type, id, to and from to rebuild it
+-- with), or the whole stanza, marked in held_whole, when it has more than one child or an
+-- xml:lang. Carried across module:reload.
+local held, held_whole = {}, {};
+
+local function hold(key, stanza)
+	local child = stanza.tags[1];
+	if child ~= nil and stanza[1] == child and stanza[2] == nil and stanza.attr["xml:lang"] == nil then
+		held[key] = child;
+	else
+		held[key], held_whole[key] = stanza, true;
+	end
+end
+
+local function release(key)
+	held[key], held_whole[key] = nil, nil;
+end
 
 local function send_error(stanza, etype, condition, text) -- counted by condition
 	errors_sent:with_labels(condition):add(1);
@@ -96,14 +112,17 @@ end
 
 local apply = {}; -- what to do with each kind of item of the core's outbox
 function apply.error(item)
-	if item.release ~= nil then held[item.release] = nil; end
+	if item.release ~= nil then release(item.release); end
 	send_error(st.iq({ type = "get", id = item.id, from = item.to, to = item.from }), item.type, item.condition, item.text);
 end
 function apply.resend(item)
-	local stanza = held[item.held];
-	if not stanza then return module:log("warn", "Request %s to resend is no longer held", tostring(item.held)); end
-	stanza.attr.to, stanza.attr.from = item.to, item.from;
-	module:send(stanza);
+	local kept = held[item.held];
+	if not kept then return module:log("warn", "Request %s to resend is no longer held", tostring(item.held)); end
+	if held_whole[item.held] then
+		kept.attr.to, kept.attr.from = item.to, item.from;
+		return module:send(kept);
+	end
+	module:send(st.iq({ type = item.type, id = item.id, to = item.to, from = item.from }):add_child(kept));
 end
 function apply.presence(item) module:send(st.presence({ to = item.to, from = item.from, type = item.type })); end
 function apply.subscribers(item)
@@ -150,8 +169,8 @@ local function handle_stanza(event)
 	elseif verdict == "send" then -- to, from, id, hold, release
 		attr.to, attr.from = a, b;
 		if c ~= nil then attr.id = c; end
-		if d ~= nil then held[d] = stanza; end
-		if e ~= nil then held[e] = nil; end
+		if d ~= nil then hold(d, stanza); end
+		if e ~= nil then release(e); end
 		module:send(stanza);
 	elseif verdict == "error" then -- type, condition, text (never for a stanza of type error)
 		send_error(stanza, a, b, c);
@@ -178,11 +197,13 @@ module:hook_global("host-deactivated", set_local_domains);
 
 local remove_shell_host = add_shell_host(host, function () return proxy:status(), now(); end);
 
-function module.save() return { held = held }; end
+function module.save() return { held = held, held_whole = held_whole }; end
 
--- After a reload: the held stanzas, then what the core owes (which may release them).
+-- After a reload: the held requests, then what the core owes (which may release them).
 function module.restore(data)
-	for key, stanza in pairs(data.held or {}) do held[key] = stanza; end
+	for key, kept in pairs(data.held or {}) do held[key] = kept; end
+	-- A shim from before held_whole kept whole stanzas only.
+	for key in pairs(data.held_whole or data.held or {}) do held_whole[key] = true; end
 	send_outbox(proxy.drain);
 end
 

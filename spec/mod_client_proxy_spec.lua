@@ -218,7 +218,9 @@ describe("a stanza", function ()
 		fake.deliver(m, request("r1", "urn:x"));
 		assert.are.same({ type = "get", id = "r1", to = TARGET .. "/a", from = JAT }, m.sent[1].attr);
 		assert.are.equal("<query xmlns='urn:x'/>", tostring(m.sent[1].tags[1]));
-		assert.are.equal("r1", m.save().held[7].attr.id);
+		-- a plain iq: only its payload is kept (the resend item has type, id, to, from)
+		assert.are.equal("<query xmlns='urn:x'/>", tostring(m.save().held[7]));
+		assert.is_nil(m.save().held_whole[7]);
 		fake.deliver(m, st.iq({ type = "result", id = "r1", from = TARGET .. "/a", to = JAT }));
 		assert.are.same({ type = "result", id = "orig", to = USER, from = HOST }, m.sent[2].attr);
 		assert.is_nil(next(m.save().held));
@@ -264,25 +266,34 @@ describe("a stanza", function ()
 end);
 
 describe("the outbox", function ()
-	it("error items answer and release; resend items send the held stanza again", function ()
+	it("error items answer and release; resend items send the held request again", function ()
 		local m, _, proxy = loaded();
-		proxy.verdicts = { { "send", TARGET .. "/a", JAT, nil, 1 }, { "send", TARGET .. "/a", JAT, nil, 2 } };
+		proxy.verdicts = { { "send", TARGET .. "/a", JAT, nil, 1 }, { "send", TARGET .. "/a", JAT, nil, 2 },
+			{ "send", TARGET .. "/a", JAT, nil, 3 } };
 		fake.deliver(m, request("r1", "urn:one"));
 		fake.deliver(m, request("r2"));
+		-- more than the addressing (xml:lang) or more than one child: kept whole
+		local lang = st.iq({ type = "set", id = "r3", from = USER, to = HOST, ["xml:lang"] = "de" }):tag("a", { xmlns = "urn:a" }):up():tag("b"):up();
+		fake.deliver(m, lang);
+		assert.are.same({ [3] = true }, m.save().held_whole);
 		proxy.outbox.tick = {
-			{ kind = "resend", held = 1, to = TARGET .. "/b", from = JAT },
+			{ kind = "resend", held = 1, to = TARGET .. "/b", from = JAT, type = "get", id = "r1" },
 			{ kind = "error", to = USER, from = HOST, id = "r2", type = "wait", condition = "remote-server-timeout", text = "Timed out", release = 2 },
-			{ kind = "resend", held = 9, to = TARGET .. "/b", from = JAT },
+			{ kind = "resend", held = 3, to = TARGET .. "/b", from = JAT, type = "set", id = "r3" },
+			{ kind = "resend", held = 9, to = TARGET .. "/b", from = JAT, type = "get", id = "r9" },
 			{ kind = "novel" },
 		};
 		assert.are.equal(1, m.timers[1].callback());
 		assert.are.same({ "tick", "number" }, { proxy.calls[#proxy.calls][1], type(proxy.calls[#proxy.calls][2]) });
-		assert.are.equal(4, #m.sent);
-		assert.are.same({ type = "get", id = "r1", to = TARGET .. "/b", from = JAT }, m.sent[3].attr);
-		assert.are.equal("<query xmlns='urn:one'/>", tostring(m.sent[3].tags[1]));
-		assert_error(m.sent[4], USER, HOST, "r2", "wait", "remote-server-timeout", "Timed out");
+		assert.are.equal(6, #m.sent);
+		assert.are.same({ type = "get", id = "r1", to = TARGET .. "/b", from = JAT }, m.sent[4].attr);
+		assert.are.same({ 1, "<query xmlns='urn:one'/>" }, { #m.sent[4], tostring(m.sent[4][1]) });
+		assert_error(m.sent[5], USER, HOST, "r2", "wait", "remote-server-timeout", "Timed out");
 		assert.are.equal(1, m.metrics.errors.values["remote-server-timeout"]);
+		assert.are.same({ type = "set", id = "r3", to = TARGET .. "/b", from = JAT, ["xml:lang"] = "de" }, m.sent[6].attr);
+		assert.are.same({ "<a xmlns='urn:a'/>", "<b/>" }, { tostring(m.sent[6].tags[1]), tostring(m.sent[6].tags[2]) });
 		local held = m.save().held;
+		held[3] = nil;
 		assert.are.same({ 1, nil }, { (next(held)), next(held, 1) });
 		assert.is_string(fake.logged(m, "warn", "no longer held"));
 		assert.is_string(fake.logged(m, "warn", "novel"));
@@ -381,7 +392,7 @@ describe("reload and unload", function ()
 		local drains = 0;
 		for _, call in ipairs(proxy.calls) do if call[1] == "drain" then drains = drains + 1; end end
 		assert.are.equal(2, drains);
-		proxy.outbox.tick = { { kind = "resend", held = 5, to = TARGET .. "/b", from = JAT } };
+		proxy.outbox.tick = { { kind = "resend", held = 5, to = TARGET .. "/b", from = JAT, type = "get", id = "r1" } };
 		m2.sent = {};
 		m2.timers[1].callback();
 		assert.are.equal("<query xmlns='urn:held'/>", tostring(m2.sent[1].tags[1]));

@@ -168,7 +168,7 @@ describe("the outbox", function ()
 		assert.is_string(items[1].text);
 	end);
 
-	it("drain after a resource went: resend items with held, to, from", function ()
+	it("drain after a resource went: resend items with held, to, from, type, id", function ()
 		local p, host = open();
 		online(p, host, "a");
 		online(p, host, "b");
@@ -176,7 +176,8 @@ describe("the outbox", function ()
 		local gone = pack(p:route("presence", "unavailable", fwd[2], host, nil, 0, nil, nil));
 		assert.are.same({ "drop", true }, { gone[1], gone[3] });
 		local resend = of_kind(p:drain(), "resend");
-		assert.are.same({ { kind = "resend", held = fwd[5], to = fwd[2] == T .. "/a" and T .. "/b" or T .. "/a", from = host .. "/" .. R } }, resend);
+		assert.are.same({ { kind = "resend", held = fwd[5], to = fwd[2] == T .. "/a" and T .. "/b" or T .. "/a", from = host .. "/" .. R,
+			type = "get", id = "r1" } }, resend);
 	end);
 
 	it("a decline (condition of an error): log items with text; resend to another resource", function ()

@@ -302,11 +302,19 @@ fn item_to_lua(lua: &Lua, item: OutItem) -> LuaResult<LuaTable> {
             t.raw_set("text", error.text)?;
             t.raw_set("release", release)?;
         }
-        OutItem::Resend { held, to, from } => {
+        OutItem::Resend {
+            held,
+            to,
+            from,
+            stanza_type,
+            id,
+        } => {
             t.raw_set("kind", "resend")?;
             t.raw_set("held", held)?;
             t.raw_set("to", to)?;
             t.raw_set("from", from)?;
+            t.raw_set("type", stanza_type)?;
+            t.raw_set("id", id)?;
         }
         OutItem::Presence {
             to,

@@ -10,11 +10,11 @@
 //! that an answer removes nothing from them: a deadline whose request was answered is
 //! skipped when it comes up, or dropped when the queues outgrow the table.
 
-use hashbrown::hash_map::EntryRef;
+use hashbrown::hash_map::{EntryRef, RawEntryMut};
 use hashbrown::{Equivalent, HashMap};
 use std::collections::hash_map::RandomState;
 use std::collections::VecDeque;
-use std::hash::{Hash, Hasher};
+use std::hash::{BuildHasher, Hash, Hasher};
 use std::sync::Arc;
 
 /// Whether the forwarded request was a get (safe to retry) or a set.
@@ -245,29 +245,41 @@ fn user_and_device(requester: &str) -> (&str, &str) {
 }
 
 impl Users {
-    /// Outstanding requests of the requester's account and of the requester itself.
-    fn counts(&self, requester: &str) -> (u32, u32) {
-        let (user, device) = user_and_device(requester);
-        self.0
-            .get_key_value(&Bare(user))
-            .map_or((0, 0), |(key, u)| {
-                let of_device = if key.device() == device {
-                    u.first
-                } else {
-                    u.others
-                        .iter()
-                        .find(|(d, _)| &**d == device)
-                        .map_or(0, |(_, n)| *n)
-                };
-                (u.total, of_device)
-            })
+    /// The hash of the requester's account in this table.
+    fn hash(&self, requester: &str) -> u64 {
+        self.0.hasher().hash_one(Bare(user_and_device(requester).0))
     }
 
-    fn add(&mut self, requester: &str) {
+    /// Outstanding requests of the requester's account and of the requester itself.
+    fn counts(&self, hash: u64, requester: &str) -> (u32, u32) {
+        let (user, device) = user_and_device(requester);
+        let found = self
+            .0
+            .raw_entry()
+            .from_key_hashed_nocheck(hash, &Bare(user));
+        found.map_or((0, 0), |(key, u)| {
+            let of_device = if key.device() == device {
+                u.first
+            } else {
+                u.others
+                    .iter()
+                    .find(|(d, _)| &**d == device)
+                    .map_or(0, |(_, n)| *n)
+            };
+            (u.total, of_device)
+        })
+    }
+
+    /// Counts a request; `hash`: of the requester's account.
+    fn add(&mut self, hash: u64, requester: &str) {
         let (user, device) = user_and_device(requester);
         keep_sparse(&mut self.0);
-        match self.0.entry_ref(&Bare(user)) {
-            EntryRef::Vacant(v) => {
+        match self
+            .0
+            .raw_entry_mut()
+            .from_key_hashed_nocheck(hash, &Bare(user))
+        {
+            RawEntryMut::Vacant(v) => {
                 let key = UserKey {
                     jid: requester.into(),
                     bare_len: user.len(),
@@ -277,11 +289,11 @@ impl Users {
                     first: 1,
                     others: Vec::new(),
                 };
-                v.insert_with_key(key, record);
+                v.insert_hashed_nocheck(hash, key, record);
             }
-            EntryRef::Occupied(mut o) => {
-                let first = o.key().device() == device;
-                let record = o.get_mut();
+            RawEntryMut::Occupied(mut o) => {
+                let (key, record) = o.get_key_value_mut();
+                let first = key.device() == device;
                 record.total += 1;
                 match record.of_device(first, device) {
                     Some(n) => *n += 1,
@@ -403,7 +415,9 @@ impl PendingTable {
 
     /// Outstanding requests of one requester.
     pub fn of_requester(&self, requester: &str) -> u32 {
-        self.per_user.counts(requester).1
+        self.per_user
+            .counts(self.per_user.hash(requester), requester)
+            .1
     }
 
     /// Outstanding requests held by one resource (O(n); the resource set keeps the live
@@ -418,7 +432,7 @@ impl PendingTable {
 
     /// Outstanding requests of one user (bare JID).
     pub fn of_user(&self, user: &str) -> u32 {
-        self.per_user.counts(user).0
+        self.per_user.counts(self.per_user.hash(user), user).0
     }
 
     /// Outstanding requests of one capped domain.
@@ -438,10 +452,18 @@ impl PendingTable {
         now: f64,
         cap_domain: bool,
     ) -> Result<u64, Refusal> {
-        if self.entries.contains_key(&KeyRef { requester, id }) {
+        // Each table hashed once: the lookup's hash serves the insertion.
+        let by_parts = KeyRef { requester, id };
+        let hash = self.entries.hasher().hash_one(&by_parts);
+        let found = self
+            .entries
+            .raw_entry()
+            .from_key_hashed_nocheck(hash, &by_parts);
+        if found.is_some() {
             return Err(Refusal::DuplicateId);
         }
-        let (of_user, of_requester) = self.per_user.counts(requester);
+        let user_hash = self.per_user.hash(requester);
+        let (of_user, of_requester) = self.per_user.counts(user_hash, requester);
         if of_requester >= self.max_per_requester {
             return Err(Refusal::RequesterFull);
         }
@@ -464,15 +486,29 @@ impl PendingTable {
         let key = Key(Arc::from(self.scratch.as_str()));
         let deadline = millis(now + self.timeout);
         self.queue_deadline(deadline, key.clone());
-        self.put(Request {
-            key,
+        self.per_user.add(user_hash, requester);
+        if cap_domain {
+            self.per_domain.add(domain);
+        }
+        keep_sparse(&mut self.entries);
+        let entry = Entry {
             resource,
             method,
-            seq: self.seq,
             earlier: Vec::new(),
+            seq: self.seq,
             deadline,
             capped: cap_domain,
-        });
+        };
+        match self
+            .entries
+            .raw_entry_mut()
+            .from_key_hashed_nocheck(hash, &by_parts)
+        {
+            RawEntryMut::Vacant(slot) => {
+                slot.insert_hashed_nocheck(hash, key, entry);
+            }
+            RawEntryMut::Occupied(_) => unreachable!("no entry with this key: just looked"),
+        }
         Ok(self.seq)
     }
 
@@ -496,7 +532,7 @@ impl PendingTable {
             capped,
         } = request;
         let (requester, _) = key.parts();
-        self.per_user.add(requester);
+        self.per_user.add(self.per_user.hash(requester), requester);
         if capped {
             self.per_domain.add(user_and_domain(requester).1);
         }
@@ -567,11 +603,19 @@ impl PendingTable {
         id: &str,
         from_resource: &str,
     ) -> Result<Request, Mismatch> {
-        let key = KeyRef { requester, id };
-        match self.entries.get(&key) {
-            None => Err(Mismatch::Unknown),
-            Some(e) if &*e.resource != from_resource => Err(Mismatch::WrongResource),
-            Some(_) => Ok(self.take(requester, id).expect("entry just seen")),
+        match self
+            .entries
+            .raw_entry_mut()
+            .from_key(&KeyRef { requester, id })
+        {
+            RawEntryMut::Vacant(_) => Err(Mismatch::Unknown),
+            RawEntryMut::Occupied(e) if &*e.get().resource != from_resource => {
+                Err(Mismatch::WrongResource)
+            }
+            RawEntryMut::Occupied(e) => {
+                let (key, entry) = e.remove_entry();
+                Ok(self.taken(key, entry))
+            }
         }
     }
 

@@ -224,14 +224,19 @@ pub enum OutItem {
         /// The held stanza to let go of.
         release: Option<u64>,
     },
-    /// Send the stanza held under `held` again, readdressed (a retry on another resource).
+    /// Send the request held under `held` again, readdressed (a retry on another
+    /// resource). With its type and id, so that the shim may keep only its payload.
     Resend {
-        /// Number the stanza is held under.
+        /// Number the request is held under.
         held: u64,
         /// New to.
         to: String,
         /// New from.
         from: String,
+        /// "get" or "set".
+        stanza_type: &'static str,
+        /// The id, as the requester sent it.
+        id: String,
     },
     /// A presence from the component: subscription answers and availability notices.
     Presence {

@@ -179,6 +179,11 @@ impl Proxy {
             from: self
                 .jat
                 .address(&self.config.host, request.requester(), now),
+            stanza_type: match request.method {
+                Method::Get => "get",
+                Method::Set => "set",
+            },
+            id: request.id().to_owned(),
         });
         self.resources.hold(&resource);
         self.pending.retarget(request, resource);

@@ -61,6 +61,9 @@ struct Retry {
     seq: u64,
     to: String,
     from: String,
+    /// The request's type and id: what the shim rebuilds it with around its payload.
+    stanza_type: &'static str,
+    id: String,
 }
 
 /// The outbox's answers and retries (presence notices and status are left out).
@@ -81,10 +84,18 @@ fn split(items: Vec<OutItem>) -> (Vec<Answer>, Vec<Retry>) {
                 error,
                 seq: release,
             }),
-            OutItem::Resend { held, to, from } => retries.push(Retry {
+            OutItem::Resend {
+                held,
+                to,
+                from,
+                stanza_type,
+                id,
+            } => retries.push(Retry {
                 seq: held,
                 to,
                 from,
+                stanza_type,
+                id,
             }),
             _ => {}
         }
@@ -317,7 +328,9 @@ fn a_lost_get_is_retried_once_on_another_resource_and_a_set_is_not() {
         vec![Retry {
             seq,
             to: format!("{T}/b"),
-            from: R_JAT.into()
+            from: R_JAT.into(),
+            stanza_type: "get",
+            id: "g".into(),
         }]
     );
     assert_eq!(answers.len(), 1);
@@ -850,6 +863,10 @@ fn a_declined_request_goes_to_each_other_resource_once_then_back_to_the_user() {
         assert!(answers.is_empty());
         assert_eq!(retries.len(), 1);
         assert_eq!(retries[0].seq, seq);
+        assert_eq!(
+            (retries[0].stanza_type, retries[0].id.as_str()),
+            ("set", "s")
+        );
         let next = retries[0].to.rsplit('/').next().unwrap().to_owned();
         assert!(!seen.contains(&next), "{next} had it already: {seen:?}");
         seen.push(next);
