@@ -273,7 +273,6 @@ impl Users {
     /// Counts a request; `hash`: of the requester's account.
     fn add(&mut self, hash: u64, requester: &str) {
         let (user, device) = user_and_device(requester);
-        keep_sparse(&mut self.0);
         match self
             .0
             .raw_entry_mut()
@@ -361,20 +360,6 @@ pub struct PendingTable {
     pub max_per_user: u32,
     /// Most requests one domain may have outstanding, where the domain is capped.
     pub max_per_domain: u32,
-}
-
-/// Grows a table before it is half full. A table of distinct keys that come and go (every
-/// request has its key, most users one request) fills with tombstones when it is nearly
-/// full, and rehashes all of it in place every few thousand inserts: at 200,000 entries
-/// that cost more than everything else a request does. Half empty, a removal mostly
-/// frees its slot.
-fn keep_sparse<K, V>(table: &mut HashMap<K, V, RandomState>)
-where
-    K: Eq + Hash,
-{
-    if table.len() * 2 >= table.capacity() {
-        table.reserve(table.len().max(16));
-    }
 }
 
 fn millis(seconds: f64) -> u64 {
@@ -490,7 +475,6 @@ impl PendingTable {
         if cap_domain {
             self.per_domain.add(domain);
         }
-        keep_sparse(&mut self.entries);
         let entry = Entry {
             resource,
             method,
@@ -536,7 +520,6 @@ impl PendingTable {
         if capped {
             self.per_domain.add(user_and_domain(requester).1);
         }
-        keep_sparse(&mut self.entries);
         self.entries.insert(
             key,
             Entry {

@@ -2,6 +2,7 @@
 //! and the choice of the one that gets the next request.
 
 use rand::RngExt;
+use rustc_hash::FxHashMap;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
@@ -93,7 +94,9 @@ const EJECTED: usize = 2;
 /// with holes, and lost half its requests once a resource left.
 pub struct ResourceSet {
     strategy: Strategy,
-    all: HashMap<Arc<str>, Resource>,
+    /// Keyed by names only the implementing account's own sessions make: a fast hash
+    /// (rustc-hash), which a name chosen to collide could slow; nobody else adds to it.
+    all: FxHashMap<Arc<str>, Resource>,
     tiers: [Vec<Arc<str>>; TIERS],
     /// (pending, stamp, name) of the active and draining tiers, kept only for `LeastPending`.
     least: [BTreeSet<(u32, u64, Arc<str>)>; 2],
@@ -122,7 +125,7 @@ impl ResourceSet {
     pub fn new(strategy: Strategy) -> Self {
         ResourceSet {
             strategy,
-            all: HashMap::new(),
+            all: FxHashMap::default(),
             tiers: Default::default(),
             least: [BTreeSet::new(), BTreeSet::new()],
             clock: 0,
@@ -315,7 +318,7 @@ impl ResourceSet {
         key: &str,
         except: &[&str],
     ) -> Option<Arc<str>> {
-        let skipped = |tier: usize, all: &HashMap<Arc<str>, Resource>| {
+        let skipped = |tier: usize, all: &FxHashMap<Arc<str>, Resource>| {
             except
                 .iter()
                 .filter(|e| all.get(**e).and_then(tier_of) == Some(tier))
