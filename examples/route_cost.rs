@@ -118,6 +118,7 @@ fn proxy_with(resources: usize) -> Proxy {
             priority: None,
             eligible: true,
             condition: None,
+            lang: None,
         };
         match proxy.route(head, 0.0) {
             Verdict::Drop { .. } => {}
@@ -138,6 +139,7 @@ fn iq<'a>(kind: &'a str, from: &'a str, to: &'a str, id: &'a str) -> Head<'a> {
         priority: None,
         eligible: true,
         condition: None,
+        lang: None,
     }
 }
 

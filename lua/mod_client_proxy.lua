@@ -87,14 +87,14 @@ end);
 
 -- Requests forwarded and not yet answered, by the core's number, so that one can be sent
 -- again to another resource (a retry): the iq's one child element (a third of the memory
--- of the whole stanza; the core's resend item has the type, id, to and from to rebuild it
--- with), or the whole stanza, marked in held_whole, when it has more than one child or an
--- xml:lang. Carried across module:reload.
+-- of the whole stanza; the core's resend item has the type, id, xml:lang, to and from to
+-- rebuild it with), or the whole stanza, marked in held_whole, when it has more than one
+-- child. Carried across module:reload.
 local held, held_whole = {}, {};
 
 local function hold(key, stanza)
 	local child = stanza.tags[1];
-	if child ~= nil and stanza[1] == child and stanza[2] == nil and stanza.attr["xml:lang"] == nil then
+	if child ~= nil and stanza[1] == child and stanza[2] == nil then
 		held[key] = child;
 	else
 		held[key], held_whole[key] = stanza, true;
@@ -122,7 +122,8 @@ function apply.resend(item)
 		kept.attr.to, kept.attr.from = item.to, item.from;
 		return module:send(kept);
 	end
-	module:send(st.iq({ type = item.type, id = item.id, to = item.to, from = item.from }):add_child(kept));
+	module:send(st.iq({ type = item.type, id = item.id, to = item.to, from = item.from, ["xml:lang"] = item.lang })
+		:add_child(kept));
 end
 function apply.presence(item) module:send(st.presence({ to = item.to, from = item.from, type = item.type })); end
 function apply.subscribers(item)
@@ -159,7 +160,8 @@ local function handle_stanza(event)
 		priority, eligible = tonumber(stanza:get_child_text("priority")), is_eligible(attr.from);
 	end
 	if attr.type == "error" then condition = select(2, stanza:get_error()); end -- a decline?
-	local ok, verdict, a, b, c, d, e = pcall(route, proxy, name, attr.type, attr.from, attr.to, attr.id, now(), priority, eligible, condition);
+	local ok, verdict, a, b, c, d, e = pcall(route, proxy, name, attr.type, attr.from, attr.to, attr.id, now(), priority, eligible,
+		condition, attr["xml:lang"]);
 	if not ok then
 		module:log("error", "Native core failed on %s from %s: %s", name, tostring(attr.from), tostring(verdict));
 		if name == "iq" and (attr.type == "get" or attr.type == "set") then

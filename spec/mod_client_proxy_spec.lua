@@ -187,9 +187,11 @@ describe("loading", function ()
 end);
 
 describe("a stanza", function ()
-	it("reaches route as name, type, from, to, id, now, priority (raw), eligible (presence only), condition (errors only)", function ()
+	it("reaches route as name, type, from, to, id, now, priority (raw), eligible (presence only), condition (errors only), xml:lang", function ()
 		local m, _, proxy = loaded({ options = { target_address = TARGET, client_proxy_resources = "^focus" } });
-		fake.deliver(m, request("r1"));
+		local r1 = request("r1");
+		r1.attr["xml:lang"] = "de";
+		fake.deliver(m, r1);
 		local function presence(resource, priority)
 			local p = st.presence({ from = TARGET .. "/" .. resource, to = HOST });
 			if priority then p:text_tag("priority", priority); end
@@ -203,7 +205,7 @@ describe("a stanza", function ()
 		local r = proxy.routed;
 		assert.are.same({ "iq", "get", USER, HOST, "r1" }, { unpack(r[1], 1, 5) });
 		assert.are.equal("number", type(r[1][6]));
-		assert.are.same({ 9, nil, nil, nil }, { r[1].n, r[1][7], r[1][8], r[1][9] });
+		assert.are.same({ 10, nil, nil, nil, "de" }, { r[1].n, r[1][7], r[1][8], r[1][9], r[1][10] });
 		assert.are.same({ "presence", nil, TARGET .. "/focus1", HOST, nil }, { unpack(r[2], 1, 5) });
 		assert.are.same({ -200.5, true }, { r[2][7], r[2][8] });
 		assert.are.same({ nil, false }, { r[3][7], r[3][8] });

@@ -119,7 +119,7 @@ describe("open", function ()
 	end);
 end);
 
-describe("route(name, type, from, to, id, now, priority, eligible, condition)", function ()
+describe("route(name, type, from, to, id, now, priority, eligible, condition, lang)", function ()
 	it("send: to, from, id (nil: keep it), hold, release (integers or nil)", function ()
 		local p, host = open();
 		online(p, host, "a");
@@ -168,16 +168,16 @@ describe("the outbox", function ()
 		assert.is_string(items[1].text);
 	end);
 
-	it("drain after a resource went: resend items with held, to, from, type, id", function ()
+	it("drain after a resource went: resend items with held, to, from, type, id, lang", function ()
 		local p, host = open();
 		online(p, host, "a");
 		online(p, host, "b");
-		local fwd = get(p, host, "r1");
+		local fwd = pack(p:route("iq", "get", R, host, "r1", 0, nil, nil, nil, "de"));
 		local gone = pack(p:route("presence", "unavailable", fwd[2], host, nil, 0, nil, nil));
 		assert.are.same({ "drop", true }, { gone[1], gone[3] });
 		local resend = of_kind(p:drain(), "resend");
 		assert.are.same({ { kind = "resend", held = fwd[5], to = fwd[2] == T .. "/a" and T .. "/b" or T .. "/a", from = host .. "/" .. R,
-			type = "get", id = "r1" } }, resend);
+			type = "get", id = "r1", lang = "de" } }, resend);
 	end);
 
 	it("a decline (condition of an error): log items with text; resend to another resource", function ()

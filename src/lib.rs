@@ -121,7 +121,8 @@ unsafe fn push_verdict(state: *mut ffi::lua_State, verdict: Verdict) -> c_int {
     }
 }
 
-/// `route(proxy, name, type, from, to, id, now, priority, eligible, condition)` -> verdict.
+/// `route(proxy, name, type, from, to, id, now, priority, eligible, condition, lang)` ->
+/// verdict.
 ///
 /// The hot path, written against the raw C API: mlua's userdata method machinery cost
 /// more instructions than the routing decision itself (callgrind). Reads the arguments in
@@ -145,6 +146,7 @@ unsafe extern "C-unwind" fn route_raw(state: *mut ffi::lua_State) -> c_int {
             ffi::lua_type(state, 9) <= ffi::LUA_TNIL || ffi::lua_toboolean(state, 9) != 0;
         // A condition that is not UTF-8 is no condition this proxy knows.
         let condition = arg_bytes(state, 10).and_then(|c| std::str::from_utf8(c).ok());
+        let lang = field(11);
         let head = Head {
             name: &name,
             stanza_type: stanza_type.as_deref(),
@@ -154,6 +156,7 @@ unsafe extern "C-unwind" fn route_raw(state: *mut ffi::lua_State) -> c_int {
             priority,
             eligible,
             condition,
+            lang: lang.as_deref(),
         };
         Ok(lock(&*proxy).route(head, now))
     }));
@@ -308,6 +311,7 @@ fn item_to_lua(lua: &Lua, item: OutItem) -> LuaResult<LuaTable> {
             from,
             stanza_type,
             id,
+            lang,
         } => {
             t.raw_set("kind", "resend")?;
             t.raw_set("held", held)?;
@@ -315,6 +319,7 @@ fn item_to_lua(lua: &Lua, item: OutItem) -> LuaResult<LuaTable> {
             t.raw_set("from", from)?;
             t.raw_set("type", stanza_type)?;
             t.raw_set("id", id)?;
+            t.raw_set("lang", lang)?;
         }
         OutItem::Presence {
             to,

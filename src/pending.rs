@@ -26,6 +26,21 @@ pub enum Method {
     Set,
 }
 
+/// What a retry rebuilds a request with, besides its payload, addresses and id.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Shape {
+    /// Get or set.
+    pub method: Method,
+    /// Its xml:lang (Prosody writes the client stream's on each of its stanzas).
+    pub lang: Option<Arc<str>>,
+}
+
+impl From<Method> for Shape {
+    fn from(method: Method) -> Self {
+        Shape { method, lang: None }
+    }
+}
+
 /// Why a request could not be tracked.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Refusal {
@@ -106,8 +121,8 @@ pub struct Request {
     key: Key,
     /// The resource of the target it went to.
     pub resource: Arc<str>,
-    /// Get or set.
-    pub method: Method,
+    /// Get or set, and xml:lang.
+    pub shape: Shape,
     /// Number the shim holds the request stanza under (for a retry).
     pub seq: u64,
     /// The resources it went to before `resource` (a retry), oldest first.
@@ -132,7 +147,7 @@ impl Request {
 
 struct Entry {
     resource: Arc<str>,
-    method: Method,
+    shape: Shape,
     earlier: Vec<Arc<str>>,
     seq: u64,
     deadline: u64,
@@ -433,7 +448,7 @@ impl PendingTable {
         requester: &str,
         id: &str,
         resource: Arc<str>,
-        method: Method,
+        shape: impl Into<Shape>,
         now: f64,
         cap_domain: bool,
     ) -> Result<u64, Refusal> {
@@ -477,7 +492,7 @@ impl PendingTable {
         }
         let entry = Entry {
             resource,
-            method,
+            shape: shape.into(),
             earlier: Vec::new(),
             seq: self.seq,
             deadline,
@@ -509,7 +524,7 @@ impl PendingTable {
         let Request {
             key,
             resource,
-            method,
+            shape,
             seq,
             earlier,
             deadline,
@@ -524,7 +539,7 @@ impl PendingTable {
             key,
             Entry {
                 resource,
-                method,
+                shape,
                 earlier,
                 seq,
                 deadline,
@@ -656,7 +671,7 @@ impl PendingTable {
         Request {
             key,
             resource: entry.resource,
-            method: entry.method,
+            shape: entry.shape,
             seq: entry.seq,
             earlier: entry.earlier,
             deadline: entry.deadline,

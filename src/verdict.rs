@@ -141,6 +141,8 @@ pub struct Head<'a> {
     pub eligible: bool,
     /// For a stanza of type error: its defined condition.
     pub condition: Option<&'a str>,
+    /// The xml:lang attribute (kept with a request, for a retry).
+    pub lang: Option<&'a str>,
 }
 
 /// Readdress the stanza that arrived and send it on.
@@ -237,6 +239,8 @@ pub enum OutItem {
         stanza_type: &'static str,
         /// The id, as the requester sent it.
         id: String,
+        /// The xml:lang it carried.
+        lang: Option<String>,
     },
     /// A presence from the component: subscription answers and availability notices.
     Presence {

@@ -761,3 +761,102 @@ async fn per_user_cap_across_devices() {
     );
     prosody.assert_no_tracebacks();
 }
+
+/// Which of two raw implementers receives the request `id` first, and the request.
+async fn received_by_either(a: &mut Raw, b: &mut Raw, id: &str) -> (usize, Element) {
+    let deadline = Instant::now() + ANSWER;
+    while Instant::now() < deadline {
+        for (n, imp) in [(0, &mut *a), (1, &mut *b)] {
+            if let Some(req) = received(imp, id, Duration::from_millis(100)).await {
+                return (n, req);
+            }
+        }
+    }
+    panic!("{id} reached neither implementer");
+}
+
+/// The raw implementer declines `request` (service-unavailable): another resource may take it.
+async fn decline(imp: &mut Raw, request: &Element) {
+    imp.send(&format!(
+        "<iq type='error' id='{}' to='{}'><error type='cancel'><service-unavailable xmlns='{STANZAS_NS}'/></error></iq>",
+        esc(request.attr("id").expect("an id")),
+        esc(request.attr("from").expect("a from"))
+    ))
+    .await;
+}
+
+/// The xml:lang of an element, read from its text (minidom keeps it apart from `attr`).
+fn lang_of(e: &Element) -> Option<String> {
+    let xml = to_xml(e);
+    let head = &xml[..xml.find('>')?];
+    let at = head.find("xml:lang='")? + "xml:lang='".len();
+    head[at..].split('\'').next().map(str::to_owned)
+}
+
+/// A request as the implementer sees it, but for `to` (the resource it went to).
+fn request_shape(e: &Element) -> (Vec<Option<String>>, Vec<String>) {
+    let mut attrs = ["from", "id", "type"]
+        .map(|name| e.attr(name).map(str::to_owned))
+        .to_vec();
+    attrs.push(lang_of(e));
+    (attrs, e.children().map(to_xml).collect())
+}
+
+// f. A declined request reaches the other resource as it reached the first: the same type,
+// id, xml:lang, from and payload. A plain iq is rebuilt around its payload (the module
+// keeps only that); one with two children (from another server: Prosody refuses two
+// children from its own clients) is kept and resent whole.
+#[tokio::test]
+async fn a_retried_request_arrives_as_it_came() {
+    let (prosody, component_port) = raw_server(&[], &[]);
+    let mut one = raw_implementer(&prosody, "one").await;
+    let mut c = Raw::c2s(&prosody.addr(), "user", "c").await;
+    wait_raw_routable(&mut c, &mut one).await;
+    // The subscription is approved already: the second login only comes online.
+    let mut two = Raw::c2s(&prosody.addr(), TARGET_USER, "two").await;
+    two.send("<presence/>").await;
+    wait_online(&prosody, &["one", "two"]).await;
+    let mut far = Raw::component(&format!("127.0.0.1:{component_port}")).await;
+    let requester = format!("someone@{RAW_HOST}/r");
+
+    c.send(&format!(
+        "<iq type='set' id='plain' to='{PROXY}'><q xmlns='urn:example:q' n='1'>text<x/></q></iq>"
+    ))
+    .await;
+    far.send(&format!(
+        "<iq type='get' id='whole' xml:lang='de' from='{requester}' to='{PROXY}'><a xmlns='urn:example:a'>1</a><b xmlns='urn:example:b'>2</b></iq>"
+    ))
+    .await;
+    for (id, whole) in [("plain", false), ("whole", true)] {
+        let (first, request) = received_by_either(&mut one, &mut two, id).await;
+        let (declining, other) = if first == 0 {
+            (&mut one, &mut two)
+        } else {
+            (&mut two, &mut one)
+        };
+        decline(declining, &request).await;
+        let again = received(other, id, ANSWER)
+            .await
+            .unwrap_or_else(|| panic!("{id} was not sent to the other resource"));
+        assert_eq!(
+            request_shape(&again),
+            request_shape(&request),
+            "{id} again: {} first: {}",
+            to_xml(&again),
+            to_xml(&request)
+        );
+        assert_eq!(again.children().count(), if whole { 2 } else { 1 });
+        // Prosody writes the client stream's xml:lang ("en") on the plain one.
+        let lang = if whole { "de" } else { "en" };
+        assert_eq!(lang_of(&again).as_deref(), Some(lang), "{}", to_xml(&again));
+        answer_with(other, &again, "").await;
+    }
+    let plain = c.answer("plain", ANSWER).await.expect("an answer to plain");
+    assert_eq!(plain.attr("type"), Some("result"), "{}", to_xml(&plain));
+    let whole = far
+        .answer("whole", ANSWER)
+        .await
+        .expect("an answer to whole");
+    assert_eq!(whole.attr("type"), Some("result"), "{}", to_xml(&whole));
+    prosody.assert_no_tracebacks();
+}

@@ -64,6 +64,17 @@ fn received(imp: &Implementer, id: &str) -> usize {
         .count()
 }
 
+/// A request as an implementer got it, but for `to` (the resource): from, id, type, payload.
+fn shape(iq: &Iq) -> (Option<String>, Option<String>, &'static str, Vec<String>) {
+    let e: tokio_xmpp::minidom::Element = iq.clone().into();
+    (
+        e.attr("from").map(str::to_owned),
+        e.attr("id").map(str::to_owned),
+        iq_type(iq),
+        e.children().map(to_xml).collect(),
+    )
+}
+
 /// Counts the answers (iq result/error from H) among `stanzas`, by id.
 fn count_answers(stanzas: &[Stanza], answers: &mut HashMap<String, usize>) {
     for s in stanzas {
@@ -541,6 +552,11 @@ async fn declined_set_is_retried_timed_out_set_is_not() {
     );
     let ex = other.exchange("set-declined").expect("/other got it");
     assert_eq!(iq_type(&ex.request), "set");
+    assert_eq!(
+        shape(&ex.request),
+        shape(&to_decline.request),
+        "the retry should reach /other as the set reached /slow"
+    );
     assert_eq!(received(&other, "set-declined"), 1);
 
     // The other one times out and is sent nowhere else.

@@ -11,7 +11,7 @@ mod requests;
 
 use crate::config::Config;
 use crate::jat::{TokenMap, Translator};
-use crate::pending::{user_and_domain, PendingTable};
+use crate::pending::{user_and_domain, Method, PendingTable};
 use crate::resources::{Pool, ResourceSet};
 use crate::verdict::{Head, Level, OutItem, Verdict, FORBIDDEN, NOT_ADDRESSED};
 use outbound::Outbound;
@@ -100,6 +100,8 @@ pub struct Proxy {
     outbox: Vec<OutItem>,
     /// Which resource last wrote to each user, for the bounces of its messages.
     message_origins: HashMap<String, Arc<str>>,
+    /// The xml:lang of the last request forwarded, shared by the next ones that carry it.
+    last_lang: Option<Arc<str>>,
     /// Domains this server hosts: exempt from `client_proxy_max_pending_per_domain`.
     /// The server's own hosts: a fast hash (rustc-hash) is safe, nobody else adds to it.
     local_domains: FxHashSet<String>,
@@ -155,6 +157,7 @@ impl Proxy {
             rng: SmallRng::from_rng(&mut rand::rng()),
             outbox: Vec::new(),
             message_origins: HashMap::new(),
+            last_lang: None,
             local_domains: FxHashSet::default(),
         };
         proxy.pending.max_per_user = proxy.config.max_pending_per_user;
@@ -249,8 +252,8 @@ impl Proxy {
             ("message", Some("error")) => self.message_bounce_from_user(from, now),
             ("iq", Some("result") | Some("error")) => self.reply_from_user(from, head.id, now),
             (_, Some("error")) => Verdict::drop("error stanza from a requester"),
-            ("iq", Some("get")) => self.forward(from, head.id, crate::pending::Method::Get, now),
-            ("iq", Some("set")) => self.forward(from, head.id, crate::pending::Method::Set, now),
+            ("iq", Some("get")) => self.forward(from, head.id, Method::Get, head.lang, now),
+            ("iq", Some("set")) => self.forward(from, head.id, Method::Set, head.lang, now),
             ("iq", _) => Verdict::drop("iq without a valid type"),
             ("message", _) => self.message_from_user(from, now),
             ("presence", presence_type) => self.user_presence(from, presence_type),

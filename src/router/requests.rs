@@ -2,11 +2,12 @@
 //! answer goes back (the resource's reply, or an error when it goes away or stays silent).
 
 use super::{bare, full_jid, Proxy};
-use crate::pending::{Method, Mismatch, Refusal, Request};
+use crate::pending::{Method, Mismatch, Refusal, Request, Shape};
 use crate::verdict::{
     Head, OutItem, Send, StanzaError, Verdict, ACCOUNT_FULL, DOMAIN_FULL, DUPLICATE_ID,
     NOT_ADDRESSED, NO_ID, NO_RESOURCE, REQUESTER_FULL, RESOURCE_GONE, TABLE_FULL, TIMED_OUT,
 };
+use std::sync::Arc;
 
 /// Every forwarded request is held: a declined one (get or set) goes to another
 /// resource, and a lost get too.
@@ -25,9 +26,14 @@ impl Proxy {
         requester: &str,
         id: Option<&str>,
         method: Method,
+        lang: Option<&str>,
         now: f64,
     ) -> Verdict {
-        let verdict = self.try_forward(requester, id, method, now);
+        let shape = Shape {
+            method,
+            lang: lang.map(|lang| self.lang(lang)),
+        };
+        let verdict = self.try_forward(requester, id, shape, now);
         match verdict {
             Verdict::Send(_) => self.counters.forwarded += 1,
             _ => self.counters.refused += 1,
@@ -35,11 +41,23 @@ impl Proxy {
         verdict
     }
 
+    /// The xml:lang as the table keeps it: most requests carry the same one, shared.
+    fn lang(&mut self, lang: &str) -> Arc<str> {
+        match &self.last_lang {
+            Some(last) if &**last == lang => last.clone(),
+            _ => {
+                let shared: Arc<str> = lang.into();
+                self.last_lang = Some(shared.clone());
+                shared
+            }
+        }
+    }
+
     fn try_forward(
         &mut self,
         requester: &str,
         id: Option<&str>,
-        method: Method,
+        shape: Shape,
         now: f64,
     ) -> Verdict {
         let Some(id) = id else {
@@ -50,22 +68,21 @@ impl Proxy {
         };
         let to = full_jid(&self.config.target, &resource);
         let cap_domain = self.caps_domain(crate::pending::user_and_domain(requester).1);
-        let seq =
-            match self
-                .pending
-                .insert(requester, id, resource.clone(), method, now, cap_domain)
-            {
-                Ok(seq) => seq,
-                Err(refusal) => {
-                    return Verdict::Error(match refusal {
-                        Refusal::DuplicateId => DUPLICATE_ID,
-                        Refusal::RequesterFull => REQUESTER_FULL,
-                        Refusal::TableFull => TABLE_FULL,
-                        Refusal::UserFull => ACCOUNT_FULL,
-                        Refusal::DomainFull => DOMAIN_FULL,
-                    })
-                }
-            };
+        let seq = match self
+            .pending
+            .insert(requester, id, resource.clone(), shape, now, cap_domain)
+        {
+            Ok(seq) => seq,
+            Err(refusal) => {
+                return Verdict::Error(match refusal {
+                    Refusal::DuplicateId => DUPLICATE_ID,
+                    Refusal::RequesterFull => REQUESTER_FULL,
+                    Refusal::TableFull => TABLE_FULL,
+                    Refusal::UserFull => ACCOUNT_FULL,
+                    Refusal::DomainFull => DOMAIN_FULL,
+                })
+            }
+        };
         self.resources.hold(&resource);
         let from = self.jat.address(&self.config.host, requester, now);
         Verdict::Send(Send {
@@ -179,11 +196,12 @@ impl Proxy {
             from: self
                 .jat
                 .address(&self.config.host, request.requester(), now),
-            stanza_type: match request.method {
+            stanza_type: match request.shape.method {
                 Method::Get => "get",
                 Method::Set => "set",
             },
             id: request.id().to_owned(),
+            lang: request.shape.lang.as_deref().map(str::to_owned),
         });
         self.resources.hold(&resource);
         self.pending.retarget(request, resource);
@@ -219,7 +237,7 @@ impl Proxy {
     /// (a set may have been done).
     pub(super) fn lose(&mut self, lost: Vec<Request>, now: f64) {
         for request in lost {
-            if request.method == Method::Get && request.earlier.is_empty() {
+            if request.shape.method == Method::Get && request.earlier.is_empty() {
                 if let Err(request) = self.retry_elsewhere(request, now) {
                     self.answer_lost(vec![request]);
                 }

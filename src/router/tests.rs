@@ -42,6 +42,7 @@ fn head<'a>(
         priority: None,
         eligible: true,
         condition: None,
+        lang: None,
     }
 }
 
@@ -61,9 +62,11 @@ struct Retry {
     seq: u64,
     to: String,
     from: String,
-    /// The request's type and id: what the shim rebuilds it with around its payload.
+    /// The request's type, id and xml:lang: what the shim rebuilds it with around its
+    /// payload.
     stanza_type: &'static str,
     id: String,
+    lang: Option<String>,
 }
 
 /// The outbox's answers and retries (presence notices and status are left out).
@@ -90,12 +93,14 @@ fn split(items: Vec<OutItem>) -> (Vec<Answer>, Vec<Retry>) {
                 from,
                 stanza_type,
                 id,
+                lang,
             } => retries.push(Retry {
                 seq: held,
                 to,
                 from,
                 stanza_type,
                 id,
+                lang,
             }),
             _ => {}
         }
@@ -331,6 +336,7 @@ fn a_lost_get_is_retried_once_on_another_resource_and_a_set_is_not() {
             from: R_JAT.into(),
             stanza_type: "get",
             id: "g".into(),
+            lang: None,
         }]
     );
     assert_eq!(answers.len(), 1);
@@ -879,6 +885,24 @@ fn a_declined_request_goes_to_each_other_resource_once_then_back_to_the_user() {
 }
 
 #[test]
+fn a_retry_carries_the_requests_type_id_and_xml_lang() {
+    let mut p = proxy();
+    online(&mut p, "a");
+    online(&mut p, "b");
+    let mut h = head("iq", Some("get"), R, H, "l");
+    h.lang = Some("de");
+    let first = send(p.route(h, 0.0));
+    decline(&mut p, first.to.rsplit('/').next().unwrap(), "l", 1.0);
+    let (_, retries) = split(p.drain());
+    assert_eq!(retries.len(), 1);
+    let r = &retries[0];
+    assert_eq!(
+        (r.stanza_type, r.id.as_str(), r.lang.as_deref()),
+        ("get", "l", Some("de"))
+    );
+}
+
+#[test]
 fn other_errors_and_results_reach_the_user_and_count_as_answers() {
     let mut p = proxy();
     online(&mut p, "a");
@@ -1190,6 +1214,7 @@ mod arbitrary_input {
                     priority: *priority,
                     eligible: *eligible,
                     condition: condition.as_deref(),
+                    lang: None,
                 };
                 let verdict = p.route(head, now);
                 if kind.as_deref() == Some("error") {
@@ -1302,7 +1327,7 @@ mod model {
                     Op::Request { who, id, set } => {
                         let id = id.to_string();
                         let kind = if set { "set" } else { "get" };
-                        let head = Head { name: "iq", stanza_type: Some(kind), from: Some(REQUESTERS[who]), to: Some(H), id: Some(&id), priority: None, eligible: true, condition: None };
+                        let head = Head { name: "iq", stanza_type: Some(kind), from: Some(REQUESTERS[who]), to: Some(H), id: Some(&id), priority: None, eligible: true, condition: None, lang: None };
                         match p.route(head, now) {
                             Verdict::Send(s) => {
                                 prop_assert!(s.to.starts_with(T));
@@ -1323,7 +1348,7 @@ mod model {
                         let to = format!("{H}/{}", REQUESTERS[who]);
                         let kind = if error.is_some() { "error" } else { "result" };
                         let condition = error.map(|declines| if declines { "service-unavailable" } else { "bad-request" });
-                        let head = Head { name: "iq", stanza_type: Some(kind), from: Some(&from), to: Some(&to), id: Some(&id), priority: None, eligible: true, condition };
+                        let head = Head { name: "iq", stanza_type: Some(kind), from: Some(&from), to: Some(&to), id: Some(&id), priority: None, eligible: true, condition, lang: None };
                         match p.route(head, now) {
                             Verdict::Send(s) => {
                                 prop_assert_eq!(s.from.as_str(), H);
@@ -1340,13 +1365,13 @@ mod model {
                     Op::Online(res) | Op::Offline(res) => {
                         let from = format!("{T}/{}", RESOURCES[res]);
                         let kind = matches!(op, Op::Offline(_)).then_some("unavailable");
-                        let head = Head { name: "presence", stanza_type: kind, from: Some(&from), to: Some(H), id: None, priority: None, eligible: true, condition: None };
+                        let head = Head { name: "presence", stanza_type: kind, from: Some(&from), to: Some(H), id: None, priority: None, eligible: true, condition: None, lang: None };
                         let dropped = matches!(p.route(head, now), Verdict::Drop { .. });
                         prop_assert!(dropped);
                         w.take(p.drain());
                     }
                     Op::Revoke => {
-                        let head = Head { name: "presence", stanza_type: Some("unsubscribed"), from: Some(T), to: Some(H), id: None, priority: None, eligible: true, condition: None };
+                        let head = Head { name: "presence", stanza_type: Some("unsubscribed"), from: Some(T), to: Some(H), id: None, priority: None, eligible: true, condition: None, lang: None };
                         p.route(head, now);
                         w.take(p.drain());
                     }
