@@ -119,7 +119,7 @@ if [ -n "$mem" ]; then
 	read -r _ _ mem_n mem_rss mem_heap mem_stanza mem_text <<< "$mem"
 	printf 'memory per outstanding get (%s held by a silent resource):\n' "$mem_n"
 	printf '  RSS %s bytes   target <= 1024: %s\n' "$mem_rss" "$(verdict "$mem_rss" "<=" 1024)"
-	printf '  of which Lua heap %s bytes (the held stanza alone %s bytes; %s serialized), the core %s bytes (route_cost)\n' \
+	printf '  of which Lua heap %s bytes (a whole stanza of that shape %s bytes, %s serialized; the module holds its payload), the core %s bytes (route_cost)\n' \
 		"$mem_heap" "$mem_stanza" "$mem_text" "${route_bytes:-?}"
 fi
 echo

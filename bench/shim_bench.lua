@@ -16,14 +16,14 @@
 -- still in cache); then the replies to the whole batch, built from what was forwarded,
 -- in chunks the same way. CPU time (os.clock) summed over the chunks; the collector runs
 -- incrementally as it does in Prosody (no full collection between batches: with 200,000
--- held stanzas one takes longer than a batch), its work charged to what allocates. Outstanding
+-- held requests one takes longer than a batch), its work charged to what allocates. Outstanding
 -- requests stay between FILL and FILL + BATCH. Medians over the rounds, in ns per
 -- forward and per reply; the figure that counts is (forward + reply) shim / floor.
 --
 -- Also the Lua heap an outstanding request costs the shim (collectgarbage("count") before
--- and after the fill, the bench's own references dropped): the stanza held for a retry,
--- its slot in the held table; and for scale what one such stanza costs alone and as a
--- serialized string.
+-- and after the fill, the bench's own references dropped): the payload held for a retry,
+-- its slot in the held table; and for scale what one whole stanza of that shape costs
+-- alone and as a serialized string.
 --
 -- Run from the repository root:  lua5.4 bench/shim_bench.lua
 -- Environment: CLIENT_PROXY_SO (default ./target/release/libclient_proxy.so),
@@ -89,14 +89,15 @@ proxy:drain();
 local route = proxy.route;
 
 local requester_no = 0;
--- n requests from new distinct requesters, as Prosody's parser builds them, with their
--- event tables; `to` the component.
+-- n requests from new distinct requesters, as Prosody's parser builds them (with the
+-- xml:lang Prosody writes from the client's stream on each stanza), with their event
+-- tables; `to` the component.
 local function build_requests(n, to, event_origin)
 	local events = {};
 	for i = 1, n do
 		requester_no = requester_no + 1;
 		local from = ("u%d@%s/r%d"):format(requester_no, DOMAIN, requester_no % 7);
-		events[i] = { origin = event_origin, stanza = st.iq({ type = "get", id = "q" .. requester_no, from = from, to = to })
+		events[i] = { origin = event_origin, stanza = st.iq({ type = "get", id = "q" .. requester_no, from = from, to = to, ["xml:lang"] = "en" })
 			:tag("query", { xmlns = NS }):up() };
 	end
 	return events;
@@ -317,7 +318,7 @@ print(("\n(forward + reply) shim / floor: %.2fx (target <= 2x); forward %.2fx, r
 	ratio, med.shim.forward / med.floor.forward, med.shim.reply / med.floor.reply));
 print(("Lua heap per outstanding request (shim): %.0f bytes; one stanza of that shape alone: %.0f bytes as util.stanza, %.0f bytes as its %d-byte serialization"):format(
 	heap_per_request, stanza_object, stanza_text, text_length));
-print(("\nSUMMARY shim_bench: ns per forward/reply with %d outstanding: shim %.0f/%.0f, floor %.0f/%.0f, bare route() %.0f/%.0f; (forward+reply) shim/floor %.2fx (target <= 2x); Lua heap per outstanding request %.0f B (held stanza alone %.0f B)"):format(
+print(("\nSUMMARY shim_bench: ns per forward/reply with %d outstanding: shim %.0f/%.0f, floor %.0f/%.0f, bare route() %.0f/%.0f; (forward+reply) shim/floor %.2fx (target <= 2x); Lua heap per outstanding request %.0f B (a whole stanza of that shape %.0f B)"):format(
 	FILL, med.shim.forward, med.shim.reply, med.floor.forward, med.floor.reply, med.native.forward, med.native.reply,
 	ratio, heap_per_request, stanza_object));
 -- For bench/run.sh: the ratio, then ns per forward and reply, shim and floor.

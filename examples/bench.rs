@@ -999,7 +999,7 @@ fn report(t: &Throughput, m: Option<&Memory>, pinning: bool) {
             m.requests, m.rss_bytes, m.heap_bytes, m.stanza_bytes, m.text_bytes
         );
         println!(
-            "SUMMARY memory: {} requests held: {:.0} bytes of RSS per request (target <= {MEMORY_TARGET:.0}: {}), of which Lua heap {:.0} bytes (a held stanza alone {:.0} bytes; serialized it would be {:.0})",
+            "SUMMARY memory: {} requests held: {:.0} bytes of RSS per request (target <= {MEMORY_TARGET:.0}: {}), of which Lua heap {:.0} bytes (a whole stanza of the held shape {:.0} bytes, serialized {:.0}; the module holds its payload)",
             m.requests,
             m.rss_bytes,
             if m.rss_bytes <= MEMORY_TARGET { "met" } else { "NOT met" },
