@@ -148,6 +148,8 @@ impl Request {
 struct Entry {
     resource: Arc<str>,
     shape: Shape,
+    /// The hash of the requester's account in the users table: a reply need not hash it.
+    user_hash: u64,
     earlier: Vec<Arc<str>>,
     seq: u64,
     deadline: u64,
@@ -317,9 +319,15 @@ impl Users {
         }
     }
 
-    fn sub(&mut self, requester: &str) {
+    /// Counts a request no longer outstanding; `hash`: of the requester's account, as
+    /// `add` was given it.
+    fn sub(&mut self, hash: u64, requester: &str) {
         let (user, device) = user_and_device(requester);
-        let EntryRef::Occupied(mut o) = self.0.entry_ref(&Bare(user)) else {
+        let found = self
+            .0
+            .raw_entry_mut()
+            .from_key_hashed_nocheck(hash, &Bare(user));
+        let RawEntryMut::Occupied(mut o) = found else {
             return;
         };
         let first = o.key().device() == device;
@@ -493,6 +501,7 @@ impl PendingTable {
         let entry = Entry {
             resource,
             shape: shape.into(),
+            user_hash,
             earlier: Vec::new(),
             seq: self.seq,
             deadline,
@@ -531,7 +540,8 @@ impl PendingTable {
             capped,
         } = request;
         let (requester, _) = key.parts();
-        self.per_user.add(self.per_user.hash(requester), requester);
+        let user_hash = self.per_user.hash(requester);
+        self.per_user.add(user_hash, requester);
         if capped {
             self.per_domain.add(user_and_domain(requester).1);
         }
@@ -540,6 +550,7 @@ impl PendingTable {
             Entry {
                 resource,
                 shape,
+                user_hash,
                 earlier,
                 seq,
                 deadline,
@@ -664,7 +675,7 @@ impl PendingTable {
     /// A request out of the table: no longer counted.
     fn taken(&mut self, key: Key, entry: Entry) -> Request {
         let (requester, _) = key.parts();
-        self.per_user.sub(requester);
+        self.per_user.sub(entry.user_hash, requester);
         if entry.capped {
             self.per_domain.sub(user_and_domain(requester).1);
         }
