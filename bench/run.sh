@@ -88,6 +88,7 @@ mem=$(grep '^RATIO memory ' "$out/e2e.txt" || true)
 # RATIO shim <ratio> <shim fwd ns> <shim reply ns> <floor fwd ns> <floor reply ns> <heap B>
 shim_col() { grep '^RATIO shim ' "$out/shim.txt" | awk -v c="$1" '{ print $c }' | median; }
 route_bytes=$(sed -n 's/^SUMMARY route_cost: .*; \([0-9]*\) bytes per pending request$/\1/p' "$out/route.txt")
+route_distinct=$(sed -n 's/^SUMMARY route_cost: .*; \([0-9]* pending from distinct requesters: [0-9]* ns per forward, [0-9]* per reply\);.*/\1/p' "$out/route.txt")
 
 section "bench: summary"
 echo "date:     $started"
@@ -103,6 +104,7 @@ if [ "$LUA_VERSION" = 5.4 ]; then
 	printf '  ns per forward / reply: module %.0f / %.0f, floor %.0f / %.0f\n' "$(shim_col 4)" "$(shim_col 5)" "$(shim_col 6)" "$(shim_col 7)"
 	printf '  (forward + reply) module/floor: %.2fx   target <= 2x: %s\n' "$shim_ratio" "$(verdict "$shim_ratio" "<=" 2)"
 fi
+printf 'the core alone (Rust, route_cost), %s\n' "${route_distinct:-?}"
 printf 'end to end, Prosody on CPU 0 (median of the per-round ratios):\n'
 printf '  Prosody CPU per round trip: direct %.1f us, floor %.1f us, proxied %.1f us\n' "$cpu_d" "$cpu_f" "$cpu_p"
 printf '  round trips/s: direct %.0f, floor %.0f, proxied %.0f\n' "$rate_d" "$rate_f" "$rate_p"

@@ -6,6 +6,10 @@
 //! implementing resource's result (a `Deliver` verdict). Reports the median over several
 //! samples in ns per pair, and whether the cost stays within 20% over all cells.
 //!
+//! Then, with 200,000 requests pending from distinct requesters, ns per forward and per
+//! reply of requests that each come from a requester of its own (the in-process shim
+//! bench's shape, without Lua).
+//!
 //! Then the memory of a pending request: a counting global allocator gives the bytes
 //! allocated (and not freed) by inserting 100,000 pending requests from distinct
 //! requesters, divided by 100,000.
@@ -97,7 +101,7 @@ fn proxy_with(resources: usize) -> Proxy {
     let options = Options {
         target_address: Some(TARGET.into()),
         timeout: Some(1.0e9),
-        max_pending: Some(200_000.0),
+        max_pending: Some(300_000.0),
         max_pending_per_requester: Some(1.0e9),
         ..Options::default()
     };
@@ -225,6 +229,61 @@ impl Cell {
     }
 }
 
+/// Requests outstanding in the distinct-requesters figure (the in-process shim bench's).
+const DISTINCT_PENDING: usize = 200_000;
+/// Requests (and replies) per sample of the distinct-requesters figure.
+const DISTINCT_BATCH: usize = 5_000;
+
+/// ns per forward and per reply with `DISTINCT_PENDING` outstanding, every request from a
+/// requester of its own (as Jitsi Meet's users are): each touches table entries nobody
+/// used before, where the requester-of-its-own cells above reuse one. In batches, the
+/// forwards timed apart from their replies; medians over `samples` batches.
+fn distinct_requesters(samples: usize) -> (f64, f64) {
+    let mut proxy = proxy_with(1);
+    fill_pending(&mut proxy, DISTINCT_PENDING);
+    let mut next = DISTINCT_PENDING;
+    let (mut forwards, mut replies) = (Vec::new(), Vec::new());
+    for _ in 0..samples + 1 {
+        let requests: Vec<(String, String)> = (0..DISTINCT_BATCH)
+            .map(|i| {
+                (
+                    format!("user{}@example.org/r{}", next + i, i % 7),
+                    format!("d{i}"),
+                )
+            })
+            .collect();
+        next += DISTINCT_BATCH;
+        let start = Instant::now();
+        let sent: Vec<(String, String)> = requests
+            .iter()
+            .map(
+                |(requester, id)| match proxy.route(iq("get", requester, HOST, id), 2.0) {
+                    Verdict::Send(Send { to, from, .. }) => (to, from),
+                    other => panic!("request {id}: {other:?}"),
+                },
+            )
+            .collect();
+        let forward = start.elapsed().as_nanos() as f64;
+        let start = Instant::now();
+        for ((to, from), (_, id)) in sent.iter().zip(&requests) {
+            match proxy.route(iq("result", to, from, id), 2.0) {
+                Verdict::Send(send) => {
+                    black_box(send);
+                }
+                other => panic!("reply {id}: {other:?}"),
+            }
+        }
+        let reply = start.elapsed().as_nanos() as f64;
+        // The first batch warms up.
+        if next > DISTINCT_PENDING + DISTINCT_BATCH {
+            forwards.push(forward / DISTINCT_BATCH as f64);
+            replies.push(reply / DISTINCT_BATCH as f64);
+        }
+    }
+    assert_eq!(proxy.status().pending, DISTINCT_PENDING);
+    (median(forwards), median(replies))
+}
+
 /// Bytes allocated and not freed per pending request, over `MEMORY_REQUESTS` requests.
 fn bytes_per_pending() -> (f64, usize) {
     let mut proxy = proxy_with(1);
@@ -313,6 +372,12 @@ fn main() {
         if within { "YES" } else { "NO" }
     );
 
+    let (forward, reply) = distinct_requesters(samples);
+    println!(
+        "\n{DISTINCT_PENDING} pending, each request from a requester of its own (1 resource), median of {samples} batches of {DISTINCT_BATCH}:\n\
+         {forward:.0} ns per forward, {reply:.0} ns per reply"
+    );
+
     let (bytes, sample_len) = bytes_per_pending();
     println!(
         "\nMemory: {bytes:.0} bytes allocated per pending request ({MEMORY_REQUESTS} pending from distinct requesters,\n\
@@ -320,7 +385,7 @@ fn main() {
     );
 
     println!(
-        "\nSUMMARY route_cost: {:.0}-{:.0} ns per forward+deliver pair (1-10000 resources, 0-100000 pending), spread {:.1}% -> within 20%: {}; {:.0} bytes per pending request",
+        "\nSUMMARY route_cost: {:.0}-{:.0} ns per forward+deliver pair (1-10000 resources, 0-100000 pending), spread {:.1}% -> within 20%: {}; {DISTINCT_PENDING} pending from distinct requesters: {forward:.0} ns per forward, {reply:.0} per reply; {:.0} bytes per pending request",
         min,
         max,
         spread * 100.0,
