@@ -220,8 +220,21 @@ impl Translator {
     /// `host/resource` for a requester, built in one allocation: on every forwarded
     /// request.
     pub fn address(&mut self, host: &str, requester: &str, now: f64) -> String {
+        let buffer = String::with_capacity(host.len() + 1 + requester.len());
+        self.address_into(buffer, host, requester, now)
+    }
+
+    /// `address`, written into `address` (emptied first): a string given back to be
+    /// reused.
+    pub fn address_into(
+        &mut self,
+        mut address: String,
+        host: &str,
+        requester: &str,
+        now: f64,
+    ) -> String {
         let plain_fits = self.mode == Mode::Plain && requester.len() <= MAX_RESOURCE_BYTES;
-        let mut address = String::with_capacity(host.len() + 1 + requester.len());
+        address.clear();
         address.push_str(host);
         address.push('/');
         if plain_fits {

@@ -86,7 +86,7 @@ unsafe fn push_seq(state: *mut ffi::lua_State, n: Option<u64>) {
 }
 
 /// Pushes a verdict's values (docs/INTERNALS.md) and returns how many.
-unsafe fn push_verdict(state: *mut ffi::lua_State, verdict: Verdict) -> c_int {
+unsafe fn push_verdict(state: *mut ffi::lua_State, verdict: &Verdict) -> c_int {
     let up = |k| ffi::lua_upvalueindex(k);
     match verdict {
         Verdict::Send(send) => {
@@ -115,7 +115,7 @@ unsafe fn push_verdict(state: *mut ffi::lua_State, verdict: Verdict) -> c_int {
         Verdict::Drop { reason, drain } => {
             ffi::lua_pushvalue(state, up(UP_DROP));
             push_str(state, reason);
-            ffi::lua_pushboolean(state, c_int::from(drain));
+            ffi::lua_pushboolean(state, c_int::from(*drain));
             3
         }
     }
@@ -163,7 +163,10 @@ unsafe extern "C-unwind" fn route_raw(state: *mut ffi::lua_State) -> c_int {
     let failure: &'static str = match routed {
         Ok(Ok(verdict)) => {
             ffi::luaL_checkstack(state, 6, std::ptr::null());
-            return push_verdict(state, verdict);
+            let pushed = push_verdict(state, &verdict);
+            // Its strings are in Lua now: the core writes the next addresses in them.
+            let _ = std::panic::catch_unwind(AssertUnwindSafe(|| lock(&*proxy).recycle(verdict)));
+            return pushed;
         }
         Ok(Err(message)) => message,
         Err(panic) => {

@@ -100,6 +100,8 @@ pub struct Proxy {
     outbox: Vec<OutItem>,
     /// Which resource last wrote to each user, for the bounces of its messages.
     message_origins: HashMap<String, Arc<str>>,
+    /// Strings of verdicts the binding has pushed to Lua, given back to be written again.
+    spare: Spare,
     /// The xml:lang of the last request forwarded, shared by the next ones that carry it.
     last_lang: Option<Arc<str>>,
     /// Domains this server hosts: exempt from `client_proxy_max_pending_per_domain`.
@@ -130,6 +132,44 @@ fn full_jid(bare: &str, resource: &str) -> String {
     jid
 }
 
+/// Strings given back by the binding, written again: a forward and its reply need four
+/// addresses, which were four allocations and four frees.
+#[derive(Default)]
+struct Spare(Vec<String>);
+
+impl Spare {
+    /// Most strings kept (a verdict has at most three).
+    const KEEP: usize = 8;
+
+    fn give(&mut self, mut text: String) {
+        if self.0.len() < Self::KEEP {
+            text.clear();
+            self.0.push(text);
+        }
+    }
+
+    /// An empty string, a given-back one when there is one.
+    fn text(&mut self) -> String {
+        self.0.pop().unwrap_or_default()
+    }
+
+    /// `bare/resource`.
+    fn address(&mut self, bare: &str, resource: &str) -> String {
+        let mut jid = self.text();
+        jid.push_str(bare);
+        jid.push('/');
+        jid.push_str(resource);
+        jid
+    }
+
+    /// A copy of `text`.
+    fn copy(&mut self, text: &str) -> String {
+        let mut copy = self.text();
+        copy.push_str(text);
+        copy
+    }
+}
+
 /// Tokens live at least as long as a request may wait for its answer.
 fn translator(config: &Config) -> Translator {
     Translator::new(
@@ -157,6 +197,7 @@ impl Proxy {
             rng: SmallRng::from_rng(&mut rand::rng()),
             outbox: Vec::new(),
             message_origins: HashMap::new(),
+            spare: Spare::default(),
             last_lang: None,
             local_domains: FxHashSet::default(),
         };
@@ -204,6 +245,19 @@ impl Proxy {
         self.config = config;
         if new_target {
             self.health_changed();
+        }
+    }
+
+    /// Takes back the strings of a verdict once they are copied out (the binding's), to
+    /// write the next verdicts' addresses in.
+    pub fn recycle(&mut self, verdict: Verdict) {
+        if let Verdict::Send(send) = verdict {
+            for text in [Some(send.to), Some(send.from), send.id]
+                .into_iter()
+                .flatten()
+            {
+                self.spare.give(text);
+            }
         }
     }
 

@@ -66,7 +66,7 @@ impl Proxy {
         let Some(resource) = self.resources.choose(&mut self.rng, bare(requester), &[]) else {
             return Verdict::Error(NO_RESOURCE);
         };
-        let to = full_jid(&self.config.target, &resource);
+        let to = self.spare.address(&self.config.target, &resource);
         let cap_domain = self.caps_domain(crate::pending::user_and_domain(requester).1);
         let seq = match self
             .pending
@@ -84,7 +84,10 @@ impl Proxy {
             }
         };
         self.resources.hold(&resource);
-        let from = self.jat.address(&self.config.host, requester, now);
+        let from = self.spare.text();
+        let from = self
+            .jat
+            .address_into(from, &self.config.host, requester, now);
         Verdict::Send(Send {
             to,
             from,
@@ -171,8 +174,8 @@ impl Proxy {
         self.counters.delivered += 1;
         let release = held(&request);
         Verdict::Send(Send {
-            to: request.requester().to_owned(),
-            from: self.config.host.clone(),
+            to: self.spare.copy(request.requester()),
+            from: self.spare.copy(&self.config.host),
             id: None,
             hold: None,
             release,
