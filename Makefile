@@ -248,7 +248,7 @@ demo: deps build
 	$(call section,demo: cargo run --release --example demo)
 	$(CARGO) run --release $(CARGO_FEATURES) --example demo
 
-# Benchmarks, release build, about 4-5 minutes (bench/run.sh): on a throwaway Prosody
+# Benchmarks, release build, about 2 minutes (bench/run.sh): on a throwaway Prosody
 # (pinned to CPU 0, load on CPU 1) CPU per round trip proxied/floor (a readdress-only
 # component) and memory per held request; in process, ns per forward and reply through
 # the shim against the floor handler with 200,000 outstanding; the core's route cost.
