@@ -122,6 +122,9 @@ function apply.resend(item)
 		kept.attr.to, kept.attr.from = item.to, item.from;
 		return module:send(kept);
 	end
+	if item.type == nil or item.id == nil then -- a core older than this shim (reloaded, not restarted)
+		return module:log("error", "Cannot resend request %s: the native core is older than the module; restart Prosody", tostring(item.held));
+	end
 	module:send(st.iq({ type = item.type, id = item.id, to = item.to, from = item.from, ["xml:lang"] = item.lang })
 		:add_child(kept));
 end

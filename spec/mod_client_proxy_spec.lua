@@ -301,6 +301,16 @@ describe("the outbox", function ()
 		assert.is_string(fake.logged(m, "warn", "novel"));
 	end);
 
+	it("a resend item without type and id (a core older than the shim) is not sent half-built", function ()
+		local m, _, proxy = loaded();
+		proxy.verdicts = { { "send", TARGET .. "/a", JAT, nil, 1 } };
+		fake.deliver(m, request("r1"));
+		proxy.outbox.tick = { { kind = "resend", held = 1, to = TARGET .. "/b", from = JAT } };
+		m.timers[1].callback();
+		assert.are.equal(1, #m.sent);
+		assert.is_string(fake.logged(m, "error", "older than the module"));
+	end);
+
 	it("presence items are sent; subscribers items stored as bare JID -> true", function ()
 		local m, _, proxy = loaded();
 		proxy.verdicts = { { "drop", "subscribe", true }, { "drop", "unsubscribe", true } };
