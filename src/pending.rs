@@ -109,16 +109,28 @@ impl std::fmt::Debug for Text {
 }
 
 /// The key of a request: requester, NUL, id (NUL cannot occur in XML, so the split is
-/// unambiguous). Shared between the table and the deadline queue, so that a deadline
-/// knows without a lookup whether its request is still in the table.
-#[derive(Clone, Debug, PartialEq, Eq)]
-struct Key(Arc<str>);
+/// unambiguous), and the request's number, by which its deadline finds it again. Hashes
+/// and compares as its text.
+#[derive(Clone, Debug)]
+struct Key {
+    text: Text,
+    seq: u64,
+}
 
 impl Key {
     fn parts(&self) -> (&str, &str) {
-        self.0.split_once('\0').unwrap_or((&self.0, ""))
+        let text = self.text.as_str();
+        text.split_once('\0').unwrap_or((text, ""))
     }
 }
+
+impl PartialEq for Key {
+    fn eq(&self, other: &Self) -> bool {
+        self.text.as_str() == other.text.as_str()
+    }
+}
+
+impl Eq for Key {}
 
 /// A key to look up without building it: hashes and compares as the `Key` it names.
 struct KeyRef<'a> {
@@ -137,7 +149,7 @@ impl Hash for Key {
     /// The bytes `hash_parts` writes for its parts, in one write (the table's hasher
     /// takes its writes as one stream; a unit test holds it to that).
     fn hash<H: Hasher>(&self, state: &mut H) {
-        state.write(self.0.as_bytes());
+        state.write(self.text.as_str().as_bytes());
         state.write_u8(0xff);
     }
 }
@@ -150,7 +162,7 @@ impl Hash for KeyRef<'_> {
 
 impl Equivalent<Key> for KeyRef<'_> {
     fn equivalent(&self, key: &Key) -> bool {
-        let (key, r) = (key.0.as_bytes(), self.requester.len());
+        let (key, r) = (key.text.as_str().as_bytes(), self.requester.len());
         key.len() == r + 1 + self.id.len()
             && key[r] == 0
             && key.starts_with(self.requester.as_bytes())
@@ -194,7 +206,6 @@ struct Entry {
     /// The hash of the requester's account in the users table: a reply need not hash it.
     user_hash: u64,
     earlier: Vec<Arc<str>>,
-    seq: u64,
     deadline: u64,
     capped: bool,
 }
@@ -397,10 +408,11 @@ pub fn user_and_domain(requester: &str) -> (&str, &str) {
 }
 
 /// The deadlines of requests that arrived under one timeout, in arrival order (so in
-/// deadline order: the clock does not go back).
+/// deadline order: the clock does not go back): (deadline in ms, the request's number, the
+/// hash of its key), which find the request in the table if it is still there.
 struct Deadlines {
     timeout_ms: u64,
-    queue: VecDeque<(u64, Key)>,
+    queue: VecDeque<(u64, u64, u64)>,
 }
 
 /// The table of outstanding requests, bounded in total, per requester (full JID), per
@@ -426,6 +438,12 @@ pub struct PendingTable {
     pub max_per_user: u32,
     /// Most requests one domain may have outstanding, where the domain is capped.
     pub max_per_domain: u32,
+}
+
+/// The request numbered `seq` whose key hashes to `hash`, if it is in the table.
+fn find(entries: &HashMap<Key, Entry, RandomState>, seq: u64, hash: u64) -> Option<&Entry> {
+    let found = entries.raw_entry().from_hash(hash, |key| key.seq == seq);
+    found.map(|(_, entry)| entry)
 }
 
 fn millis(seconds: f64) -> u64 {
@@ -529,14 +547,17 @@ impl PendingTable {
             return Err(Refusal::TableFull);
         }
         self.seq += 1;
-        // Built in a buffer kept for it: the key is allocated once, in its Arc.
+        // Built in a buffer kept for it, then copied into the key (inline when short).
         self.scratch.clear();
         self.scratch.push_str(requester);
         self.scratch.push('\0');
         self.scratch.push_str(id);
-        let key = Key(Arc::from(self.scratch.as_str()));
+        let key = Key {
+            text: Text::new(&self.scratch),
+            seq: self.seq,
+        };
         let deadline = millis(now + self.timeout);
-        self.queue_deadline(deadline, key.clone());
+        self.queue_deadline(deadline, self.seq, hash);
         self.per_user.add(user_hash, requester);
         if cap_domain {
             self.per_domain.add(domain);
@@ -546,7 +567,6 @@ impl PendingTable {
             shape: shape.into(),
             user_hash,
             earlier: Vec::new(),
-            seq: self.seq,
             deadline,
             capped: cap_domain,
         };
@@ -577,10 +597,10 @@ impl PendingTable {
             key,
             resource,
             shape,
-            seq,
             earlier,
             deadline,
             capped,
+            ..
         } = request;
         let (requester, _) = key.parts();
         let user_hash = self.per_user.hash(requester);
@@ -595,7 +615,6 @@ impl PendingTable {
                 shape,
                 user_hash,
                 earlier,
-                seq,
                 deadline,
                 capped,
             },
@@ -605,12 +624,14 @@ impl PendingTable {
     /// Queues a deadline under the current timeout; drops the deadlines of answered
     /// requests once the queues hold twice as many as the table (so they stay O(table),
     /// at O(1) amortized per request).
-    fn queue_deadline(&mut self, deadline: u64, key: Key) {
+    fn queue_deadline(&mut self, deadline: u64, seq: u64, hash: u64) {
         let timeout_ms = millis(self.timeout);
         let queued: usize = self.deadlines.iter().map(|d| d.queue.len()).sum();
         if queued >= 2 * self.entries.len() + 1024 {
+            let entries = &self.entries;
             for d in &mut self.deadlines {
-                d.queue.retain(|(_, key)| Arc::strong_count(&key.0) > 1);
+                d.queue
+                    .retain(|&(_, seq, hash)| find(entries, seq, hash).is_some());
             }
         }
         // The queue of a timeout no longer in force goes once its requests are gone.
@@ -633,12 +654,12 @@ impl PendingTable {
         let queue = &mut self.deadlines[i].queue;
         // Under one timeout, in arrival order, the deadlines only grow; a clock that went
         // back still gets its place (at O(n)).
-        let at = if queue.back().is_none_or(|(last, _)| *last <= deadline) {
+        let at = if queue.back().is_none_or(|(last, _, _)| *last <= deadline) {
             queue.len()
         } else {
-            queue.partition_point(|(d, _)| *d <= deadline)
+            queue.partition_point(|(d, _, _)| *d <= deadline)
         };
-        queue.insert(at, (deadline, key));
+        queue.insert(at, (deadline, seq, hash));
     }
 
     /// Takes a request by requester and id, whoever holds it (outbound requests, whose
@@ -694,18 +715,21 @@ impl PendingTable {
             while d
                 .queue
                 .front()
-                .is_some_and(|(deadline, _)| *deadline <= limit)
+                .is_some_and(|(deadline, _, _)| *deadline <= limit)
             {
-                let (_, key) = d.queue.pop_front().expect("front just seen");
-                // Only the queue holds the key: its request was answered.
-                if Arc::strong_count(&key.0) > 1 {
-                    due.push(key);
-                }
+                let (_, seq, hash) = d.queue.pop_front().expect("front just seen");
+                due.push((seq, hash));
             }
         }
         let mut out = Vec::with_capacity(due.len());
-        for key in due {
-            if let Some((key, entry)) = self.entries.remove_entry(&key) {
+        for (seq, hash) in due {
+            // Not found: answered (or lost) before its deadline.
+            let found = self
+                .entries
+                .raw_entry_mut()
+                .from_hash(hash, |key| key.seq == seq);
+            if let RawEntryMut::Occupied(e) = found {
+                let (key, entry) = e.remove_entry();
                 out.push(self.taken(key, entry));
             }
         }
@@ -723,10 +747,10 @@ impl PendingTable {
             self.per_domain.sub(user_and_domain(requester).1);
         }
         Request {
+            seq: key.seq,
             key,
             resource: entry.resource,
             shape: entry.shape,
-            seq: entry.seq,
             earlier: entry.earlier,
             deadline: entry.deadline,
             capped: entry.capped,
@@ -911,7 +935,10 @@ mod tests {
             ("a@x", "b/c"),
             ("é@x/ü", "\u{1F600}"),
         ] {
-            let key = Key(format!("{requester}\0{id}").into());
+            let key = Key {
+                text: Text::new(&format!("{requester}\0{id}")),
+                seq: 0,
+            };
             let by_parts = KeyRef { requester, id };
             assert_eq!(hasher.hash_one(&key), hasher.hash_one(&by_parts));
             assert!(by_parts.equivalent(&key));
@@ -920,7 +947,10 @@ mod tests {
             requester: "u@x",
             id: "a1"
         }
-        .equivalent(&Key("u@x/a\u{0}1".into())));
+        .equivalent(&Key {
+            text: Text::new("u@x/a\u{0}1"),
+            seq: 0
+        }));
     }
 
     #[test]
