@@ -217,16 +217,9 @@ impl Translator {
         }
     }
 
-    /// `host/resource` for a requester, built in one allocation: on every forwarded
-    /// request.
-    pub fn address(&mut self, host: &str, requester: &str, now: f64) -> String {
-        let buffer = String::with_capacity(host.len() + 1 + requester.len());
-        self.address_into(buffer, host, requester, now)
-    }
-
-    /// `address`, written into `address` (emptied first): a string given back to be
-    /// reused.
-    pub fn address_into(
+    /// `host/resource` for a requester, written into `address` (emptied first: a string
+    /// given back to be reused, so that a forwarded request allocates none).
+    pub fn address(
         &mut self,
         mut address: String,
         host: &str,

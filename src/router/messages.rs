@@ -2,7 +2,7 @@
 //! (the same one while it stays online), the implementing client's message to a user's
 //! JAT address goes to the user, and bounces find their way back to the sender.
 
-use super::{bare, full_jid, Proxy};
+use super::{bare, Proxy};
 use crate::resources::Strategy;
 use crate::verdict::{Send, Verdict, NO_MESSAGES, NO_RESOURCE_FOR_MESSAGE, UNKNOWN_JAT};
 
@@ -23,8 +23,8 @@ impl Proxy {
         };
         self.counters.messages_in += 1;
         Verdict::Send(Send {
-            to: full_jid(&self.config.target, &resource),
-            from: self.jat.address(&self.config.host, user, now),
+            to: self.target_jid(&resource),
+            from: self.jat_address(user, now),
             id: None,
             hold: None,
             release: None,
@@ -36,10 +36,10 @@ impl Proxy {
         if !self.config.messages {
             return Verdict::drop("error stanza from a requester");
         }
-        match self.message_origins.get(user) {
-            Some(resource) if self.resources.contains(resource) => Verdict::Send(Send {
-                to: full_jid(&self.config.target, resource),
-                from: self.jat.address(&self.config.host, user, now),
+        match self.message_origins.get(user).cloned() {
+            Some(resource) if self.resources.contains(&resource) => Verdict::Send(Send {
+                to: self.target_jid(&resource),
+                from: self.jat_address(user, now),
                 id: None,
                 hold: None,
                 release: None,

@@ -104,8 +104,8 @@ pub struct Proxy {
     spare: Spare,
     /// The xml:lang of the last request forwarded, shared by the next ones that carry it.
     last_lang: Option<Arc<str>>,
-    /// Domains this server hosts: exempt from `client_proxy_max_pending_per_domain`.
-    /// The server's own hosts: a fast hash (rustc-hash) is safe, nobody else adds to it.
+    /// Domains this server hosts: exempt from `client_proxy_max_pending_per_domain`. A
+    /// fast hash (rustc-hash) is safe here: nobody else adds to it.
     local_domains: FxHashSet<String>,
 }
 
@@ -120,16 +120,6 @@ fn split_resource(jid: &str) -> (&str, Option<&str>) {
 /// user's devices reach the resource that holds their state) and what subscribes.
 fn bare(jid: &str) -> &str {
     split_resource(jid).0
-}
-
-/// `bare/resource`, built with one allocation: on every forwarded request, where
-/// `format!` cost about as much as the rest of the routing decision (callgrind).
-fn full_jid(bare: &str, resource: &str) -> String {
-    let mut jid = String::with_capacity(bare.len() + 1 + resource.len());
-    jid.push_str(bare);
-    jid.push('/');
-    jid.push_str(resource);
-    jid
 }
 
 /// Strings given back by the binding, written again: a forward and its reply need four
@@ -246,6 +236,17 @@ impl Proxy {
         if new_target {
             self.health_changed();
         }
+    }
+
+    /// `target/resource`: where a stanza to the implementing client goes.
+    fn target_jid(&mut self, resource: &str) -> String {
+        self.spare.address(&self.config.target, resource)
+    }
+
+    /// `host/JAT`: the component's address for a requester.
+    fn jat_address(&mut self, requester: &str, now: f64) -> String {
+        let buffer = self.spare.text();
+        self.jat.address(buffer, &self.config.host, requester, now)
     }
 
     /// Takes back the strings of a verdict once they are copied out (the binding's), to

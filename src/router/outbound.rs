@@ -3,7 +3,7 @@
 //! proxy's own (two resources may use the same id), and the user's answer goes back to
 //! that resource with its own id. Tracked, bounded and timed out like inbound requests.
 
-use super::{full_jid, Proxy};
+use super::Proxy;
 use crate::config::Config;
 use crate::pending::{Method, PendingTable, Refusal};
 use crate::verdict::{
@@ -123,8 +123,8 @@ impl Proxy {
         let request = self.outbound.table.take(user, id)?;
         let original = self.outbound.original.remove(&n)?;
         Some(Verdict::Send(Send {
-            to: full_jid(&self.config.target, &request.resource),
-            from: self.jat.address(&self.config.host, user, now),
+            to: self.target_jid(&request.resource),
+            from: self.jat_address(user, now),
             id: Some(original),
             hold: None,
             release: None,
@@ -138,9 +138,13 @@ impl Proxy {
             let Some(original) = self.outbound.original.remove(&n) else {
                 continue;
             };
+            let (to, from) = (
+                self.target_jid(&r.resource),
+                self.jat_address(r.requester(), now),
+            );
             self.outbox.push(OutItem::Error {
-                to: full_jid(&self.config.target, &r.resource),
-                from: self.jat.address(&self.config.host, r.requester(), now),
+                to,
+                from,
                 id: original,
                 error: TIMED_OUT,
                 release: None,

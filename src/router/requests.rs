@@ -1,7 +1,7 @@
 //! Requests from users: forwarded to a resource of the target and tracked until exactly one
 //! answer goes back (the resource's reply, or an error when it goes away or stays silent).
 
-use super::{bare, full_jid, Proxy};
+use super::{bare, Proxy};
 use crate::pending::{Method, Mismatch, Refusal, Request, Shape};
 use crate::verdict::{
     Head, OutItem, Send, StanzaError, Verdict, ACCOUNT_FULL, DOMAIN_FULL, DUPLICATE_ID,
@@ -66,7 +66,7 @@ impl Proxy {
         let Some(resource) = self.resources.choose(&mut self.rng, bare(requester), &[]) else {
             return Verdict::Error(NO_RESOURCE);
         };
-        let to = self.spare.address(&self.config.target, &resource);
+        let to = self.target_jid(&resource);
         let cap_domain = self.caps_domain(crate::pending::user_and_domain(requester).1);
         let seq = match self
             .pending
@@ -84,10 +84,7 @@ impl Proxy {
             }
         };
         self.resources.hold(&resource);
-        let from = self.spare.text();
-        let from = self
-            .jat
-            .address_into(from, &self.config.host, requester, now);
+        let from = self.jat_address(requester, now);
         Verdict::Send(Send {
             to,
             from,
@@ -196,12 +193,14 @@ impl Proxy {
         else {
             return Err(request);
         };
+        let (to, from) = (
+            self.target_jid(&resource),
+            self.jat_address(request.requester(), now),
+        );
         self.outbox.push(OutItem::Resend {
             held: request.seq,
-            to: full_jid(&self.config.target, &resource),
-            from: self
-                .jat
-                .address(&self.config.host, request.requester(), now),
+            to,
+            from,
             stanza_type: match request.shape.method {
                 Method::Get => "get",
                 Method::Set => "set",
