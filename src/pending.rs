@@ -931,6 +931,10 @@ mod tests {
         let hasher = t.entries.hasher();
         for (requester, id) in [
             ("u@x/a", "1"),
+            (
+                "a-requester-longer-than-inline@a-long-domain.example.org/device",
+                "id-1",
+            ),
             ("", ""),
             ("a@x", "b/c"),
             ("é@x/ü", "\u{1F600}"),
