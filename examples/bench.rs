@@ -968,7 +968,7 @@ fn report(t: &Throughput, m: Option<&Memory>, pinning: bool) {
             m.requests, m.rss_before_mib, m.rss_after_mib, m.rss_bytes, m.heap_bytes
         );
         println!(
-            "one held-shape stanza (iq get + <query/>) alone: {:.0} bytes of Lua heap as util.stanza, {:.0} bytes as its {:.0}-byte serialization",
+            "one whole stanza of the held shape (iq get + <query/>; the module holds its payload): {:.0} bytes of Lua heap as util.stanza, {:.0} bytes as its {:.0}-byte serialization",
             m.stanza_bytes, m.text_bytes, m.text_length
         );
     }

@@ -36,6 +36,19 @@ async fn requester(fed: &Federation, full_jid: &str) -> Xmpp {
 }
 
 /// `from` and `to` of a forwarded request, as the implementing client got it.
+/// `r`'s get `id` to the far proxy is answered, by the implementing resource /a.
+async fn served_by_a(r: &mut Xmpp, id: &str) {
+    let answer = r
+        .must_request(get(FAR_PROXY, id, test_payload(id)), FAR_ANSWER)
+        .await;
+    assert_eq!(
+        answered_by(&answer).as_deref(),
+        Some("a"),
+        "{}",
+        iq_xml(&answer)
+    );
+}
+
 fn addresses(ex: &Exchange) -> (String, String) {
     let from = ex.request.from().map(|j| j.to_string()).unwrap_or_default();
     let to = ex.request.to().map(|j| j.to_string()).unwrap_or_default();
@@ -186,18 +199,7 @@ async fn allow_list_keeps_other_servers_out() {
     // The target's presence came through although its domain is not on the list.
     wait_routable(&mut local, FAR_PROXY, &["a"]).await;
     let mut listed = requester(&fed, "other@localhost/x").await;
-    let answer = listed
-        .must_request(
-            get(FAR_PROXY, "listed-1", test_payload("listed-1")),
-            FAR_ANSWER,
-        )
-        .await;
-    assert_eq!(
-        answered_by(&answer).as_deref(),
-        Some("a"),
-        "{}",
-        iq_xml(&answer)
-    );
+    served_by_a(&mut listed, "listed-1").await;
 
     let mut stranger = requester(&fed, "user@localhost/x").await;
     let seen_before = imp.request_count();
@@ -257,18 +259,7 @@ async fn allow_list_keeps_other_servers_out() {
     assert_eq!(condition(&e), "forbidden", "{}", stanza_xml(&refused));
 
     // The local user is still served, and nothing of the stranger's reached the target.
-    let answer = local
-        .must_request(
-            get(FAR_PROXY, "local-1", test_payload("local-1")),
-            FAR_ANSWER,
-        )
-        .await;
-    assert_eq!(
-        answered_by(&answer).as_deref(),
-        Some("a"),
-        "{}",
-        iq_xml(&answer)
-    );
+    served_by_a(&mut local, "local-1").await;
     assert_eq!(
         imp.request_count(),
         seen_before + 1,
