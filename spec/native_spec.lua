@@ -132,6 +132,18 @@ describe("route(name, type, from, to, id, now, priority, eligible, condition, la
 		assert.are.same({ n = 6, "send", R, host, nil, nil, fwd[5] }, back);
 	end);
 
+	it("addresses beyond ASCII go through as they came; bytes that are not UTF-8 get a verdict, not an error", function ()
+		local p, host = open();
+		online(p, host, "a");
+		local requester = "jos\195\169@example.org/t\195\169l\195\169phone"; -- josé, téléphone
+		local fwd = pack(p:route("iq", "get", requester, host, "\226\156\147", 0));
+		assert.are.same({ "send", T .. "/a", host .. "/" .. requester }, { fwd[1], fwd[2], fwd[3] });
+		local back = pack(p:route("iq", "result", T .. "/a", host .. "/" .. requester, "\226\156\147", 0));
+		assert.are.same({ "send", requester, host }, { back[1], back[2], back[3] });
+		local odd = pack(p:route("iq", "get", "u\255@example.org/r", host, "x\128", 0));
+		assert.is_true(odd[1] == "send" or odd[1] == "error", tostring(odd[1]));
+	end);
+
 	it("error: type, condition, text", function ()
 		local p, host = open();
 		local v = get(p, host, "r1");

@@ -69,9 +69,16 @@ unsafe fn arg_bytes<'a>(state: *mut ffi::lua_State, i: c_int) -> Option<&'a [u8]
 }
 
 /// Bytes as text: borrowed when UTF-8 (always, from Prosody's parser), else a lossy copy,
-/// so that odd bytes get the answer any odd address gets instead of an error.
+/// so that odd bytes get the answer any odd address gets instead of an error. ASCII, what
+/// nearly every address and id is, is checked a word at a time: `from_utf8_lossy` walks
+/// it in chunks at ~130 instructions a field, six fields a stanza (callgrind).
 fn text(bytes: &[u8]) -> Cow<'_, str> {
-    String::from_utf8_lossy(bytes)
+    if bytes.is_ascii() {
+        // SAFETY: ASCII is UTF-8.
+        Cow::Borrowed(unsafe { std::str::from_utf8_unchecked(bytes) })
+    } else {
+        String::from_utf8_lossy(bytes)
+    }
 }
 
 unsafe fn push_str(state: *mut ffi::lua_State, s: &str) {
