@@ -92,15 +92,6 @@ end);
 -- child. Carried across module:reload.
 local held, held_whole = {}, {};
 
-local function hold(key, stanza)
-	local child = stanza.tags[1];
-	if child ~= nil and stanza[1] == child and stanza[2] == nil then
-		held[key] = child;
-	else
-		held[key], held_whole[key] = stanza, true;
-	end
-end
-
 local function release(key)
 	held[key], held_whole[key] = nil, nil;
 end
@@ -158,30 +149,37 @@ local route = proxy.route;
 local function handle_stanza(event)
 	local stanza = event.stanza;
 	local attr, name = stanza.attr, stanza.name;
+	local stanza_type = attr.type;
 	local priority, eligible, condition;
 	if name == "presence" then
 		priority, eligible = tonumber(stanza:get_child_text("priority")), is_eligible(attr.from);
+	elseif stanza_type == "error" then
+		condition = select(2, stanza:get_error()); -- a decline?
 	end
-	if attr.type == "error" then condition = select(2, stanza:get_error()); end -- a decline?
-	local ok, verdict, a, b, c, d, e = pcall(route, proxy, name, attr.type, attr.from, attr.to, attr.id, now(), priority, eligible,
+	-- route never raises (a failure is the verdict "fail"): no pcall on the hot path.
+	local verdict, a, b, c, d, e = route(proxy, name, stanza_type, attr.from, attr.to, attr.id, now(), priority, eligible,
 		condition, attr["xml:lang"]);
-	if not ok then
-		module:log("error", "Native core failed on %s from %s: %s", name, tostring(attr.from), tostring(verdict));
-		if name == "iq" and (attr.type == "get" or attr.type == "set") then
+	if verdict == "send" then -- to, from, id, hold, release
+		attr.to, attr.from = a, b;
+		if c ~= nil then attr.id = c; end
+		if d ~= nil then -- held for a retry (see `held` above)
+			local child = stanza.tags[1];
+			if child ~= nil and stanza[1] == child and stanza[2] == nil then held[d] = child;
+			else held[d], held_whole[d] = stanza, true; end
+		end
+		if e ~= nil then held[e], held_whole[e] = nil, nil; end
+		module:send(stanza);
+	elseif verdict == "drop" then -- reason, drain
+		module:log("debug", "Dropped %s/%s from %s: %s", name, stanza_type or "normal", tostring(attr.from), tostring(a));
+		if b then send_outbox(proxy.drain); end
+	elseif verdict == "error" then -- type, condition, text (never for a stanza of type error)
+		send_error(stanza, a, b, c);
+	else -- "fail", message: the core failed; a get/set still gets its one answer
+		module:log("error", "Native core failed on %s from %s: %s", name, tostring(attr.from), tostring(a or verdict));
+		if name == "iq" and (stanza_type == "get" or stanza_type == "set") then
 			local err = native.INTERNAL_ERROR;
 			send_error(stanza, err.type, err.condition, err.text);
 		end
-	elseif verdict == "send" then -- to, from, id, hold, release
-		attr.to, attr.from = a, b;
-		if c ~= nil then attr.id = c; end
-		if d ~= nil then hold(d, stanza); end
-		if e ~= nil then release(e); end
-		module:send(stanza);
-	elseif verdict == "error" then -- type, condition, text (never for a stanza of type error)
-		send_error(stanza, a, b, c);
-	else -- "drop", reason, drain
-		module:log("debug", "Dropped %s/%s from %s: %s", name, attr.type or "normal", tostring(attr.from), tostring(a));
-		if b then send_outbox(proxy.drain); end
 	end
 	return true;
 end

@@ -12,7 +12,8 @@ local unpack = table.unpack or unpack;
 local TARGET, USER, HOST = "service@example.org", "user@example.org/abc", "proxy.example";
 local JAT = HOST .. "/" .. USER;
 
--- A scripted native core: proxy.verdicts (route's results, in turn; "raise" raises),
+-- A scripted native core: proxy.verdicts (route's results, in turn; route fails with the
+-- verdict { "fail", message }, as the real one does),
 -- proxy.outbox[method] (the next drain/tick/stopping result; "raise" raises); calls are
 -- recorded in native.opened, native.closed and proxy.calls.
 local function scripted_native()
@@ -25,7 +26,6 @@ local function scripted_native()
 	function proxy:route(...)
 		table.insert(self.routed, { n = select("#", ...), ... });
 		local v = table.remove(self.verdicts, 1) or { "drop", "unscripted", false };
-		if v == "raise" then error("route failed"); end
 		return unpack(v, 1, 6);
 	end
 	local function outbox_method(name)
@@ -256,7 +256,7 @@ describe("a stanza", function ()
 			st.iq({ type = "result", id = "r3", from = USER, to = HOST }), st.message({ from = USER, to = HOST }),
 			st.presence({ from = USER, to = HOST }), st.error_reply(request("r4"), "cancel", "gone") };
 		for _, s in ipairs(stanzas) do
-			proxy.verdicts = { "raise" };
+			proxy.verdicts = { { "fail", "route failed" } };
 			assert.is_true(fake.deliver(m, s));
 		end
 		assert.are.equal(2, #m.sent);

@@ -144,10 +144,32 @@ describe("route(name, type, from, to, id, now, priority, eligible, condition, la
 		assert.is_true(odd[1] == "send" or odd[1] == "error", tostring(odd[1]));
 	end);
 
+	it("send: the resource address is the one chosen, also when addresses share a cache slot", function ()
+		local p, host = open({ client_proxy_strategy = "round_robin" });
+		online(p, host, "a1");
+		online(p, host, "b1"); -- as long, the same last byte: the binding's cache slot of a1
+		local seen = {};
+		for i = 1, 6 do
+			local v = get(p, host, "r" .. i);
+			assert.are.equal("send", v[1]);
+			seen[#seen + 1] = v[2];
+		end
+		for i = 3, 6 do assert.are.equal(seen[i - 2], seen[i]); end
+		assert.are_not.equal(seen[1], seen[2]);
+		table.sort(seen);
+		assert.are.same({ T .. "/a1", T .. "/a1", T .. "/a1", T .. "/b1", T .. "/b1", T .. "/b1" }, seen);
+	end);
+
 	it("error: type, condition, text", function ()
 		local p, host = open();
 		local v = get(p, host, "r1");
 		assert.are.same({ "error", "cancel", "service-unavailable", "string" }, { v[1], v[2], v[3], type(v[4]) });
+	end);
+
+	it("fail: a message, instead of raising (now that is not a number)", function ()
+		local p, host = open();
+		local v = pack(p:route("iq", "get", R, host, "r1", "soon", nil, nil));
+		assert.are.same({ n = 2, "fail", "route: now (argument 7) must be a number" }, v);
 	end);
 
 	it("drop: reason, drain (a boolean); priority and eligible are optional", function ()

@@ -52,20 +52,24 @@ const UP_SEND: c_int = 3;
 const UP_ERROR: c_int = 4;
 const UP_DROP: c_int = 5;
 const UP_HOST: c_int = 6;
-const UPVALUES: c_int = 6;
+/// Upvalues from here on: addresses of resources requests went to, each in the slot a
+/// cheap hash of its text picks. Pushing one again is a compare instead of making a Lua
+/// string (hashing and interning it); a request goes to one of a few resources.
+const UP_TO_CACHE: c_int = 7;
+const TO_CACHE_SLOTS: c_int = 8;
+const UPVALUES: c_int = UP_TO_CACHE + TO_CACHE_SLOTS - 1;
 
-/// Argument `i` as bytes, when it is a string.
+/// Argument `i` as bytes, when it is a string (or a number, which Lua turns into one in
+/// its stack slot: no caller passes one). One C API call: `lua_tolstring` says NULL for
+/// anything else, nil and none included.
 ///
 /// # Safety
 /// `state` is the running function's state; the slice lives while the argument is on
 /// the stack (the whole call).
 unsafe fn arg_bytes<'a>(state: *mut ffi::lua_State, i: c_int) -> Option<&'a [u8]> {
-    if ffi::lua_type(state, i) != ffi::LUA_TSTRING {
-        return None;
-    }
     let mut len = 0usize;
     let p = ffi::lua_tolstring(state, i, &mut len);
-    Some(std::slice::from_raw_parts(p as *const u8, len))
+    (!p.is_null()).then(|| std::slice::from_raw_parts(p as *const u8, len))
 }
 
 /// Bytes as text: borrowed when UTF-8 (always, from Prosody's parser), else a lossy copy,
@@ -85,6 +89,21 @@ unsafe fn push_str(state: *mut ffi::lua_State, s: &str) {
     ffi::lua_pushlstring(state, s.as_ptr() as *const c_char, s.len());
 }
 
+/// Pushes the address of a resource a request goes to, from its cache slot when the slot
+/// holds it, else new (and then kept in the slot).
+unsafe fn push_resource_address(state: *mut ffi::lua_State, to: &str) {
+    let mix = to.len() + usize::from(to.as_bytes().last().copied().unwrap_or(0));
+    let slot = ffi::lua_upvalueindex(UP_TO_CACHE + (mix % TO_CACHE_SLOTS as usize) as c_int);
+    ffi::lua_pushvalue(state, slot);
+    if arg_bytes(state, -1) == Some(to.as_bytes()) {
+        return;
+    }
+    ffi::lua_pop(state, 1);
+    push_str(state, to);
+    ffi::lua_pushvalue(state, -1);
+    ffi::lua_replace(state, slot);
+}
+
 unsafe fn push_seq(state: *mut ffi::lua_State, n: Option<u64>) {
     match n {
         Some(n) => ffi::lua_pushinteger(state, n as ffi::lua_Integer),
@@ -98,7 +117,11 @@ unsafe fn push_verdict(state: *mut ffi::lua_State, verdict: &Verdict) -> c_int {
     match verdict {
         Verdict::Send(send) => {
             ffi::lua_pushvalue(state, up(UP_SEND));
-            push_str(state, &send.to);
+            if send.hold.is_some() {
+                push_resource_address(state, &send.to); // a request, to a resource
+            } else {
+                push_str(state, &send.to);
+            }
             ffi::lua_pushvalue(state, up(UP_HOST));
             if arg_bytes(state, -1) != Some(send.from.as_bytes()) {
                 ffi::lua_pop(state, 1);
@@ -133,17 +156,18 @@ unsafe fn push_verdict(state: *mut ffi::lua_State, verdict: &Verdict) -> c_int {
 ///
 /// The hot path, written against the raw C API: mlua's userdata method machinery cost
 /// more instructions than the routing decision itself (callgrind). Reads the arguments in
-/// place, routes, pushes the verdict. A panic in the core becomes a Lua error (the shim
-/// answers internal-server-error), raised once no Rust value with a destructor is live.
-/// Pushing a string can only fail when Lua is out of memory, which raises past this frame
-/// and leaks the verdict's strings: accepted.
+/// place, routes, pushes the verdict. A failure (a panic in the core, `now` not a number)
+/// is a verdict too, `"fail", message`, so that the shim needs no `pcall` per stanza (its
+/// cost was a twentieth of the shim's). Pushing a string can only fail when Lua is out of
+/// memory, which raises past this frame and leaks the verdict's strings: accepted.
 unsafe extern "C-unwind" fn route_raw(state: *mut ffi::lua_State) -> c_int {
     let proxy = ffi::lua_touserdata(state, ffi::lua_upvalueindex(UP_PROXY)) as *const Mutex<Proxy>;
     let routed = std::panic::catch_unwind(AssertUnwindSafe(|| {
-        if ffi::lua_type(state, 7) != ffi::LUA_TNUMBER {
+        let mut is_number = 0;
+        let now = ffi::lua_tonumberx(state, 7, &mut is_number);
+        if is_number == 0 {
             return Err("route: now (argument 7) must be a number");
         }
-        let now = ffi::lua_tonumber(state, 7);
         let name = text(arg_bytes(state, 2).unwrap_or_default());
         let field = |i| arg_bytes(state, i).map(text);
         let (stanza_type, from, to, id) = (field(3), field(4), field(5), field(6));
@@ -167,9 +191,9 @@ unsafe extern "C-unwind" fn route_raw(state: *mut ffi::lua_State) -> c_int {
         };
         Ok(lock(&*proxy).route(head, now))
     }));
+    ffi::luaL_checkstack(state, 7, std::ptr::null());
     let failure: &'static str = match routed {
         Ok(Ok(verdict)) => {
-            ffi::luaL_checkstack(state, 6, std::ptr::null());
             let pushed = push_verdict(state, &verdict);
             // Its strings are in Lua now: the core writes the next addresses in them.
             let _ = std::panic::catch_unwind(AssertUnwindSafe(|| lock(&*proxy).recycle(verdict)));
@@ -181,8 +205,9 @@ unsafe extern "C-unwind" fn route_raw(state: *mut ffi::lua_State) -> c_int {
             "the native core panicked while routing a stanza"
         }
     };
+    push_str(state, "fail");
     push_str(state, failure);
-    ffi::lua_error(state)
+    2
 }
 
 /// An option's value as the config file gave it, for an error message.
@@ -472,10 +497,15 @@ fn open(lua: &Lua, opts: LuaTable) -> LuaResult<LuaProxy> {
         "drop",
         host_name.as_str(),
     );
-    // SAFETY: pushes a C closure over the six upvalues just pushed; the pointer stays
+    // SAFETY: pushes a C closure over the six upvalues just pushed and the empty cache
+    // slots; the pointer stays
     // valid while the closure lives, because its holder (upvalue 2) owns the Arc.
     let route: LuaFunction = unsafe {
         lua.exec_raw(upvalues, |state| {
+            ffi::luaL_checkstack(state, TO_CACHE_SLOTS, std::ptr::null());
+            for _ in 0..TO_CACHE_SLOTS {
+                ffi::lua_pushboolean(state, 0); // an empty cache slot
+            }
             ffi::lua_pushcclosure(state, route_raw, UPVALUES);
         })?
     };
