@@ -2,6 +2,7 @@
 //! options table into `Options`, stanza heads into `Head`, and verdicts, outbox items and
 //! status snapshots into Lua values. The boundary is described in docs/INTERNALS.md.
 
+pub mod address;
 pub mod config;
 pub mod jat;
 pub mod pending;

@@ -10,6 +10,7 @@
 //! that an answer removes nothing from them: a deadline whose request was answered is
 //! skipped when it comes up, or dropped when the queues outgrow the table.
 
+use crate::address::{split_at_byte, user_and_domain};
 use hashbrown::hash_map::{EntryRef, RawEntryMut};
 use hashbrown::{Equivalent, HashMap};
 use std::collections::hash_map::RandomState;
@@ -120,7 +121,7 @@ struct Key {
 impl Key {
     fn parts(&self) -> (&str, &str) {
         let text = self.text.as_str();
-        text.split_once('\0').unwrap_or((text, ""))
+        split_at_byte(text, 0).unwrap_or((text, ""))
     }
 }
 
@@ -312,7 +313,7 @@ impl User {
 
 /// The requester's account (bare JID) and resourcepart (empty when it has none).
 fn user_and_device(requester: &str) -> (&str, &str) {
-    requester.split_once('/').unwrap_or((requester, ""))
+    split_at_byte(requester, b'/').unwrap_or((requester, ""))
 }
 
 impl Users {
@@ -396,15 +397,6 @@ impl Users {
         }
         record.others.retain(|(_, n)| *n > 0);
     }
-}
-
-/// The requester's account (bare JID) and domain.
-pub fn user_and_domain(requester: &str) -> (&str, &str) {
-    let bare = requester
-        .split_once('/')
-        .map_or(requester, |(bare, _)| bare);
-    let domain = bare.split_once('@').map_or(bare, |(_, domain)| domain);
-    (bare, domain)
 }
 
 /// The deadlines of requests that arrived under one timeout, in arrival order (so in

@@ -9,9 +9,10 @@ mod outbound;
 mod presence;
 mod requests;
 
+use crate::address::{split_resource, user_and_domain};
 use crate::config::Config;
 use crate::jat::{TokenMap, Translator};
-use crate::pending::{user_and_domain, Method, PendingTable};
+use crate::pending::{Method, PendingTable};
 use crate::resources::{Pool, ResourceSet};
 use crate::verdict::{Head, Level, OutItem, Verdict, FORBIDDEN, NOT_ADDRESSED};
 use outbound::Outbound;
@@ -107,13 +108,6 @@ pub struct Proxy {
     /// Domains this server hosts: exempt from `client_proxy_max_pending_per_domain`. A
     /// fast hash (rustc-hash) is safe here: nobody else adds to it.
     local_domains: FxHashSet<String>,
-}
-
-fn split_resource(jid: &str) -> (&str, Option<&str>) {
-    match jid.split_once('/') {
-        Some((bare, res)) => (bare, Some(res)),
-        None => (jid, None),
-    }
 }
 
 /// The bare JID: what keeps a user on one resource (sticky strategy, messages, so that a

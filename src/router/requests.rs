@@ -67,7 +67,7 @@ impl Proxy {
             return Verdict::Error(NO_RESOURCE);
         };
         let to = self.target_jid(&resource);
-        let cap_domain = self.caps_domain(crate::pending::user_and_domain(requester).1);
+        let cap_domain = self.caps_domain(crate::address::user_and_domain(requester).1);
         let seq = match self
             .pending
             .insert(requester, id, resource.clone(), shape, now, cap_domain)
