@@ -103,6 +103,9 @@ pub struct Proxy {
     message_origins: HashMap<String, Arc<str>>,
     /// Strings of verdicts the binding has pushed to Lua, given back to be written again.
     spare: Spare,
+    /// Hold numbers of requests answered in the outbox: free once the shim has the
+    /// outbox (and so lets go of them before it routes another stanza).
+    released_at_drain: Vec<u64>,
     /// The xml:lang of the last request forwarded, shared by the next ones that carry it.
     last_lang: Option<Arc<str>>,
     /// Domains this server hosts: exempt from `client_proxy_max_pending_per_domain`. A
@@ -182,6 +185,7 @@ impl Proxy {
             outbox: Vec::new(),
             message_origins: HashMap::new(),
             spare: Spare::default(),
+            released_at_drain: Vec::new(),
             last_lang: None,
             local_domains: FxHashSet::default(),
         };
@@ -321,6 +325,9 @@ impl Proxy {
 
     /// Takes what the outbox holds, in the order to send it.
     pub fn drain(&mut self) -> Vec<OutItem> {
+        for held in self.released_at_drain.drain(..) {
+            self.pending.release(held);
+        }
         std::mem::take(&mut self.outbox)
     }
 

@@ -9,12 +9,6 @@ use crate::verdict::{
 };
 use std::sync::Arc;
 
-/// Every forwarded request is held: a declined one (get or set) goes to another
-/// resource, and a lost get too.
-fn held(request: &Request) -> Option<u64> {
-    Some(request.seq)
-}
-
 /// An answer with one of these conditions means the resource does not implement the
 /// request: nothing happened, so another resource may take it.
 const DECLINES: [&str; 2] = ["service-unavailable", "feature-not-implemented"];
@@ -169,7 +163,9 @@ impl Proxy {
     /// The answer goes to the requester; the held stanza is let go.
     fn deliver(&mut self, request: Request) -> Verdict {
         self.counters.delivered += 1;
-        let release = held(&request);
+        // The shim lets go of it when it applies this verdict, before the next stanza.
+        self.pending.release(request.held);
+        let release = Some(request.held);
         Verdict::Send(Send {
             to: self.spare.copy(request.requester()),
             from: self.spare.copy(&self.config.host),
@@ -198,7 +194,7 @@ impl Proxy {
             self.jat_address(request.requester(), now),
         );
         self.outbox.push(OutItem::Resend {
-            held: request.seq,
+            held: request.held,
             to,
             from,
             stanza_type: match request.shape.method {
@@ -271,7 +267,10 @@ impl Proxy {
     }
 
     fn owe(&mut self, request: Request, error: StanzaError) {
-        let release = held(&request);
+        // Every forwarded request is held (a declined one, or a lost get, is retried):
+        // the shim lets go of it when it applies this item, at the next drain.
+        self.released_at_drain.push(request.held);
+        let release = Some(request.held);
         self.outbox.push(OutItem::Error {
             to: request.requester().to_owned(),
             from: self.config.host.clone(),

@@ -382,14 +382,19 @@ fn reconfigured_target_answers_what_is_outstanding() {
         o.target_address = Some("other@example.org".into())
     }));
     assert!(p.resources.is_empty() && p.pending.is_empty());
+    p.resources.upsert("a", 0, true);
+    let next = hold_of(request(&mut p, R, "2", H));
+    assert_ne!(
+        next, seq,
+        "not handed out again before the shim lets go of it"
+    );
     let (answers, _) = split(p.drain());
     assert_eq!(
         (answers[0].seq, answers[0].error),
         (Some(seq), RESOURCE_GONE)
     );
-    p.resources.upsert("a", 0, true);
-    let next = hold_of(request(&mut p, R, "2", H));
-    assert!(next > seq, "numbers are not reused");
+    let after = hold_of(request(&mut p, R, "3", H));
+    assert_eq!(after, seq, "handed out again once the shim has the answer");
 }
 
 #[test]
