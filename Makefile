@@ -14,6 +14,7 @@
 #   make deb                      the Debian package, in dist/ (after make dist)
 #   make demo                     run the demo against a throwaway local Prosody
 #   make bench                    proxied vs direct, per-stanza and route-cost figures
+#   make bench-callgrind          the in-process cost per request+reply, counted (valgrind)
 #   make clean
 #
 # GNU make. Written for Debian 12 (bookworm) with Prosody 0.12 and cargo.
@@ -87,7 +88,7 @@ section = @printf '\n==== %s ====\n' "$(1)"
 # test runs build once; its sub-makes for the steps skip it (BUILD_DEP=).
 BUILD_DEP := build
 
-.PHONY: all build deps install test test-fmt test-clippy test-unit test-lua test-lua-matrix test-rock test-e2e test-e2e-13 test-e2e-repeat demo bench rock rock-build print-so stripped print-stripped dist deb test-dist clean
+.PHONY: all build deps install test test-fmt test-clippy test-unit test-lua test-lua-matrix test-rock test-e2e test-e2e-13 test-e2e-repeat demo bench bench-callgrind rock rock-build print-so stripped print-stripped dist deb test-dist clean
 
 all: build
 
@@ -257,6 +258,12 @@ bench: deps build
 	$(call section,bench: cargo build --release --example bench --example route_cost)
 	$(CARGO) build --release $(CARGO_FEATURES) --example bench --example route_cost
 	@TARGET_DIR='$(TARGET_DIR)' LUA_VERSION='$(LUA)' bench/run.sh
+
+# The in-process cost per request and reply counted, not timed (about 3 minutes):
+# callgrind with a cache model over the shim and the floor handler (bench/callgrind_cost.sh).
+bench-callgrind: deps build
+	@command -v valgrind >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && DEBIAN_FRONTEND=noninteractive apt-get -q install -y valgrind; }
+	@CLIENT_PROXY_SO='$(TARGET_DIR)/release/libclient_proxy.so' bench/callgrind_cost.sh
 
 # For the rockspecs (luarocks make, luarocks build): builds for the Lua of
 # LUA_INTERPRETER (the one luarocks runs for) and puts the stripped library where the

@@ -165,6 +165,48 @@ local function stanza_cost()
 	-- Each `keep` slot is 16 bytes of array part: not the stanza's.
 	return object - 16, text - 16, #sample;
 end
+-- SHIM_BENCH_COST=shim|floor: instead of timing, run SHIM_BENCH_PAIRS (default 20000)
+-- requests and replies through that handler, each batch of CHUNK inside a coroutine, and
+-- exit: bench/callgrind_cost.sh counts what runs inside lua_resume (the handlers, as the
+-- timed runs time them) with callgrind's cache model. Counts do not change with the
+-- machine's load, as timings do.
+local function cost_run(kind)
+	local left = FILL;
+	while left > 0 do
+		local n = math.min(left, 10000);
+		local requests = build_requests(n, HOST, origin);
+		for i = 1, n do shim_handler(requests[i]); end
+		left = left - n;
+	end
+	local handler = kind == "floor" and floor_handler or shim_handler;
+	local to = kind == "floor" and FLOOR_HOST or HOST;
+	local run = coroutine.wrap(function (events)
+		while true do
+			for i = 1, #events do handler(events[i]); end
+			events = coroutine.yield();
+		end
+	end);
+	local pairs_left = env_number("SHIM_BENCH_PAIRS", 20000);
+	while pairs_left > 0 do
+		local n, sent = math.min(pairs_left, BATCH), {};
+		for first = 1, n, 100 do
+			local requests = build_requests(math.min(100, n - first + 1), to, origin);
+			run(requests);
+			sent[#sent + 1] = requests;
+		end
+		for c = 1, #sent do
+			local replies = build_replies(sent[c], origin);
+			sent[c] = nil;
+			run(replies);
+		end
+		pairs_left = pairs_left - n;
+	end
+	fake.remove_dir(fake.plugin_dir());
+	os.exit(0);
+end
+local cost_kind = os.getenv("SHIM_BENCH_COST");
+if cost_kind == "shim" or cost_kind == "floor" then cost_run(cost_kind); end
+
 local stanza_object, stanza_text, text_length = stanza_cost();
 
 -- The fill: FILL requests from distinct requesters, forwarded and never answered.
