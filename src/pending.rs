@@ -350,6 +350,63 @@ impl Users {
         })
     }
 
+    /// Counts a request unless the requester already has `limits.0` requests outstanding
+    /// (RequesterFull) or its account `limits.1` (UserFull), or else `otherwise` refuses
+    /// it; one probe of the table for the check and the count. `hash`: of the
+    /// requester's account.
+    fn add_within(
+        &mut self,
+        hash: u64,
+        requester: &str,
+        (per_requester, per_user): (u32, u32),
+        otherwise: Result<(), Refusal>,
+    ) -> Result<(), Refusal> {
+        let (user, device) = user_and_device(requester);
+        match self
+            .0
+            .raw_entry_mut()
+            .from_key_hashed_nocheck(hash, &Bare(user))
+        {
+            RawEntryMut::Vacant(v) => {
+                if per_requester == 0 {
+                    return Err(Refusal::RequesterFull);
+                }
+                if per_user == 0 {
+                    return Err(Refusal::UserFull);
+                }
+                otherwise?;
+                let key = UserKey {
+                    jid: Text::new(requester),
+                    bare_len: user.len(),
+                };
+                let record = User {
+                    total: 1,
+                    first: 1,
+                    others: Vec::new(),
+                };
+                v.insert_hashed_nocheck(hash, key, record);
+            }
+            RawEntryMut::Occupied(mut o) => {
+                let (key, record) = o.get_key_value_mut();
+                let first = key.device() == device;
+                let of_device = record.of_device(first, device).map_or(0, |n| *n);
+                if of_device >= per_requester {
+                    return Err(Refusal::RequesterFull);
+                }
+                if record.total >= per_user {
+                    return Err(Refusal::UserFull);
+                }
+                otherwise?;
+                record.total += 1;
+                match record.of_device(first, device) {
+                    Some(n) => *n += 1,
+                    None => record.others.push((device.into(), 1)),
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Counts a request; `hash`: of the requester's account.
     fn add(&mut self, hash: u64, requester: &str) {
         let (user, device) = user_and_device(requester);
@@ -617,30 +674,32 @@ impl PendingTable {
         now: f64,
         cap_domain: bool,
     ) -> Result<u64, Refusal> {
-        // Each table hashed once: the lookup's hash serves the insertion.
+        // Each table hashed and probed once: the lookup that finds no duplicate (or the
+        // user's record) is the one that inserts.
         let by_parts = KeyRef { requester, id };
         let hash = self.entries.hasher().hash_one(&by_parts);
-        let found = self
-            .entries
-            .raw_entry()
-            .from_key_hashed_nocheck(hash, &by_parts);
-        if found.is_some() {
-            return Err(Refusal::DuplicateId);
-        }
-        let user_hash = self.per_user.hash(requester);
-        let (of_user, of_requester) = self.per_user.counts(user_hash, requester);
-        if of_requester >= self.max_per_requester {
-            return Err(Refusal::RequesterFull);
-        }
-        if of_user >= self.max_per_user {
-            return Err(Refusal::UserFull);
-        }
         let (_, domain) = user_and_domain(requester);
-        if cap_domain && self.per_domain.get(domain) >= self.max_per_domain {
-            return Err(Refusal::DomainFull);
-        }
-        if self.entries.len() >= self.max_total {
-            return Err(Refusal::TableFull);
+        let otherwise = if cap_domain && self.per_domain.get(domain) >= self.max_per_domain {
+            Err(Refusal::DomainFull)
+        } else if self.entries.len() >= self.max_total {
+            Err(Refusal::TableFull)
+        } else {
+            Ok(())
+        };
+        let vacant = match self
+            .entries
+            .raw_entry_mut()
+            .from_key_hashed_nocheck(hash, &by_parts)
+        {
+            RawEntryMut::Occupied(_) => return Err(Refusal::DuplicateId),
+            RawEntryMut::Vacant(vacant) => vacant,
+        };
+        let user_hash = self.per_user.hash(requester);
+        let limits = (self.max_per_requester, self.max_per_user);
+        self.per_user
+            .add_within(user_hash, requester, limits, otherwise)?;
+        if cap_domain {
+            self.per_domain.add(domain);
         }
         self.seq += 1;
         // Built in a buffer kept for it, then copied into the key (inline when short).
@@ -653,12 +712,7 @@ impl PendingTable {
             seq: self.seq,
         };
         let deadline = millis(now + self.timeout);
-        self.queue_deadline(deadline, self.seq, hash);
         self.live.set(self.seq);
-        self.per_user.add(user_hash, requester);
-        if cap_domain {
-            self.per_domain.add(domain);
-        }
         let slot = self.slots.take();
         let entry = Entry {
             resource,
@@ -669,16 +723,8 @@ impl PendingTable {
             deadline,
             capped: cap_domain,
         };
-        match self
-            .entries
-            .raw_entry_mut()
-            .from_key_hashed_nocheck(hash, &by_parts)
-        {
-            RawEntryMut::Vacant(slot) => {
-                slot.insert_hashed_nocheck(hash, key, entry);
-            }
-            RawEntryMut::Occupied(_) => unreachable!("no entry with this key: just looked"),
-        }
+        vacant.insert_hashed_nocheck(hash, key, entry);
+        self.queue_deadline(deadline, self.seq, hash);
         Ok(u64::from(slot))
     }
 
@@ -732,13 +778,14 @@ impl PendingTable {
         );
     }
 
-    /// Queues a deadline under the current timeout; drops the deadlines of answered
-    /// requests once the queues hold twice as many as the table (so they stay O(table),
-    /// at O(1) amortized per request).
+    /// Queues the deadline of the request just put in the table, under the current
+    /// timeout; drops the deadlines of answered requests once the queues hold twice as
+    /// many as the table held before (so they stay O(table), at O(1) amortized per
+    /// request).
     fn queue_deadline(&mut self, deadline: u64, seq: u64, hash: u64) {
         let timeout_ms = millis(self.timeout);
         let queued: usize = self.deadlines.iter().map(|d| d.queue.len()).sum();
-        let most = 2 * self.entries.len() + 1024;
+        let most = 2 * self.entries.len().saturating_sub(1) + 1024;
         if queued >= most {
             let (entries, live) = (&self.entries, &self.live);
             for d in &mut self.deadlines {
@@ -1061,6 +1108,31 @@ mod tests {
         );
         assert!(gone.iter().any(|r| r.requester() == "old@x/a"));
         assert!(t.is_empty());
+    }
+
+    #[test]
+    fn a_refused_request_counts_nowhere_and_the_first_limit_reached_is_named() {
+        let mut t = PendingTable::new(10.0, 3, 2);
+        t.max_per_user = 2;
+        t.max_per_domain = 1;
+        t.insert("u@x/a", "1", "r".into(), Method::Get, 0.0, true)
+            .unwrap();
+        let refused = t.insert("u@x/b", "1", "r".into(), Method::Get, 0.0, true);
+        assert_eq!(refused, Err(Refusal::DomainFull));
+        t.insert("u@x/b", "1", "r".into(), Method::Get, 0.0, false)
+            .unwrap();
+        // The account is full, the table too: the account is named.
+        t.insert("v@y/a", "1", "r".into(), Method::Get, 0.0, false)
+            .unwrap();
+        let refused = t.insert("u@x/c", "1", "r".into(), Method::Get, 0.0, false);
+        assert_eq!(refused, Err(Refusal::UserFull));
+        assert_eq!(
+            t.insert("w@y/a", "1", "r".into(), Method::Get, 0.0, false),
+            Err(Refusal::TableFull)
+        );
+        assert_eq!((t.of_user("u@x"), t.of_requester("u@x/c")), (2, 0));
+        assert_eq!((t.of_user("w@y"), t.of_domain("x")), (0, 1));
+        assert!(t.per_user.0.len() == 2 && t.len() == 3);
     }
 
     #[test]
