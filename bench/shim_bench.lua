@@ -170,14 +170,19 @@ end
 -- exit: bench/callgrind_cost.sh counts what runs inside lua_resume (the handlers, as the
 -- timed runs time them) with callgrind's cache model. Counts do not change with the
 -- machine's load, as timings do.
-local function cost_run(kind)
-	local left = FILL;
+-- The fill: `count` requests from distinct requesters through the shim, never answered.
+local function fill_shim(count)
+	local left = count;
 	while left > 0 do
 		local n = math.min(left, 10000);
 		local requests = build_requests(n, HOST, origin);
 		for i = 1, n do shim_handler(requests[i]); end
 		left = left - n;
 	end
+end
+
+local function cost_run(kind)
+	fill_shim(FILL);
 	local handler = kind == "floor" and floor_handler or shim_handler;
 	local to = kind == "floor" and FLOOR_HOST or HOST;
 	local run = coroutine.wrap(function (events)
@@ -209,20 +214,12 @@ if cost_kind == "shim" or cost_kind == "floor" then cost_run(cost_kind); end
 
 local stanza_object, stanza_text, text_length = stanza_cost();
 
--- The fill: FILL requests from distinct requesters, forwarded and never answered.
+-- The fill, measured: the Lua heap it takes, and the time.
 local clock = os.clock;
 collectgarbage("collect"); collectgarbage("collect");
 local heap_before = collectgarbage("count");
 local fill_started = clock();
-do
-	local left = FILL;
-	while left > 0 do
-		local n = math.min(left, 10000);
-		local requests = build_requests(n, HOST, origin);
-		for i = 1, n do shim_handler(requests[i]); end
-		left = left - n;
-	end
-end
+fill_shim(FILL);
 collectgarbage("collect"); collectgarbage("collect");
 local heap_per_request = (collectgarbage("count") - heap_before) * 1024 / math.max(FILL, 1);
 local fill_seconds = clock() - fill_started;

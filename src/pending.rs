@@ -407,36 +407,11 @@ impl Users {
         Ok(())
     }
 
-    /// Counts a request; `hash`: of the requester's account.
+    /// Counts a request whatever the limits (one put back after a retry); `hash`: of the
+    /// requester's account.
     fn add(&mut self, hash: u64, requester: &str) {
-        let (user, device) = user_and_device(requester);
-        match self
-            .0
-            .raw_entry_mut()
-            .from_key_hashed_nocheck(hash, &Bare(user))
-        {
-            RawEntryMut::Vacant(v) => {
-                let key = UserKey {
-                    jid: Text::new(requester),
-                    bare_len: user.len(),
-                };
-                let record = User {
-                    total: 1,
-                    first: 1,
-                    others: Vec::new(),
-                };
-                v.insert_hashed_nocheck(hash, key, record);
-            }
-            RawEntryMut::Occupied(mut o) => {
-                let (key, record) = o.get_key_value_mut();
-                let first = key.device() == device;
-                record.total += 1;
-                match record.of_device(first, device) {
-                    Some(n) => *n += 1,
-                    None => record.others.push((device.into(), 1)),
-                }
-            }
-        }
+        let counted = self.add_within(hash, requester, (u32::MAX, u32::MAX), Ok(()));
+        debug_assert!(counted.is_ok(), "no count reaches u32::MAX");
     }
 
     /// Counts a request no longer outstanding; `hash`: of the requester's account, as
