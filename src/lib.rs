@@ -499,8 +499,8 @@ fn open(lua: &Lua, opts: LuaTable) -> LuaResult<LuaProxy> {
         host_name.as_str(),
     );
     // SAFETY: pushes a C closure over the six upvalues just pushed and the empty cache
-    // slots; the pointer stays
-    // valid while the closure lives, because its holder (upvalue 2) owns the Arc.
+    // slots; the pointer stays valid while the closure lives, because its holder
+    // (upvalue 2) owns the Arc.
     let route: LuaFunction = unsafe {
         lua.exec_raw(upvalues, |state| {
             ffi::luaL_checkstack(state, TO_CACHE_SLOTS, std::ptr::null());

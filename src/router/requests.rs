@@ -62,28 +62,29 @@ impl Proxy {
         };
         let to = self.target_jid(&resource);
         let cap_domain = self.caps_domain(crate::address::user_and_domain(requester).1);
-        let seq = match self
-            .pending
-            .insert(requester, id, resource.clone(), shape, now, cap_domain)
-        {
-            Ok(seq) => seq,
-            Err(refusal) => {
-                return Verdict::Error(match refusal {
-                    Refusal::DuplicateId => DUPLICATE_ID,
-                    Refusal::RequesterFull => REQUESTER_FULL,
-                    Refusal::TableFull => TABLE_FULL,
-                    Refusal::UserFull => ACCOUNT_FULL,
-                    Refusal::DomainFull => DOMAIN_FULL,
-                })
-            }
-        };
+        let held =
+            match self
+                .pending
+                .insert(requester, id, resource.clone(), shape, now, cap_domain)
+            {
+                Ok(held) => held,
+                Err(refusal) => {
+                    return Verdict::Error(match refusal {
+                        Refusal::DuplicateId => DUPLICATE_ID,
+                        Refusal::RequesterFull => REQUESTER_FULL,
+                        Refusal::TableFull => TABLE_FULL,
+                        Refusal::UserFull => ACCOUNT_FULL,
+                        Refusal::DomainFull => DOMAIN_FULL,
+                    })
+                }
+            };
         self.resources.hold(&resource);
         let from = self.jat_address(requester, now);
         Verdict::Send(Send {
             to,
             from,
             id: None,
-            hold: Some(seq),
+            hold: Some(held),
             release: None,
         })
     }
