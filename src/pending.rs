@@ -447,8 +447,8 @@ struct Deadlines {
     queue: VecDeque<(u64, u64, u64)>,
 }
 
-/// The numbers the shim holds stanzas under: the lowest-numbered are given out first
-/// again (a stack of the ones given back), so that those in use stay in 1..peak.
+/// The numbers the shim holds stanzas under: the last one given back is handed out first
+/// (a stack), and a new one only when none is free, so that those in use stay in 1..peak.
 #[derive(Default)]
 struct Slots {
     free: Vec<u32>,
@@ -625,6 +625,12 @@ impl PendingTable {
             .values()
             .filter(|e| &*e.resource == resource)
             .count()
+    }
+
+    /// Hold numbers handed out and not given back with `release`.
+    #[cfg(test)]
+    pub fn numbers_out(&self) -> usize {
+        self.slots.next as usize - self.slots.free.len()
     }
 
     /// Outstanding requests of one user (bare JID).

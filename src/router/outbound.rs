@@ -5,7 +5,7 @@
 
 use super::Proxy;
 use crate::config::Config;
-use crate::pending::{Method, PendingTable, Refusal};
+use crate::pending::{Method, PendingTable, Refusal, Request};
 use crate::verdict::{
     OutItem, Send, Verdict, NO_ID, NO_OUTBOUND, TABLE_FULL, TIMED_OUT, UNKNOWN_JAT, USER_FULL,
 };
@@ -45,6 +45,20 @@ impl Outbound {
     /// Number of outstanding outbound requests.
     pub(super) fn len(&self) -> usize {
         self.table.len()
+    }
+
+    /// A request out of the table: its hold number is free again (nobody holds outbound
+    /// stanzas, so nothing waits to let go of it), and the id the asking resource used,
+    /// if it is still known.
+    fn original_of(&mut self, request: &Request) -> Option<String> {
+        self.table.release(request.held);
+        self.original.remove(&number_of(request.id())?)
+    }
+
+    /// Hold numbers handed out and not given back (the tests' check that none leak).
+    #[cfg(test)]
+    pub(super) fn numbers_out(&self) -> usize {
+        self.table.numbers_out()
     }
 }
 
@@ -119,9 +133,9 @@ impl Proxy {
 
     fn outbound_reply(&mut self, user: &str, id: Option<&str>, now: f64) -> Option<Verdict> {
         let id = id?;
-        let n = number_of(id)?;
+        number_of(id)?; // not one of the proxy's ids: not looked up
         let request = self.outbound.table.take(user, id)?;
-        let original = self.outbound.original.remove(&n)?;
+        let original = self.outbound.original_of(&request)?;
         Some(Verdict::Send(Send {
             to: self.target_jid(&request.resource),
             from: self.jat_address(user, now),
@@ -134,8 +148,7 @@ impl Proxy {
     /// Outbound requests past their deadline: the asking resource gets remote-server-timeout.
     pub(super) fn expire_outbound(&mut self, now: f64) {
         for r in self.outbound.table.expire(now) {
-            let Some(n) = number_of(r.id()) else { continue };
-            let Some(original) = self.outbound.original.remove(&n) else {
+            let Some(original) = self.outbound.original_of(&r) else {
                 continue;
             };
             let (to, from) = (
@@ -155,9 +168,7 @@ impl Proxy {
     /// A target resource went away: nobody is left to give its outbound answers to.
     pub(super) fn outbound_forget(&mut self, resource: &str) {
         for r in self.outbound.table.take_resource(resource) {
-            if let Some(n) = number_of(r.id()) {
-                self.outbound.original.remove(&n);
-            }
+            self.outbound.original_of(&r);
         }
     }
 }

@@ -559,6 +559,7 @@ fn outbound_request_gets_its_answer_with_its_own_id() {
         1.0,
     );
     assert!(matches!(forged, Verdict::Drop { .. }));
+    assert_eq!(p.outbound.numbers_out(), 0, "answered: numbers given back");
 }
 
 #[test]
@@ -577,6 +578,13 @@ fn outbound_request_times_out_towards_the_resource() {
         ("service@example.org/a", R_JAT, "q")
     );
     assert_eq!(gone[0].error, TIMED_OUT);
+    send(reply(&mut p, "a", "get", R_JAT, "r"));
+    offline(&mut p, "a");
+    assert_eq!(
+        p.outbound.numbers_out(),
+        0,
+        "timed out, or its resource gone: numbers given back"
+    );
     let bad = reply(&mut p, "a", "get", "proxy.example/@0000000000000000", "q");
     assert_eq!(bad, Verdict::Error(UNKNOWN_JAT));
 }
