@@ -4,18 +4,26 @@
 //! answer): a reply is accepted only from the resource the request went to, for the id it
 //! carried and the requester who sent it; what is never answered is timed out.
 //!
-//! Built for a table of hundreds of thousands of entries, where every lookup is a cache
-//! miss: one hash of the key per table touched, no key copied to look it up, and the
-//! deadlines in arrival order (a queue per timeout value) instead of a sorted tree, so
-//! that an answer removes nothing from them: a deadline whose request was answered is
-//! skipped when it comes up, or dropped when the queues outgrow the table.
+//! Built for a table of hundreds of thousands of entries, where a probe of a table of
+//! whole entries is a cache miss, often two. Requests live in slots of a dense array,
+//! numbered by the hold number the shim keeps their stanza under; a slot given back is
+//! the next one handed out, so the slots in use stay few and lately touched. An index of
+//! slot numbers by hash (4 bytes a bucket, small enough to stay in cache) finds them. The
+//! users table is built the same way, and a request keeps its user's slot, so that a
+//! reply reaches the counts without a hash or a probe. Each table is hashed once per
+//! request: the key's hash and the user's come from one pass over the requester's
+//! address. Deadlines are kept in arrival order (a queue per timeout value) of (deadline,
+//! request number, slot): an answer removes nothing from them; a deadline whose slot holds
+//! another request, or none, is skipped when it comes up, or dropped when the queues
+//! outgrow the table.
 
 use crate::address::{split_at_byte, user_and_domain};
-use hashbrown::hash_map::{EntryRef, RawEntryMut};
-use hashbrown::{Equivalent, HashMap};
+use hashbrown::hash_map::EntryRef;
+use hashbrown::hash_table::Entry as Slot;
+use hashbrown::{HashMap, HashTable};
 use std::collections::hash_map::RandomState;
 use std::collections::VecDeque;
-use std::hash::{BuildHasher, Hash, Hasher};
+use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
 
 /// Whether the forwarded request was a get (safe to retry) or a set.
@@ -66,8 +74,8 @@ pub enum Mismatch {
     WrongResource,
 }
 
-/// A string held in the table's own memory when it is short, as most JIDs and ids are: a
-/// key compared in a lookup is then read from the bucket the lookup has just loaded, not
+/// A string held in the slot's own memory when it is short, as most JIDs and ids are: a
+/// key compared in a lookup is then read from the slot the lookup has just loaded, not
 /// from a pointer to elsewhere (at 200,000 entries each such pointer is a cache miss).
 #[derive(Clone)]
 enum Text {
@@ -92,14 +100,46 @@ impl Text {
         }
     }
 
+    /// `requester NUL id`, the key of a request (NUL cannot occur in XML, so the split is
+    /// unambiguous).
+    fn key(requester: &str, id: &str) -> Self {
+        let len = requester.len() + 1 + id.len();
+        if len > SHORT_TEXT {
+            return Text::Long([requester, "\0", id].concat().into());
+        }
+        let mut bytes = [0; SHORT_TEXT];
+        bytes[..requester.len()].copy_from_slice(requester.as_bytes());
+        bytes[requester.len() + 1..len].copy_from_slice(id.as_bytes());
+        Text::Short {
+            len: len as u8,
+            bytes,
+        }
+    }
+
     fn as_str(&self) -> &str {
         match self {
-            // SAFETY: the bytes are a whole `&str` copied by `new`: valid UTF-8.
+            // SAFETY: the bytes are whole `&str`s copied by `new` or `key`, with a NUL
+            // byte between two: valid UTF-8.
             Text::Short { len, bytes } => unsafe {
                 std::str::from_utf8_unchecked(&bytes[..usize::from(*len)])
             },
             Text::Long(text) => text,
         }
+    }
+
+    /// A request's key: its requester and id.
+    fn parts(&self) -> (&str, &str) {
+        let text = self.as_str();
+        split_at_byte(text, 0).unwrap_or((text, ""))
+    }
+
+    /// Whether this is the key of `requester`'s request `id`.
+    fn is_key(&self, requester: &str, id: &str) -> bool {
+        let (key, r) = (self.as_str().as_bytes(), requester.len());
+        key.len() == r + 1 + id.len()
+            && key[r] == 0
+            && key.starts_with(requester.as_bytes())
+            && key.ends_with(id.as_bytes())
     }
 }
 
@@ -109,83 +149,68 @@ impl std::fmt::Debug for Text {
     }
 }
 
-/// The key of a request: requester, NUL, id (NUL cannot occur in XML, so the split is
-/// unambiguous), and the request's number, by which its deadline finds it again. Hashes
-/// and compares as its text.
-#[derive(Clone, Debug)]
-struct Key {
-    text: Text,
-    seq: u64,
-}
-
-impl Key {
-    fn parts(&self) -> (&str, &str) {
-        let text = self.text.as_str();
-        split_at_byte(text, 0).unwrap_or((text, ""))
-    }
-}
-
-impl PartialEq for Key {
+impl PartialEq for Text {
     fn eq(&self, other: &Self) -> bool {
-        self.text.as_str() == other.text.as_str()
+        self.as_str() == other.as_str()
     }
 }
 
-impl Eq for Key {}
-
-/// A key to look up without building it: hashes and compares as the `Key` it names.
-struct KeyRef<'a> {
-    requester: &'a str,
-    id: &'a str,
+/// The requester's account (bare JID) and resourcepart (empty when it has none).
+fn user_and_device(requester: &str) -> (&str, &str) {
+    split_at_byte(requester, b'/').unwrap_or((requester, ""))
 }
 
-fn hash_parts<H: Hasher>(requester: &str, id: &str, state: &mut H) {
-    state.write(requester.as_bytes());
-    state.write(&[0]);
-    state.write(id.as_bytes());
-    state.write_u8(0xff);
+/// The hashes of a request's key (requester, NUL, id) and of its requester's account, in
+/// one pass over the address: the account is the address's first part, so its hash is a
+/// copy of the key's hasher taken there. Each stream ends in 0xff, as a `str` does.
+fn hashes(state: &RandomState, requester: &str, id: &str) -> (u64, u64) {
+    let user = user_and_device(requester).0;
+    let mut key = state.build_hasher();
+    key.write(user.as_bytes());
+    let mut account = key.clone();
+    account.write_u8(0xff);
+    key.write(&requester.as_bytes()[user.len()..]);
+    key.write_u8(0);
+    key.write(id.as_bytes());
+    key.write_u8(0xff);
+    (key.finish(), account.finish())
 }
 
-impl Hash for Key {
-    /// The bytes `hash_parts` writes for its parts, in one write (the table's hasher
-    /// takes its writes as one stream; a unit test holds it to that).
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        state.write(self.text.as_str().as_bytes());
-        state.write_u8(0xff);
-    }
+/// The hash of a request's key, as `hashes` makes it.
+fn key_hash(state: &RandomState, requester: &str, id: &str) -> u64 {
+    let mut key = state.build_hasher();
+    key.write(requester.as_bytes());
+    key.write_u8(0);
+    key.write(id.as_bytes());
+    key.write_u8(0xff);
+    key.finish()
 }
 
-impl Hash for KeyRef<'_> {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        hash_parts(self.requester, self.id, state);
-    }
-}
-
-impl Equivalent<Key> for KeyRef<'_> {
-    fn equivalent(&self, key: &Key) -> bool {
-        let (key, r) = (key.text.as_str().as_bytes(), self.requester.len());
-        key.len() == r + 1 + self.id.len()
-            && key[r] == 0
-            && key.starts_with(self.requester.as_bytes())
-            && key.ends_with(self.id.as_bytes())
-    }
+/// The hash of an account (bare JID), as `hashes` makes it.
+fn user_hash(state: &RandomState, user: &str) -> u64 {
+    let mut account = state.build_hasher();
+    account.write(user.as_bytes());
+    account.write_u8(0xff);
+    account.finish()
 }
 
 /// An outstanding request taken out of the table.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Request {
-    key: Key,
+    /// `requester NUL id`.
+    key: Text,
     /// The resource of the target it went to.
     pub resource: Arc<str>,
     /// Get or set, and xml:lang.
     pub shape: Shape,
     /// Its number in arrival order (deadline ties, and the deadline queues).
     pub seq: u64,
-    /// The number the shim holds the request's stanza under (for a retry): a slot given
-    /// back with `release` and handed out again, so that the numbers in use stay few and
-    /// dense and the shim's table of held stanzas stays a Lua array (a hash part of
-    /// ever-new numbers rehashed and grew the collector's debt: a fifth of the shim's
-    /// cost per request, callgrind).
+    /// The number the shim holds the request's stanza under (for a retry), which is also
+    /// its slot in the table: given back with `release` and handed out again, so that the
+    /// numbers in use stay few and dense, and the shim's table of held stanzas stays a Lua
+    /// array (a hash part of ever-new numbers rehashed and grew the collector's debt: a
+    /// fifth of the shim's cost per request, callgrind). Until then the slot waits for the
+    /// request to be put back (a retry) and nothing else takes it.
     pub held: u64,
     /// The resources it went to before `resource` (a retry), oldest first.
     pub earlier: Vec<Arc<str>>,
@@ -207,16 +232,24 @@ impl Request {
     }
 }
 
-struct Entry {
+/// An outstanding request in its slot.
+struct Stored {
+    key: Text,
+    /// Of `key`, for the index (which keeps slot numbers only).
+    hash: u64,
+    seq: u64,
     resource: Arc<str>,
-    /// `Request::held`.
-    slot: u32,
     shape: Shape,
-    /// The hash of the requester's account in the users table: a reply need not hash it.
-    user_hash: u64,
+    /// The slot of the requester's account in the users table.
+    user: u32,
     earlier: Vec<Arc<str>>,
     deadline: u64,
     capped: bool,
+}
+
+/// The request in slot `n` (a hold number, from 1), if one is there.
+fn stored(requests: &[Option<Stored>], n: u32) -> Option<&Stored> {
+    requests.get((n as usize).wrapping_sub(1))?.as_ref()
 }
 
 /// Outstanding requests counted by a part of the requester's address.
@@ -247,19 +280,22 @@ impl Tally {
     }
 }
 
-/// What each user (bare JID) has outstanding, in all and per device (full JID): one
-/// table for both limits, so that a request touches it once.
-#[derive(Default)]
-struct Users(HashMap<UserKey, User, RandomState>);
-
-/// A user's key: the full JID of the device that made the user's record, so that the
-/// usual user (one device) costs one allocation. Hashes and compares as its bare JID.
-struct UserKey {
+/// What one user (bare JID) has outstanding, in all and per device (full JID).
+struct User {
+    /// The full JID of the device that made the record, so that the usual user (one
+    /// device) costs no allocation of its own.
     jid: Text,
     bare_len: usize,
+    /// Of the bare JID, for the index.
+    hash: u64,
+    total: u32,
+    /// Of the device named in `jid`.
+    first: u32,
+    /// Other devices (resourceparts) and theirs.
+    others: Vec<(Box<str>, u32)>,
 }
 
-impl UserKey {
+impl User {
     fn bare(&self) -> &str {
         &self.jid.as_str()[..self.bare_len]
     }
@@ -267,49 +303,10 @@ impl UserKey {
     fn device(&self) -> &str {
         self.jid.as_str().get(self.bare_len + 1..).unwrap_or("")
     }
-}
 
-/// A bare JID, to look a user up by.
-struct Bare<'a>(&'a str);
-
-impl Hash for UserKey {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        self.bare().hash(state);
-    }
-}
-
-impl Hash for Bare<'_> {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        self.0.hash(state);
-    }
-}
-
-impl PartialEq for UserKey {
-    fn eq(&self, other: &Self) -> bool {
-        self.bare() == other.bare()
-    }
-}
-
-impl Eq for UserKey {}
-
-impl Equivalent<UserKey> for Bare<'_> {
-    fn equivalent(&self, key: &UserKey) -> bool {
-        key.bare() == self.0
-    }
-}
-
-struct User {
-    total: u32,
-    /// Of the device named in the key.
-    first: u32,
-    /// Other devices (resourceparts) and theirs.
-    others: Vec<(Box<str>, u32)>,
-}
-
-impl User {
-    /// The count of a device; `first`: it is the device named in the key.
-    fn of_device(&mut self, first: bool, device: &str) -> Option<&mut u32> {
-        if first {
+    /// The count of a device, if it has one.
+    fn of_device(&mut self, device: &str) -> Option<&mut u32> {
+        if self.device() == device {
             return Some(&mut self.first);
         }
         self.others
@@ -319,77 +316,79 @@ impl User {
     }
 }
 
-/// The requester's account (bare JID) and resourcepart (empty when it has none).
-fn user_and_device(requester: &str) -> (&str, &str) {
-    split_at_byte(requester, b'/').unwrap_or((requester, ""))
+/// What each user has outstanding, for the per-user and per-requester limits: one table
+/// for both, so that a request touches it once. Records in slots (a freed one reused
+/// first), found by an index of slot numbers by the bare JID's hash.
+#[derive(Default)]
+struct Users {
+    records: Vec<Option<User>>,
+    free: Vec<u32>,
+    index: HashTable<u32>,
 }
 
 impl Users {
-    /// The hash of the requester's account in this table.
-    fn hash(&self, requester: &str) -> u64 {
-        self.0.hasher().hash_one(Bare(user_and_device(requester).0))
+    fn record(records: &[Option<User>], i: u32) -> Option<&User> {
+        records.get(i as usize)?.as_ref()
     }
 
-    /// Outstanding requests of the requester's account and of the requester itself.
+    /// Users with requests outstanding.
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.index.len()
+    }
+
+    /// Outstanding requests of the requester's account and of the requester itself;
+    /// `hash`: of the account.
     fn counts(&self, hash: u64, requester: &str) -> (u32, u32) {
         let (user, device) = user_and_device(requester);
-        let found = self
-            .0
-            .raw_entry()
-            .from_key_hashed_nocheck(hash, &Bare(user));
-        found.map_or((0, 0), |(key, u)| {
-            let of_device = if key.device() == device {
-                u.first
-            } else {
-                u.others
-                    .iter()
-                    .find(|(d, _)| &**d == device)
-                    .map_or(0, |(_, n)| *n)
-            };
-            (u.total, of_device)
-        })
+        let records = &self.records;
+        let found = self.index.find(hash, |&i| {
+            Self::record(records, i).is_some_and(|r| r.bare() == user)
+        });
+        found
+            .and_then(|&i| Self::record(records, i))
+            .map_or((0, 0), |r| {
+                let of_device = if r.device() == device {
+                    r.first
+                } else {
+                    r.others
+                        .iter()
+                        .find(|(d, _)| &**d == device)
+                        .map_or(0, |(_, n)| *n)
+                };
+                (r.total, of_device)
+            })
     }
 
     /// Counts a request unless the requester already has `limits.0` requests outstanding
     /// (RequesterFull) or its account `limits.1` (UserFull), or else `otherwise` refuses
-    /// it; one probe of the table for the check and the count. `hash`: of the
-    /// requester's account.
+    /// it; one probe of the index for the check and the count. `hash`: of the account.
+    /// Returns the account's slot.
     fn add_within(
         &mut self,
         hash: u64,
         requester: &str,
         (per_requester, per_user): (u32, u32),
         otherwise: Result<(), Refusal>,
-    ) -> Result<(), Refusal> {
+    ) -> Result<u32, Refusal> {
         let (user, device) = user_and_device(requester);
-        match self
-            .0
-            .raw_entry_mut()
-            .from_key_hashed_nocheck(hash, &Bare(user))
-        {
-            RawEntryMut::Vacant(v) => {
-                if per_requester == 0 {
-                    return Err(Refusal::RequesterFull);
-                }
-                if per_user == 0 {
-                    return Err(Refusal::UserFull);
-                }
-                otherwise?;
-                let key = UserKey {
-                    jid: Text::new(requester),
-                    bare_len: user.len(),
+        let Users {
+            records,
+            free,
+            index,
+        } = self;
+        let found = index.entry(
+            hash,
+            |&i| Self::record(records, i).is_some_and(|r| r.bare() == user),
+            |&i| Self::record(records, i).map_or(0, |r| r.hash),
+        );
+        match found {
+            Slot::Occupied(o) => {
+                let i = *o.get();
+                let Some(record) = records[i as usize].as_mut() else {
+                    unreachable!("the index names only records in their slots")
                 };
-                let record = User {
-                    total: 1,
-                    first: 1,
-                    others: Vec::new(),
-                };
-                v.insert_hashed_nocheck(hash, key, record);
-            }
-            RawEntryMut::Occupied(mut o) => {
-                let (key, record) = o.get_key_value_mut();
-                let first = key.device() == device;
-                let of_device = record.of_device(first, device).map_or(0, |n| *n);
+                let of_device = record.of_device(device).map_or(0, |n| *n);
                 if of_device >= per_requester {
                     return Err(Refusal::RequesterFull);
                 }
@@ -398,41 +397,62 @@ impl Users {
                 }
                 otherwise?;
                 record.total += 1;
-                match record.of_device(first, device) {
+                match record.of_device(device) {
                     Some(n) => *n += 1,
                     None => record.others.push((device.into(), 1)),
                 }
+                Ok(i)
+            }
+            Slot::Vacant(v) => {
+                if per_requester == 0 {
+                    return Err(Refusal::RequesterFull);
+                }
+                if per_user == 0 {
+                    return Err(Refusal::UserFull);
+                }
+                otherwise?;
+                let i = free.pop().unwrap_or_else(|| {
+                    records.push(None);
+                    (records.len() - 1) as u32
+                });
+                records[i as usize] = Some(User {
+                    jid: Text::new(requester),
+                    bare_len: user.len(),
+                    hash,
+                    total: 1,
+                    first: 1,
+                    others: Vec::new(),
+                });
+                v.insert(i);
+                Ok(i)
             }
         }
-        Ok(())
     }
 
     /// Counts a request whatever the limits (one put back after a retry); `hash`: of the
-    /// requester's account.
-    fn add(&mut self, hash: u64, requester: &str) {
+    /// account. Returns the account's slot.
+    fn add(&mut self, hash: u64, requester: &str) -> u32 {
         let counted = self.add_within(hash, requester, (u32::MAX, u32::MAX), Ok(()));
-        debug_assert!(counted.is_ok(), "no count reaches u32::MAX");
+        counted.unwrap_or_else(|_| unreachable!("no count reaches u32::MAX"))
     }
 
-    /// Counts a request no longer outstanding; `hash`: of the requester's account, as
-    /// `add` was given it.
-    fn sub(&mut self, hash: u64, requester: &str) {
-        let (user, device) = user_and_device(requester);
-        let found = self
-            .0
-            .raw_entry_mut()
-            .from_key_hashed_nocheck(hash, &Bare(user));
-        let RawEntryMut::Occupied(mut o) = found else {
+    /// Counts a request of the account in slot `i` no longer outstanding.
+    fn sub(&mut self, i: u32, requester: &str) {
+        let device = user_and_device(requester).1;
+        let Some(record) = self.records.get_mut(i as usize).and_then(Option::as_mut) else {
             return;
         };
-        let first = o.key().device() == device;
-        let record = o.get_mut();
         record.total -= 1;
         if record.total == 0 {
-            o.remove();
+            let hash = record.hash;
+            self.records[i as usize] = None;
+            if let Ok(entry) = self.index.find_entry(hash, |&j| j == i) {
+                entry.remove();
+            }
+            self.free.push(i);
             return;
         }
-        if let Some(n) = record.of_device(first, device) {
+        if let Some(n) = record.of_device(device) {
             *n -= 1;
         }
         record.others.retain(|(_, n)| *n > 0);
@@ -440,110 +460,105 @@ impl Users {
 }
 
 /// The deadlines of requests that arrived under one timeout, in arrival order (so in
-/// deadline order: the clock does not go back): (deadline in ms, the request's number, the
-/// hash of its key), which find the request in the table if it is still there.
-struct Deadlines {
+/// deadline order: the clock does not go back): (deadline in ms, the request's number, its
+/// slot), which say whether the request is still there without a lookup.
+struct Queue {
     timeout_ms: u64,
-    queue: VecDeque<(u64, u64, u64)>,
+    entries: VecDeque<(u64, u64, u32)>,
 }
 
-/// The numbers the shim holds stanzas under: the last one given back is handed out first
-/// (a stack), and a new one only when none is free, so that those in use stay in 1..peak.
+/// One queue per timeout in force when requests arrived (one, unless a reload changed it
+/// while requests were outstanding).
 #[derive(Default)]
-struct Slots {
-    free: Vec<u32>,
-    /// Numbers handed out so far (1..=next are in use or free).
-    next: u32,
+struct Deadlines {
+    queues: Vec<Queue>,
+    /// Entries in all queues.
+    queued: usize,
+    /// The queue deadlines went to last.
+    last: usize,
 }
 
-impl Slots {
-    fn take(&mut self) -> u32 {
-        self.free.pop().unwrap_or_else(|| {
-            self.next += 1;
-            self.next
-        })
-    }
-
-    fn give(&mut self, slot: u32) {
-        debug_assert!(slot >= 1 && slot <= self.next && !self.free.contains(&slot));
-        self.free.push(slot);
-    }
-}
-
-/// Which request numbers are in the table, one bit each from `base` on: the deadline
-/// queues learn that a request was answered from this, read in their own (arrival)
-/// order, instead of from a lookup in the table, which at 200,000 entries is a cache miss
-/// for each of the one or two deadlines every request leaves behind. A number below
-/// `base` (the bits of the oldest requests are dropped when they would outgrow the
-/// queues) is looked up in the table as before.
-#[derive(Default)]
-struct LiveSeqs {
-    /// The number of the first bit: a multiple of 64.
-    base: u64,
-    words: VecDeque<u64>,
-}
-
-impl LiveSeqs {
-    /// The word and bit of `seq`, when it has one.
-    fn place(&self, seq: u64) -> Option<(usize, u64)> {
-        let offset = seq.checked_sub(self.base)?;
-        let word = usize::try_from(offset / 64).ok()?;
-        (word < self.words.len()).then_some((word, 1 << (offset % 64)))
-    }
-
-    /// Whether `seq` is in the table; `None`: not known here.
-    fn get(&self, seq: u64) -> Option<bool> {
-        self.place(seq).map(|(w, bit)| self.words[w] & bit != 0)
-    }
-
-    /// `seq` is in the table. Numbers only grow, so a new one is at most one word on.
-    fn set(&mut self, seq: u64) {
-        if self.words.is_empty() {
-            self.base = seq - seq % 64;
+impl Deadlines {
+    /// Keeps the entries `live` says are of requests still in the table, and the queues
+    /// that hold some or are of the timeout in force.
+    fn compact(&mut self, timeout_ms: u64, live: impl Fn(u64, u32) -> bool) {
+        for q in &mut self.queues {
+            q.entries.retain(|&(_, seq, n)| live(seq, n));
         }
-        while seq >= self.base && self.place(seq).is_none() {
-            self.words.push_back(0);
-        }
-        if let Some((w, bit)) = self.place(seq) {
-            self.words[w] |= bit;
-        }
+        self.queues
+            .retain(|q| !q.entries.is_empty() || q.timeout_ms == timeout_ms);
+        self.queued = self.queues.iter().map(|q| q.entries.len()).sum();
     }
 
-    /// `seq` is no longer in the table.
-    fn clear(&mut self, seq: u64) {
-        if let Some((w, bit)) = self.place(seq) {
-            self.words[w] &= !bit;
+    fn push(&mut self, timeout_ms: u64, deadline: u64, seq: u64, n: u32) {
+        if self
+            .queues
+            .get(self.last)
+            .is_none_or(|q| q.timeout_ms != timeout_ms)
+        {
+            // The timeout changed (a reload): the queue of one no longer in force goes
+            // once its requests are gone.
+            self.queues
+                .retain(|q| !q.entries.is_empty() || q.timeout_ms == timeout_ms);
+            self.last = match self.queues.iter().position(|q| q.timeout_ms == timeout_ms) {
+                Some(i) => i,
+                None => {
+                    self.queues.push(Queue {
+                        timeout_ms,
+                        entries: VecDeque::new(),
+                    });
+                    self.queues.len() - 1
+                }
+            };
         }
+        let queue = &mut self.queues[self.last].entries;
+        // Under one timeout, in arrival order, the deadlines only grow; a clock that went
+        // back still gets its place (at O(n)).
+        let at = if queue.back().is_none_or(|(last, _, _)| *last <= deadline) {
+            queue.len()
+        } else {
+            queue.partition_point(|(d, _, _)| *d <= deadline)
+        };
+        queue.insert(at, (deadline, seq, n));
+        self.queued += 1;
     }
 
-    /// Drops the leading words that say nothing is live, and then the oldest words while
-    /// more than `most` are kept (their numbers are then looked up in the table); the
-    /// last word stays, for the next number.
-    fn trim(&mut self, most: usize) {
-        while self.words.len() > 1 && (self.words[0] == 0 || self.words.len() > most) {
-            self.words.pop_front();
-            self.base += 64;
+    /// Takes the entries due at `limit` (ms), queue by queue.
+    fn due(&mut self, limit: u64) -> Vec<(u64, u32)> {
+        let mut due = Vec::new();
+        for q in &mut self.queues {
+            while q
+                .entries
+                .front()
+                .is_some_and(|(deadline, _, _)| *deadline <= limit)
+            {
+                let (_, seq, n) = q.entries.pop_front().expect("front just seen");
+                due.push((seq, n));
+            }
         }
+        self.queued -= due.len();
+        due
     }
 }
 
 /// The table of outstanding requests, bounded in total, per requester (full JID), per
 /// user (bare JID) and per domain.
 pub struct PendingTable {
-    entries: HashMap<Key, Entry, RandomState>,
-    /// One queue per timeout in force when requests arrived (one, unless a reload changed
-    /// it while requests were outstanding).
-    deadlines: Vec<Deadlines>,
+    /// Requests by hold number (number n in `requests[n - 1]`); `None`: a free number, or
+    /// a request taken out and not yet released.
+    requests: Vec<Option<Stored>>,
+    /// Numbers given back, the last one first out.
+    free: Vec<u32>,
+    /// The numbers of the requests in `requests`, by the hash of their key.
+    index: HashTable<u32>,
+    /// One keyed hash for the requests' keys and the users' (`hashes`).
+    hasher: RandomState,
     /// Per user and per requester.
     per_user: Users,
-    /// Which numbers are in `entries`, for the deadline queues.
-    live: LiveSeqs,
-    /// The numbers the shim holds stanzas under.
-    slots: Slots,
+    deadlines: Deadlines,
     /// Only requests whose domain is capped are counted.
     per_domain: Tally,
     seq: u64,
-    scratch: String,
     /// Seconds a request may stay unanswered.
     pub timeout: f64,
     /// Most requests outstanding at once.
@@ -554,22 +569,6 @@ pub struct PendingTable {
     pub max_per_user: u32,
     /// Most requests one domain may have outstanding, where the domain is capped.
     pub max_per_domain: u32,
-}
-
-/// Whether the request numbered `seq`, whose key hashes to `hash`, is in the table: from
-/// its bit, else from the table.
-fn is_live(
-    entries: &HashMap<Key, Entry, RandomState>,
-    live: &LiveSeqs,
-    seq: u64,
-    hash: u64,
-) -> bool {
-    live.get(seq).unwrap_or_else(|| {
-        entries
-            .raw_entry()
-            .from_hash(hash, |key| key.seq == seq)
-            .is_some()
-    })
 }
 
 fn millis(seconds: f64) -> u64 {
@@ -584,14 +583,14 @@ impl PendingTable {
     /// An empty table with these limits.
     pub fn new(timeout: f64, max_total: usize, max_per_requester: u32) -> Self {
         PendingTable {
-            entries: HashMap::with_hasher(RandomState::new()),
-            deadlines: Vec::new(),
+            requests: Vec::new(),
+            free: Vec::new(),
+            index: HashTable::new(),
+            hasher: RandomState::new(),
             per_user: Users::default(),
-            live: LiveSeqs::default(),
-            slots: Slots::default(),
+            deadlines: Deadlines::default(),
             per_domain: Tally::default(),
             seq: 0,
-            scratch: String::new(),
             timeout,
             max_total,
             max_per_requester,
@@ -602,40 +601,40 @@ impl PendingTable {
 
     /// Number of outstanding requests.
     pub fn len(&self) -> usize {
-        self.entries.len()
+        self.index.len()
     }
 
     /// True when nothing is outstanding.
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.index.is_empty()
     }
 
     /// Outstanding requests of one requester.
     pub fn of_requester(&self, requester: &str) -> u32 {
-        self.per_user
-            .counts(self.per_user.hash(requester), requester)
-            .1
+        let hash = user_hash(&self.hasher, user_and_device(requester).0);
+        self.per_user.counts(hash, requester).1
     }
 
     /// Outstanding requests held by one resource (O(n); the resource set keeps the live
     /// count, this is the tests' independent check).
     #[cfg(test)]
     pub fn of_resource(&self, resource: &str) -> usize {
-        self.entries
-            .values()
-            .filter(|e| &*e.resource == resource)
+        self.requests
+            .iter()
+            .flatten()
+            .filter(|s| &*s.resource == resource)
             .count()
     }
 
     /// Hold numbers handed out and not given back with `release`.
     #[cfg(test)]
     pub fn numbers_out(&self) -> usize {
-        self.slots.next as usize - self.slots.free.len()
+        self.requests.len() - self.free.len()
     }
 
     /// Outstanding requests of one user (bare JID).
     pub fn of_user(&self, user: &str) -> u32 {
-        self.per_user.counts(self.per_user.hash(user), user).0
+        self.per_user.counts(user_hash(&self.hasher, user), user).0
     }
 
     /// Outstanding requests of one capped domain.
@@ -655,72 +654,77 @@ impl PendingTable {
         now: f64,
         cap_domain: bool,
     ) -> Result<u64, Refusal> {
-        // Each table hashed and probed once: the lookup that finds no duplicate (or the
-        // user's record) is the one that inserts.
-        let by_parts = KeyRef { requester, id };
-        let hash = self.entries.hasher().hash_one(&by_parts);
-        let (_, domain) = user_and_domain(requester);
-        let otherwise = if cap_domain && self.per_domain.get(domain) >= self.max_per_domain {
+        let (hash, account) = hashes(&self.hasher, requester, id);
+        let domain = cap_domain.then(|| user_and_domain(requester).1);
+        let otherwise = if domain.is_some_and(|d| self.per_domain.get(d) >= self.max_per_domain) {
             Err(Refusal::DomainFull)
-        } else if self.entries.len() >= self.max_total {
+        } else if self.index.len() >= self.max_total {
             Err(Refusal::TableFull)
         } else {
             Ok(())
         };
-        let vacant = match self
-            .entries
-            .raw_entry_mut()
-            .from_key_hashed_nocheck(hash, &by_parts)
-        {
-            RawEntryMut::Occupied(_) => return Err(Refusal::DuplicateId),
-            RawEntryMut::Vacant(vacant) => vacant,
-        };
-        let user_hash = self.per_user.hash(requester);
         let limits = (self.max_per_requester, self.max_per_user);
-        self.per_user
-            .add_within(user_hash, requester, limits, otherwise)?;
-        if cap_domain {
+        let PendingTable {
+            requests,
+            free,
+            index,
+            per_user,
+            ..
+        } = self;
+        // Each index probed once: the lookup that finds no duplicate is the one that
+        // inserts.
+        let vacant = match index.entry(
+            hash,
+            |&n| stored(requests, n).is_some_and(|s| s.key.is_key(requester, id)),
+            |&n| stored(requests, n).map_or(0, |s| s.hash),
+        ) {
+            Slot::Occupied(_) => return Err(Refusal::DuplicateId),
+            Slot::Vacant(vacant) => vacant,
+        };
+        let user = per_user.add_within(account, requester, limits, otherwise)?;
+        let n = free.pop().unwrap_or_else(|| {
+            requests.push(None);
+            requests.len() as u32
+        });
+        vacant.insert(n);
+        if let Some(domain) = domain {
             self.per_domain.add(domain);
         }
         self.seq += 1;
-        // Built in a buffer kept for it, then copied into the key (inline when short).
-        self.scratch.clear();
-        self.scratch.push_str(requester);
-        self.scratch.push('\0');
-        self.scratch.push_str(id);
-        let key = Key {
-            text: Text::new(&self.scratch),
-            seq: self.seq,
-        };
         let deadline = millis(now + self.timeout);
-        self.live.set(self.seq);
-        let slot = self.slots.take();
-        let entry = Entry {
+        self.requests[n as usize - 1] = Some(Stored {
+            key: Text::key(requester, id),
+            hash,
+            seq: self.seq,
             resource,
-            slot,
             shape: shape.into(),
-            user_hash,
+            user,
             earlier: Vec::new(),
             deadline,
             capped: cap_domain,
-        };
-        vacant.insert_hashed_nocheck(hash, key, entry);
-        self.queue_deadline(deadline, self.seq, hash);
-        Ok(u64::from(slot))
+        });
+        self.queue_deadline(deadline, self.seq, n);
+        Ok(u64::from(n))
     }
 
     /// The shim no longer holds the stanza of the request it held under `held` (the
     /// answer that says so is on its way): the number may be handed out again. Only once
     /// the shim has applied that answer, which it does before it routes the next stanza.
     pub fn release(&mut self, held: u64) {
-        if let Ok(slot) = u32::try_from(held) {
-            self.slots.give(slot);
+        let Ok(n) = u32::try_from(held) else { return };
+        debug_assert!(
+            n >= 1 && stored(&self.requests, n).is_none() && !self.free.contains(&n),
+            "number {n} released while in use or free"
+        );
+        if (1..=self.requests.len()).contains(&(n as usize)) {
+            self.free.push(n);
         }
     }
 
     /// Puts a request taken out of the table back, now held by another resource; it keeps
-    /// its number and deadline (its place in the deadline queue), and the resource it
-    /// leaves joins `earlier`.
+    /// its number (its slot, which waited for it) and deadline (its place in the deadline
+    /// queue, which the table has not compacted since: nothing is inserted in between),
+    /// and the resource it leaves joins `earlier`.
     pub fn retarget(&mut self, mut request: Request, resource: Arc<str>) {
         let left = std::mem::replace(&mut request.resource, resource);
         request.earlier.push(left);
@@ -732,83 +736,91 @@ impl PendingTable {
             key,
             resource,
             shape,
+            seq,
             held,
             earlier,
             deadline,
             capped,
-            ..
         } = request;
-        self.live.set(key.seq);
-        let (requester, _) = key.parts();
-        let user_hash = self.per_user.hash(requester);
-        self.per_user.add(user_hash, requester);
+        let (requester, id) = key.parts();
+        let (hash, account) = hashes(&self.hasher, requester, id);
+        let user = self.per_user.add(account, requester);
         if capped {
             self.per_domain.add(user_and_domain(requester).1);
         }
-        self.entries.insert(
+        let n = held as u32;
+        let requests = &mut self.requests;
+        debug_assert!(stored(requests, n).is_none(), "slot {n} taken while out");
+        self.index
+            .insert_unique(hash, n, |&m| stored(requests, m).map_or(0, |s| s.hash));
+        requests[n as usize - 1] = Some(Stored {
             key,
-            Entry {
-                resource,
-                slot: held as u32,
-                shape,
-                user_hash,
-                earlier,
-                deadline,
-                capped,
-            },
-        );
+            hash,
+            seq,
+            resource,
+            shape,
+            user,
+            earlier,
+            deadline,
+            capped,
+        });
     }
 
     /// Queues the deadline of the request just put in the table, under the current
     /// timeout; drops the deadlines of answered requests once the queues hold twice as
     /// many as the table held before (so they stay O(table), at O(1) amortized per
     /// request).
-    fn queue_deadline(&mut self, deadline: u64, seq: u64, hash: u64) {
+    fn queue_deadline(&mut self, deadline: u64, seq: u64, n: u32) {
         let timeout_ms = millis(self.timeout);
-        let queued: usize = self.deadlines.iter().map(|d| d.queue.len()).sum();
-        let most = 2 * self.entries.len().saturating_sub(1) + 1024;
-        if queued >= most {
-            let (entries, live) = (&self.entries, &self.live);
-            for d in &mut self.deadlines {
-                d.queue
-                    .retain(|&(_, seq, hash)| is_live(entries, live, seq, hash));
-            }
+        let most = 2 * self.index.len().saturating_sub(1) + 1024;
+        if self.deadlines.queued >= most {
+            let requests = &self.requests;
+            self.deadlines.compact(timeout_ms, |seq, n| {
+                stored(requests, n).is_some_and(|s| s.seq == seq)
+            });
         }
-        // The bits take at most the memory of the deadlines they serve (24 bytes each).
-        self.live.trim(most * 3);
-        // The queue of a timeout no longer in force goes once its requests are gone.
-        self.deadlines
-            .retain(|d| !d.queue.is_empty() || d.timeout_ms == timeout_ms);
-        let i = match self
-            .deadlines
-            .iter()
-            .position(|d| d.timeout_ms == timeout_ms)
-        {
-            Some(i) => i,
-            None => {
-                self.deadlines.push(Deadlines {
-                    timeout_ms,
-                    queue: VecDeque::new(),
-                });
-                self.deadlines.len() - 1
-            }
-        };
-        let queue = &mut self.deadlines[i].queue;
-        // Under one timeout, in arrival order, the deadlines only grow; a clock that went
-        // back still gets its place (at O(n)).
-        let at = if queue.back().is_none_or(|(last, _, _)| *last <= deadline) {
-            queue.len()
-        } else {
-            queue.partition_point(|(d, _, _)| *d <= deadline)
-        };
-        queue.insert(at, (deadline, seq, hash));
+        self.deadlines.push(timeout_ms, deadline, seq, n);
+    }
+
+    /// Takes the request in slot `n` (the index's entry for it already gone).
+    fn take_slot(&mut self, n: u32) -> Option<Request> {
+        let s = self.requests.get_mut(n as usize - 1)?.take()?;
+        let requester = s.key.parts().0;
+        self.per_user.sub(s.user, requester);
+        if s.capped {
+            self.per_domain.sub(user_and_domain(requester).1);
+        }
+        Some(Request {
+            key: s.key,
+            resource: s.resource,
+            shape: s.shape,
+            seq: s.seq,
+            held: u64::from(n),
+            earlier: s.earlier,
+            deadline: s.deadline,
+            capped: s.capped,
+        })
+    }
+
+    /// Takes the request in slot `n` out of the index and the table.
+    fn remove_slot(&mut self, n: u32) -> Option<Request> {
+        let hash = stored(&self.requests, n)?.hash;
+        if let Ok(entry) = self.index.find_entry(hash, |&m| m == n) {
+            entry.remove();
+        }
+        self.take_slot(n)
     }
 
     /// Takes a request by requester and id, whoever holds it (outbound requests, whose
     /// answer comes from the user they were sent to).
     pub fn take(&mut self, requester: &str, id: &str) -> Option<Request> {
-        let (key, entry) = self.entries.remove_entry(&KeyRef { requester, id })?;
-        Some(self.taken(key, entry))
+        let hash = key_hash(&self.hasher, requester, id);
+        let requests = &self.requests;
+        let found = self.index.find_entry(hash, |&n| {
+            stored(requests, n).is_some_and(|s| s.key.is_key(requester, id))
+        });
+        let (n, _) = found.ok()?.remove();
+        self.take_slot(n)
     }
 
     /// Takes the request a reply answers, if the reply comes from the right resource.
@@ -818,90 +830,61 @@ impl PendingTable {
         id: &str,
         from_resource: &str,
     ) -> Result<Request, Mismatch> {
-        match self
-            .entries
-            .raw_entry_mut()
-            .from_key(&KeyRef { requester, id })
-        {
-            RawEntryMut::Vacant(_) => Err(Mismatch::Unknown),
-            RawEntryMut::Occupied(e) if &*e.get().resource != from_resource => {
-                Err(Mismatch::WrongResource)
-            }
-            RawEntryMut::Occupied(e) => {
-                let (key, entry) = e.remove_entry();
-                Ok(self.taken(key, entry))
-            }
+        let hash = key_hash(&self.hasher, requester, id);
+        let requests = &self.requests;
+        let Ok(found) = self.index.find_entry(hash, |&n| {
+            stored(requests, n).is_some_and(|s| s.key.is_key(requester, id))
+        }) else {
+            return Err(Mismatch::Unknown);
+        };
+        let n = *found.get();
+        if stored(requests, n).is_none_or(|s| &*s.resource != from_resource) {
+            return Err(Mismatch::WrongResource);
         }
+        found.remove();
+        self.take_slot(n).ok_or(Mismatch::Unknown)
+    }
+
+    /// The numbers of the requests `pick` chooses, in slot order (O(slots); rare).
+    fn numbers_where(&self, pick: impl Fn(&Stored) -> bool) -> Vec<u32> {
+        (1..=self.requests.len() as u32)
+            .filter(|&n| stored(&self.requests, n).is_some_and(&pick))
+            .collect()
     }
 
     /// Takes every request held by a resource that went away (O(n); rare).
     pub fn take_resource(&mut self, resource: &str) -> Vec<Request> {
-        let taken: Vec<(Key, Entry)> = self
-            .entries
-            .extract_if(|_, e| &*e.resource == resource)
-            .collect();
-        taken.into_iter().map(|(k, e)| self.taken(k, e)).collect()
+        let numbers = self.numbers_where(|s| &*s.resource == resource);
+        numbers
+            .into_iter()
+            .filter_map(|n| self.remove_slot(n))
+            .collect()
     }
 
     /// Takes every outstanding request (the target revoked or errored).
     pub fn take_all(&mut self) -> Vec<Request> {
-        let taken: Vec<(Key, Entry)> = self.entries.drain().collect();
-        taken.into_iter().map(|(k, e)| self.taken(k, e)).collect()
+        let numbers = self.numbers_where(|_| true);
+        self.index.clear();
+        numbers
+            .into_iter()
+            .filter_map(|n| self.take_slot(n))
+            .collect()
     }
 
     /// Takes the requests whose deadline has passed, oldest first.
     pub fn expire(&mut self, now: f64) -> Vec<Request> {
-        let limit = millis(now);
-        let mut due = Vec::new();
-        for d in &mut self.deadlines {
-            while d
-                .queue
-                .front()
-                .is_some_and(|(deadline, _, _)| *deadline <= limit)
-            {
-                let (_, seq, hash) = d.queue.pop_front().expect("front just seen");
-                due.push((seq, hash));
-            }
-        }
+        let due = self.deadlines.due(millis(now));
         let mut out = Vec::with_capacity(due.len());
-        for (seq, hash) in due {
-            if self.live.get(seq) == Some(false) {
-                continue; // answered (or lost) before its deadline
-            }
-            // Not found: answered (or lost) before its deadline.
-            let found = self
-                .entries
-                .raw_entry_mut()
-                .from_hash(hash, |key| key.seq == seq);
-            if let RawEntryMut::Occupied(e) = found {
-                let (key, entry) = e.remove_entry();
-                out.push(self.taken(key, entry));
+        for (seq, n) in due {
+            // Another request in the slot, or none: answered (or lost) before its deadline.
+            if stored(&self.requests, n).is_some_and(|s| s.seq == seq) {
+                out.extend(self.remove_slot(n));
             }
         }
-        if self.deadlines.len() > 1 {
+        if self.deadlines.queues.len() > 1 {
             out.sort_by_key(|r| (r.deadline, r.seq));
         }
         out
-    }
-
-    /// A request out of the table: no longer counted.
-    fn taken(&mut self, key: Key, entry: Entry) -> Request {
-        self.live.clear(key.seq);
-        let (requester, _) = key.parts();
-        self.per_user.sub(entry.user_hash, requester);
-        if entry.capped {
-            self.per_domain.sub(user_and_domain(requester).1);
-        }
-        Request {
-            seq: key.seq,
-            held: u64::from(entry.slot),
-            key,
-            resource: entry.resource,
-            shape: entry.shape,
-            earlier: entry.earlier,
-            deadline: entry.deadline,
-            capped: entry.capped,
-        }
     }
 }
 
@@ -973,8 +956,10 @@ mod tests {
         assert_eq!(t.expire(100.0).len(), 1);
         assert!(
             t.is_empty()
-                && t.deadlines.iter().all(|d| d.queue.is_empty())
-                && t.per_user.0.is_empty()
+                && t.deadlines.queued == 0
+                && t.deadlines.queues.iter().all(|q| q.entries.is_empty())
+                && t.per_user.len() == 0
+                && t.per_user.records.iter().all(Option::is_none)
                 && t.per_domain.0.is_empty()
         );
     }
@@ -993,7 +978,7 @@ mod tests {
         t.insert("z@x/a", "1", "r".into(), Method::Get, 9.5, false)
             .unwrap();
         assert_eq!(
-            t.deadlines.len(),
+            t.deadlines.queues.len(),
             2,
             "one queue per timeout in force: 10 s and 2 s"
         );
@@ -1022,8 +1007,10 @@ mod tests {
             let id = i.to_string();
             t.insert("u@x/a", &id, "r".into(), Method::Get, 0.0, false)
                 .unwrap();
-            t.take_reply("u@x/a", &id, "r").unwrap();
-            let queued: usize = t.deadlines.iter().map(|d| d.queue.len()).sum();
+            let answered = t.take_reply("u@x/a", &id, "r").unwrap();
+            t.release(answered.held);
+            let queued: usize = t.deadlines.queues.iter().map(|q| q.entries.len()).sum();
+            assert_eq!(queued, t.deadlines.queued);
             assert!(
                 queued <= 2 * t.len() + 1025,
                 "{queued} deadlines queued for {} requests",
@@ -1038,11 +1025,30 @@ mod tests {
     }
 
     #[test]
-    fn the_live_bits_say_what_the_table_holds_and_stay_bounded() {
+    fn a_deadline_left_by_an_answered_request_does_not_expire_the_next_in_its_slot() {
+        let mut t = PendingTable::new(10.0, 10, 10);
+        let first = t
+            .insert("u@x/a", "1", "r".into(), Method::Get, 0.0, false)
+            .unwrap();
+        let answered = t.take_reply("u@x/a", "1", "r").unwrap();
+        t.release(answered.held);
+        let next = t
+            .insert("v@x/a", "1", "r".into(), Method::Get, 5.0, false)
+            .unwrap();
+        assert_eq!(next, first, "the number, and the slot, came back");
+        assert!(t.expire(10.0).is_empty(), "the first request's deadline");
+        let gone = t.expire(15.0);
+        assert_eq!(gone.len(), 1);
+        assert_eq!(gone[0].requester(), "v@x/a");
+    }
+
+    #[test]
+    fn deadlines_follow_their_requests_through_reused_numbers_and_retries() {
         let mut t = PendingTable::new(1.0e6, 100, 100);
         t.insert("old@x/a", "1", "r".into(), Method::Get, 0.0, false)
             .unwrap();
-        // A pseudo-random mix of requests, answers, losses and retargets.
+        // A pseudo-random mix of requests, answers and retargets; answered numbers are
+        // released (and reused), as the router does.
         let mut state = 12345u64;
         let mut open: Vec<(String, String)> = Vec::new();
         for i in 0..1_000_000u64 {
@@ -1059,28 +1065,32 @@ mod tests {
                 }
             } else {
                 let (requester, id) = open.swap_remove((state >> 40) as usize % open.len());
+                let request = t.take(&requester, &id).unwrap();
                 if roll == 9 {
-                    let request = t.take(&requester, &id).unwrap();
                     t.retarget(request, "r2".into());
                     open.push((requester, id));
                 } else {
-                    t.take(&requester, &id).unwrap();
+                    t.release(request.held);
                 }
             }
             if i % 50_021 == 0 {
-                for d in &t.deadlines {
-                    for &(_, seq, hash) in &d.queue {
-                        let in_table = t.entries.raw_entry().from_hash(hash, |k| k.seq == seq);
-                        if let Some(bit) = t.live.get(seq) {
-                            assert_eq!(bit, in_table.is_some(), "request {seq}");
-                        }
-                    }
-                }
+                assert_eq!(t.len(), open.len() + 1);
+                assert!(
+                    t.numbers_out() == t.len(),
+                    "numbers of answered requests came back"
+                );
+                assert!(
+                    t.deadlines.queued <= 2 * t.len() + 1024,
+                    "{} queued",
+                    t.deadlines.queued
+                );
             }
         }
-        let most = 3 * (2 * t.len() + 1024);
-        assert!(t.live.words.len() <= most, "{} words", t.live.words.len());
-        assert_eq!(t.live.get(1), None, "the oldest request's bit was dropped");
+        assert!(
+            t.requests.len() <= 101,
+            "{} slots for at most 100 requests",
+            t.requests.len()
+        );
         let gone = t.expire(2.0e6);
         assert_eq!(
             gone.len(),
@@ -1088,7 +1098,7 @@ mod tests {
             "every request still outstanding expires"
         );
         assert!(gone.iter().any(|r| r.requester() == "old@x/a"));
-        assert!(t.is_empty());
+        assert!(t.is_empty() && t.per_user.len() == 0);
     }
 
     #[test]
@@ -1113,7 +1123,7 @@ mod tests {
         );
         assert_eq!((t.of_user("u@x"), t.of_requester("u@x/c")), (2, 0));
         assert_eq!((t.of_user("w@y"), t.of_domain("x")), (0, 1));
-        assert!(t.per_user.0.len() == 2 && t.len() == 3);
+        assert!(t.per_user.len() == 2 && t.len() == 3);
     }
 
     #[test]
@@ -1171,10 +1181,8 @@ mod tests {
     }
 
     #[test]
-    fn a_key_hashes_as_the_parts_it_is_looked_up_by() {
-        use std::hash::BuildHasher;
+    fn one_pass_hashes_the_key_and_the_account_as_lookups_do() {
         let t = table();
-        let hasher = t.entries.hasher();
         for (requester, id) in [
             ("u@x/a", "1"),
             (
@@ -1182,25 +1190,26 @@ mod tests {
                 "id-1",
             ),
             ("", ""),
+            ("u@x", "1"),
             ("a@x", "b/c"),
             ("é@x/ü", "\u{1F600}"),
         ] {
-            let key = Key {
-                text: Text::new(&format!("{requester}\0{id}")),
-                seq: 0,
-            };
-            let by_parts = KeyRef { requester, id };
-            assert_eq!(hasher.hash_one(&key), hasher.hash_one(&by_parts));
-            assert!(by_parts.equivalent(&key));
+            let user = user_and_device(requester).0;
+            assert_eq!(
+                hashes(&t.hasher, requester, id),
+                (
+                    key_hash(&t.hasher, requester, id),
+                    user_hash(&t.hasher, user)
+                ),
+                "{requester} {id}"
+            );
+            let key = Text::key(requester, id);
+            assert!(key.is_key(requester, id));
+            assert_eq!(key.parts(), (requester, id));
+            assert_eq!(key, Text::new(&format!("{requester}\0{id}")));
         }
-        assert!(!KeyRef {
-            requester: "u@x",
-            id: "a1"
-        }
-        .equivalent(&Key {
-            text: Text::new("u@x/a\u{0}1"),
-            seq: 0
-        }));
+        assert!(!Text::key("u@x/a", "1").is_key("u@x", "a1"));
+        assert!(!Text::key("u@x/a", "1").is_key("u@x/a", "12"));
     }
 
     #[test]
