@@ -14,7 +14,11 @@ local compat = module:require "compat";
 local add_shell_host = module:require "shell";
 
 local host = module.host;
-local now = util_time.monotonic or util_time.now;
+-- The core's clock, which route reads itself when given no time (one call less per
+-- stanza). A core older than this shim (reloaded, not restarted) has none: then
+-- util.time's, given to route with each stanza (`stanza_now`).
+local now = native.now or util_time.monotonic or util_time.now;
+local stanza_now = native.now == nil and now or nil;
 
 -- client_proxy_resources: Lua patterns; a resource is eligible when its name matches one.
 local patterns = module:get_option_array("client_proxy_resources");
@@ -157,8 +161,8 @@ local function handle_stanza(event)
 		condition = select(2, stanza:get_error()); -- a decline?
 	end
 	-- route never raises (a failure is the verdict "fail"): no pcall on the hot path.
-	local verdict, a, b, c, d, e = route(proxy, name, stanza_type, attr.from, attr.to, attr.id, now(), priority, eligible,
-		condition, attr["xml:lang"]);
+	local verdict, a, b, c, d, e = route(proxy, name, stanza_type, attr.from, attr.to, attr.id, stanza_now and stanza_now(),
+		priority, eligible, condition, attr["xml:lang"]);
 	if verdict == "send" then -- to, from, id, hold, release
 		attr.to, attr.from = a, b;
 		if c ~= nil then attr.id = c; end

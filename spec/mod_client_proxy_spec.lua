@@ -187,6 +187,14 @@ describe("loading", function ()
 end);
 
 describe("a stanza", function ()
+	it("reaches route without the time when the core has a clock (native.now); tick gets the core's time", function ()
+		local m, _, proxy = loaded({ script = function (native) native.now = function () return 1234.5; end; end });
+		fake.deliver(m, request("r1"));
+		assert.are.same({ 10, "iq", "r1", nil }, { proxy.routed[1].n, proxy.routed[1][1], proxy.routed[1][5], proxy.routed[1][6] });
+		m.timers[1].callback();
+		assert.are.same({ "tick", 1234.5 }, proxy.calls[#proxy.calls]);
+	end);
+
 	it("reaches route as name, type, from, to, id, now, priority (raw), eligible (presence only), condition (errors only), xml:lang", function ()
 		local m, _, proxy = loaded({ options = { target_address = TARGET, client_proxy_resources = "^focus" } });
 		local r1 = request("r1");

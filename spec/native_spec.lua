@@ -52,7 +52,7 @@ describe("the exports", function ()
 		assert.are.equal(cargo:match('\nversion%s*=%s*"([^"]+)"'), native.version);
 		local e = native.INTERNAL_ERROR;
 		assert.are.same({ "cancel", "internal-server-error", "string" }, { e.type, e.condition, type(e.text) });
-		for _, name in ipairs({ "open", "close", "jat_encode", "jat_decode" }) do
+		for _, name in ipairs({ "open", "close", "now", "jat_encode", "jat_decode" }) do
 			assert.is_function(native[name], name);
 		end
 	end);
@@ -169,7 +169,7 @@ describe("route(name, type, from, to, id, now, priority, eligible, condition, la
 	it("fail: a message, instead of raising (now that is not a number)", function ()
 		local p, host = open();
 		local v = pack(p:route("iq", "get", R, host, "r1", "soon", nil, nil));
-		assert.are.same({ n = 2, "fail", "route: now (argument 7) must be a number" }, v);
+		assert.are.same({ n = 2, "fail", "route: now (argument 7) must be a number or nil" }, v);
 	end);
 
 	it("drop: reason, drain (a boolean); priority and eligible are optional", function ()
@@ -200,6 +200,20 @@ describe("the outbox", function ()
 		assert.are.same({ { kind = "error", to = R, from = host, id = "r1", type = "wait", condition = "remote-server-timeout",
 			text = items[1].text, release = hold } }, items);
 		assert.is_string(items[1].text);
+	end);
+
+	it("now(): the core's clock, which route reads when given no time", function ()
+		local t0 = native.now();
+		assert.is_number(t0);
+		assert.is_true(native.now() >= t0, "monotonic");
+		local p, host = open({ client_proxy_timeout = 5 });
+		online(p, host, "a", nil);
+		local hold = pack(p:route("iq", "get", R, host, "r1", nil, nil, nil))[5];
+		assert.is_number(hold);
+		p:drain();
+		assert.are.same({}, p:tick(native.now() + 4), "not due 4 s after the core's now");
+		local items = p:tick(native.now() + 6);
+		assert.are.same({ "error", "r1", hold }, { items[1] and items[1].kind, items[1] and items[1].id, items[1] and items[1].release });
 	end);
 
 	it("drain after a resource went: resend items with held, to, from, type, id, lang", function ()

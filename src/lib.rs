@@ -22,12 +22,23 @@ use std::collections::HashMap;
 use std::ffi::{c_char, c_int};
 use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
 
 /// State per component host, kept in the library so that a `module:reload` (which builds
 /// a new shim but finds the same loaded library) keeps online resources, outstanding
 /// requests and subscribers. `close` removes a host unloaded for good.
 static PROXIES: Lazy<Mutex<HashMap<String, Arc<Mutex<Proxy>>>>> =
     Lazy::new(|| Mutex::new(HashMap::new()));
+
+/// The core's clock starts here: seconds since the library was loaded (a reload keeps it
+/// loaded), monotonic. Read here for each stanza (`route` without `now`) and by the shim
+/// (`now()`, for `tick` and the status), so that a stanza costs the shim no call into
+/// Lua's clock.
+static EPOCH: Lazy<Instant> = Lazy::new(Instant::now);
+
+fn clock() -> f64 {
+    EPOCH.elapsed().as_secs_f64()
+}
 
 /// A poisoned lock (a panic while held) still holds consistent-enough state to go on.
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -153,7 +164,7 @@ unsafe fn push_verdict(state: *mut ffi::lua_State, verdict: &Verdict) -> c_int {
 }
 
 /// `route(proxy, name, type, from, to, id, now, priority, eligible, condition, lang)` ->
-/// verdict.
+/// verdict. `now` nil: the core's clock (`now()`).
 ///
 /// The hot path, written against the raw C API: mlua's userdata method machinery cost
 /// more instructions than the routing decision itself (callgrind). Reads the arguments in
@@ -164,11 +175,16 @@ unsafe fn push_verdict(state: *mut ffi::lua_State, verdict: &Verdict) -> c_int {
 unsafe extern "C-unwind" fn route_raw(state: *mut ffi::lua_State) -> c_int {
     let proxy = ffi::lua_touserdata(state, ffi::lua_upvalueindex(UP_PROXY)) as *const Mutex<Proxy>;
     let routed = std::panic::catch_unwind(AssertUnwindSafe(|| {
-        let mut is_number = 0;
-        let now = ffi::lua_tonumberx(state, 7, &mut is_number);
-        if is_number == 0 {
-            return Err("route: now (argument 7) must be a number");
-        }
+        let now = if ffi::lua_type(state, 7) <= ffi::LUA_TNIL {
+            clock()
+        } else {
+            let mut is_number = 0;
+            let now = ffi::lua_tonumberx(state, 7, &mut is_number);
+            if is_number == 0 {
+                return Err("route: now (argument 7) must be a number or nil");
+            }
+            now
+        };
         let name = text(arg_bytes(state, 2).unwrap_or_default());
         let field = |i| arg_bytes(state, i).map(text);
         let (stanza_type, from, to, id) = (field(3), field(4), field(5), field(6));
@@ -560,6 +576,7 @@ fn client_proxy(lua: &Lua) -> LuaResult<LuaTable> {
     internal.set("text", INTERNAL.text)?;
     exports.set("INTERNAL_ERROR", internal)?;
     exports.set("open", lua.create_function(open)?)?;
+    exports.set("now", lua.create_function(|_, ()| Ok(clock()))?)?;
     exports.set("close", lua.create_function(close)?)?;
     exports.set("jat_encode", lua.create_function(jat_encode)?)?;
     exports.set("jat_decode", lua.create_function(jat_decode)?)?;

@@ -388,10 +388,12 @@ impl ResourceSet {
         let Some(r) = self.all.get_mut(name) else {
             return;
         };
-        let before = r.least_key();
+        // Its place in the least-pending order is looked at only under that strategy
+        // (the key holds a counted reference to the name: two atomic operations).
+        let before = (self.strategy == Strategy::LeastPending).then(|| r.least_key());
         r.pending = r.pending.saturating_add_signed(delta);
         r.stamp = stamp.unwrap_or(r.stamp);
-        if self.strategy == Strategy::LeastPending {
+        if let Some(before) = before {
             if let Some(t) = tier_of(r).filter(|&t| t < EJECTED) {
                 self.least[t].remove(&before);
                 self.least[t].insert(r.least_key());

@@ -251,11 +251,10 @@ impl Proxy {
     /// write the next verdicts' addresses in.
     pub fn recycle(&mut self, verdict: Verdict) {
         if let Verdict::Send(send) = verdict {
-            for text in [Some(send.to), Some(send.from), send.id]
-                .into_iter()
-                .flatten()
-            {
-                self.spare.give(text);
+            self.spare.give(send.to);
+            self.spare.give(send.from);
+            if let Some(id) = send.id {
+                self.spare.give(id);
             }
         }
     }
