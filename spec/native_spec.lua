@@ -11,6 +11,7 @@ local fake = require "helpers.fake_module";
 
 local native = assert(package.loadlib(fake.SO, "luaopen_client_proxy"))();
 local fresh_host = support.host_namer("native", "test");
+local unpack = table.unpack or unpack;
 local pack = table.pack or function (...) return { n = select("#", ...), ... }; end
 
 local T, R = "service@example.org", "user@example.org/abc";
@@ -158,6 +159,28 @@ describe("route(name, type, from, to, id, now, priority, eligible, condition, la
 		assert.are_not.equal(seen[1], seen[2]);
 		table.sort(seen);
 		assert.are.same({ T .. "/a1", T .. "/a1", T .. "/a1", T .. "/b1", T .. "/b1", T .. "/b1" }, seen);
+	end);
+
+	it("send: an answer goes to its requester, also when its number served another request before", function ()
+		local p, host = open({ client_proxy_timeout = 5 });
+		online(p, host, "a", 100);
+		local long = "a-requester-longer-than-forty-bytes@example.org/device";
+		local function forward(requester, id, now)
+			local v = pack(p:route("iq", "get", requester, host, id, now, nil, nil));
+			assert.are.equal("send", v[1]);
+			return v[5];
+		end
+		local function answer(requester, id, now)
+			return pack(p:route("iq", "result", T .. "/a", host .. "/" .. requester, id, now, nil, nil));
+		end
+		local first = forward(R, "t1", 100);
+		p:drain();
+		assert.are.equal(first, p:tick(106)[1].release, "timed out: answered from the outbox");
+		assert.are.equal(first, forward(long, "l1", 106), "the number handed out again");
+		local other = forward(R, "r2", 106);
+		assert.are.same({ "send", R, host }, { unpack(answer(R, "r2", 106), 1, 3) });
+		assert.are.same({ "send", long, host }, { unpack(answer(long, "l1", 106), 1, 3) });
+		assert.are_not.equal(first, other);
 	end);
 
 	it("error: type, condition, text", function ()

@@ -64,10 +64,15 @@ const UP_SEND: c_int = 3;
 const UP_ERROR: c_int = 4;
 const UP_DROP: c_int = 5;
 const UP_HOST: c_int = 6;
+/// A table: the requester (the stanza's `from`, as Lua has it) of each request forwarded,
+/// by its hold number, pushed again as the `to` of its answer instead of a new string
+/// (hashing and interning it); let go of there. An answer sent from the outbox (a timeout,
+/// a lost resource) leaves its entry, until the number is handed out again.
+const UP_REQUESTERS: c_int = 7;
 /// Upvalues from here on: addresses of resources requests went to, each in the slot a
 /// cheap hash of its text picks. Pushing one again is a compare instead of making a Lua
 /// string (hashing and interning it); a request goes to one of a few resources.
-const UP_TO_CACHE: c_int = 7;
+const UP_TO_CACHE: c_int = 8;
 const TO_CACHE_SLOTS: c_int = 8;
 const UPVALUES: c_int = UP_TO_CACHE + TO_CACHE_SLOTS - 1;
 
@@ -116,6 +121,33 @@ unsafe fn push_resource_address(state: *mut ffi::lua_State, to: &str) {
     ffi::lua_replace(state, slot);
 }
 
+/// Pushes the requester a request held under `held` came from, as the forward found it in
+/// `from`, when it is `to`; else `to` as a new string. Either way the entry goes.
+unsafe fn push_requester(state: *mut ffi::lua_State, held: u64, to: &str) {
+    let requesters = ffi::lua_upvalueindex(UP_REQUESTERS);
+    let n = held as ffi::lua_Integer;
+    ffi::lua_rawgeti(state, requesters, n);
+    if arg_bytes(state, -1) != Some(to.as_bytes()) {
+        ffi::lua_pop(state, 1);
+        push_str(state, to);
+    }
+    ffi::lua_pushnil(state);
+    ffi::lua_rawseti(state, requesters, n);
+}
+
+/// Keeps the stanza's `from` (argument 4), the requester of the request now held under
+/// `held`, for its answer (`push_requester`).
+unsafe fn keep_requester(state: *mut ffi::lua_State, held: u64) {
+    if ffi::lua_type(state, 4) == ffi::LUA_TSTRING {
+        ffi::lua_pushvalue(state, 4);
+        ffi::lua_rawseti(
+            state,
+            ffi::lua_upvalueindex(UP_REQUESTERS),
+            held as ffi::lua_Integer,
+        );
+    }
+}
+
 unsafe fn push_seq(state: *mut ffi::lua_State, n: Option<u64>) {
     match n {
         Some(n) => ffi::lua_pushinteger(state, n as ffi::lua_Integer),
@@ -129,10 +161,13 @@ unsafe fn push_verdict(state: *mut ffi::lua_State, verdict: &Verdict) -> c_int {
     match verdict {
         Verdict::Send(send) => {
             ffi::lua_pushvalue(state, up(UP_SEND));
-            if send.hold.is_some() {
-                push_resource_address(state, &send.to); // a request, to a resource
-            } else {
-                push_str(state, &send.to);
+            match (send.hold, send.release) {
+                (Some(held), _) => {
+                    keep_requester(state, held);
+                    push_resource_address(state, &send.to); // a request, to a resource
+                }
+                (None, Some(held)) => push_requester(state, held, &send.to), // its answer
+                (None, None) => push_str(state, &send.to),
             }
             ffi::lua_pushvalue(state, up(UP_HOST));
             if arg_bytes(state, -1) != Some(send.from.as_bytes()) {
@@ -188,13 +223,23 @@ unsafe extern "C-unwind" fn route_raw(state: *mut ffi::lua_State) -> c_int {
         let name = text(arg_bytes(state, 2).unwrap_or_default());
         let field = |i| arg_bytes(state, i).map(text);
         let (stanza_type, from, to, id) = (field(3), field(4), field(5), field(6));
-        let priority =
-            (ffi::lua_type(state, 8) == ffi::LUA_TNUMBER).then(|| ffi::lua_tonumber(state, 8));
-        let eligible =
-            ffi::lua_type(state, 9) <= ffi::LUA_TNIL || ffi::lua_toboolean(state, 9) != 0;
-        // A condition that is not UTF-8 is no condition this proxy knows.
-        let condition = arg_bytes(state, 10).and_then(|c| std::str::from_utf8(c).ok());
-        let lang = field(11);
+        // Each of the rest is read only for the stanzas the core reads it for.
+        let (mut priority, mut eligible) = (None, true);
+        if name == "presence" {
+            priority =
+                (ffi::lua_type(state, 8) == ffi::LUA_TNUMBER).then(|| ffi::lua_tonumber(state, 8));
+            eligible =
+                ffi::lua_type(state, 9) <= ffi::LUA_TNIL || ffi::lua_toboolean(state, 9) != 0;
+        }
+        let (mut condition, mut lang) = (None, None);
+        match stanza_type.as_deref() {
+            // A condition that is not UTF-8 is no condition this proxy knows.
+            Some("error") => {
+                condition = arg_bytes(state, 10).and_then(|c| std::str::from_utf8(c).ok())
+            }
+            Some("get" | "set") => lang = field(11),
+            _ => {}
+        }
         let head = Head {
             name: &name,
             stanza_type: stanza_type.as_deref(),
@@ -513,8 +558,9 @@ fn open(lua: &Lua, opts: LuaTable) -> LuaResult<LuaProxy> {
         "error",
         "drop",
         host_name.as_str(),
+        lua.create_table()?,
     );
-    // SAFETY: pushes a C closure over the six upvalues just pushed and the empty cache
+    // SAFETY: pushes a C closure over the seven upvalues just pushed and the empty cache
     // slots; the pointer stays valid while the closure lives, because its holder
     // (upvalue 2) owns the Arc.
     let route: LuaFunction = unsafe {
