@@ -163,8 +163,8 @@ fn user_and_device(requester: &str) -> (&str, &str) {
 /// The hashes of a request's key (requester, NUL, id) and of its requester's account, in
 /// one pass over the address: the account is the address's first part, so its hash is a
 /// copy of the key's hasher taken there. Each stream ends in 0xff, as a `str` does.
-fn hashes(state: &RandomState, requester: &str, id: &str) -> (u64, u64) {
-    let user = user_and_device(requester).0;
+fn hashes(state: &RandomState, requester: &str, user: &str, id: &str) -> (u64, u64) {
+    debug_assert!(requester.starts_with(user));
     let mut key = state.build_hasher();
     key.write(user.as_bytes());
     let mut account = key.clone();
@@ -368,10 +368,10 @@ impl Users {
         &mut self,
         hash: u64,
         requester: &str,
+        (user, device): (&str, &str),
         (per_requester, per_user): (u32, u32),
         otherwise: Result<(), Refusal>,
     ) -> Result<u32, Refusal> {
-        let (user, device) = user_and_device(requester);
         let Users {
             records,
             free,
@@ -432,7 +432,8 @@ impl Users {
     /// Counts a request whatever the limits (one put back after a retry); `hash`: of the
     /// account. Returns the account's slot.
     fn add(&mut self, hash: u64, requester: &str) -> u32 {
-        let counted = self.add_within(hash, requester, (u32::MAX, u32::MAX), Ok(()));
+        let split = user_and_device(requester);
+        let counted = self.add_within(hash, requester, split, (u32::MAX, u32::MAX), Ok(()));
         counted.unwrap_or_else(|_| unreachable!("no count reaches u32::MAX"))
     }
 
@@ -654,7 +655,8 @@ impl PendingTable {
         now: f64,
         cap_domain: bool,
     ) -> Result<u64, Refusal> {
-        let (hash, account) = hashes(&self.hasher, requester, id);
+        let (user, device) = user_and_device(requester);
+        let (hash, account) = hashes(&self.hasher, requester, user, id);
         let domain = cap_domain.then(|| user_and_domain(requester).1);
         let otherwise = if domain.is_some_and(|d| self.per_domain.get(d) >= self.max_per_domain) {
             Err(Refusal::DomainFull)
@@ -681,7 +683,7 @@ impl PendingTable {
             Slot::Occupied(_) => return Err(Refusal::DuplicateId),
             Slot::Vacant(vacant) => vacant,
         };
-        let user = per_user.add_within(account, requester, limits, otherwise)?;
+        let user = per_user.add_within(account, requester, (user, device), limits, otherwise)?;
         let n = free.pop().unwrap_or_else(|| {
             requests.push(None);
             requests.len() as u32
@@ -743,7 +745,7 @@ impl PendingTable {
             capped,
         } = request;
         let (requester, id) = key.parts();
-        let (hash, account) = hashes(&self.hasher, requester, id);
+        let (hash, account) = hashes(&self.hasher, requester, user_and_device(requester).0, id);
         let user = self.per_user.add(account, requester);
         if capped {
             self.per_domain.add(user_and_domain(requester).1);
@@ -1196,7 +1198,7 @@ mod tests {
         ] {
             let user = user_and_device(requester).0;
             assert_eq!(
-                hashes(&t.hasher, requester, id),
+                hashes(&t.hasher, requester, user, id),
                 (
                     key_hash(&t.hasher, requester, id),
                     user_hash(&t.hasher, user)

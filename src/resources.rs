@@ -248,9 +248,10 @@ impl ResourceSet {
         self.adjust(name, -1, None);
     }
 
-    /// The resource answered a request: its failures and ejections start over.
-    pub fn succeeded(&mut self, name: &str) {
-        if let Some(r) = self.all.get_mut(name) {
+    /// The resource answered a request it held: it holds one less, and its failures and
+    /// ejections start over (one lookup for both).
+    pub fn answered(&mut self, name: &str) {
+        if let Some(r) = self.adjust(name, -1, None) {
             r.failures = 0;
             r.ejections = 0;
         }
@@ -384,10 +385,9 @@ impl ResourceSet {
         None
     }
 
-    fn adjust(&mut self, name: &str, delta: i32, stamp: Option<u64>) {
-        let Some(r) = self.all.get_mut(name) else {
-            return;
-        };
+    /// Changes a resource's count of requests held; returns it, if it is online.
+    fn adjust(&mut self, name: &str, delta: i32, stamp: Option<u64>) -> Option<&mut Resource> {
+        let r = self.all.get_mut(name)?;
         // Its place in the least-pending order is looked at only under that strategy
         // (the key holds a counted reference to the name: two atomic operations).
         let before = (self.strategy == Strategy::LeastPending).then(|| r.least_key());
@@ -399,6 +399,7 @@ impl ResourceSet {
                 self.least[t].insert(r.least_key());
             }
         }
+        Some(r)
     }
 
     /// Puts a resource into the list of its tier.

@@ -57,11 +57,12 @@ impl Proxy {
         let Some(id) = id else {
             return Verdict::Error(NO_ID);
         };
-        let Some(resource) = self.resources.choose(&mut self.rng, bare(requester), &[]) else {
+        let (user, domain) = crate::address::user_and_domain(requester);
+        let Some(resource) = self.resources.choose(&mut self.rng, user, &[]) else {
             return Verdict::Error(NO_RESOURCE);
         };
         let to = self.target_jid(&resource);
-        let cap_domain = self.caps_domain(crate::address::user_and_domain(requester).1);
+        let cap_domain = self.caps_domain(domain);
         let held =
             match self
                 .pending
@@ -142,16 +143,16 @@ impl Proxy {
             return self.unsolicited("reply to an address this proxy did not produce");
         };
         match self.pending.take_reply(&requester, id, resource) {
-            Ok(request) => {
+            Ok(request) if declined => {
                 self.resources.release(&request.resource);
-                if declined {
-                    self.failed(&request.resource, now);
-                    match self.retry_elsewhere(request, now) {
-                        Ok(()) => return Verdict::drop("declined: sent to another resource"),
-                        Err(request) => return self.deliver(request),
-                    }
+                self.failed(&request.resource, now);
+                match self.retry_elsewhere(request, now) {
+                    Ok(()) => Verdict::drop("declined: sent to another resource"),
+                    Err(request) => self.deliver(request),
                 }
-                self.resources.succeeded(&request.resource);
+            }
+            Ok(request) => {
+                self.resources.answered(&request.resource);
                 self.deliver(request)
             }
             Err(Mismatch::Unknown) => self.unsolicited("reply to no outstanding request"),
