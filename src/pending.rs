@@ -515,12 +515,12 @@ impl Deadlines {
         let queue = &mut self.queues[self.last].entries;
         // Under one timeout, in arrival order, the deadlines only grow; a clock that went
         // back still gets its place (at O(n)).
-        let at = if queue.back().is_none_or(|(last, _, _)| *last <= deadline) {
-            queue.len()
+        if queue.back().is_none_or(|(last, _, _)| *last <= deadline) {
+            queue.push_back((deadline, seq, n));
         } else {
-            queue.partition_point(|(d, _, _)| *d <= deadline)
-        };
-        queue.insert(at, (deadline, seq, n));
+            let at = queue.partition_point(|(d, _, _)| *d <= deadline);
+            queue.insert(at, (deadline, seq, n));
+        }
         self.queued += 1;
     }
 
@@ -998,6 +998,22 @@ mod tests {
         assert_eq!(next, ["u@x/a", "w@x/a"], "by deadline across the queues");
         assert_eq!(t.expire(19.5).len(), 1);
         assert!(t.is_empty());
+    }
+
+    #[test]
+    fn a_clock_that_went_back_still_expires_in_deadline_order() {
+        let mut t = PendingTable::new(10.0, 10, 10);
+        for (requester, now) in [("u@x/a", 5.0), ("v@x/a", 2.0), ("w@x/a", 3.0)] {
+            t.insert(requester, "1", "r".into(), Method::Get, now, false)
+                .unwrap();
+        }
+        assert!(t.expire(11.9).is_empty());
+        let order: Vec<_> = t
+            .expire(15.0)
+            .iter()
+            .map(|r| r.requester().to_owned())
+            .collect();
+        assert_eq!(order, ["v@x/a", "w@x/a", "u@x/a"]);
     }
 
     #[test]
