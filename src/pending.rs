@@ -127,12 +127,6 @@ impl Text {
         }
     }
 
-    /// A request's key: its requester and id.
-    fn parts(&self) -> (&str, &str) {
-        let text = self.as_str();
-        split_at_byte(text, 0).unwrap_or((text, ""))
-    }
-
     /// Whether this is the key of `requester`'s request `id`.
     fn is_key(&self, requester: &str, id: &str) -> bool {
         let (key, r) = (self.as_str().as_bytes(), requester.len());
@@ -199,6 +193,8 @@ fn user_hash(state: &RandomState, user: &str) -> u64 {
 pub struct Request {
     /// `requester NUL id`.
     key: Text,
+    /// Where the requester ends in `key`.
+    requester_len: u32,
     /// The resource of the target it went to.
     pub resource: Arc<str>,
     /// Get or set, and xml:lang.
@@ -223,18 +219,20 @@ pub struct Request {
 impl Request {
     /// The requester's full JID.
     pub fn requester(&self) -> &str {
-        self.key.parts().0
+        &self.key.as_str()[..self.requester_len as usize]
     }
 
     /// The iq id, as the requester sent it.
     pub fn id(&self) -> &str {
-        self.key.parts().1
+        &self.key.as_str()[self.requester_len as usize + 1..]
     }
 }
 
 /// An outstanding request in its slot.
 struct Stored {
     key: Text,
+    /// Where the requester ends in `key` (the NUL is next).
+    requester_len: u32,
     /// Of `key`, for the index (which keeps slot numbers only).
     hash: u64,
     seq: u64,
@@ -696,6 +694,7 @@ impl PendingTable {
         let deadline = millis(now + self.timeout);
         self.requests[n as usize - 1] = Some(Stored {
             key: Text::key(requester, id),
+            requester_len: requester.len() as u32,
             hash,
             seq: self.seq,
             resource,
@@ -736,6 +735,7 @@ impl PendingTable {
     fn put(&mut self, request: Request) {
         let Request {
             key,
+            requester_len,
             resource,
             shape,
             seq,
@@ -744,7 +744,8 @@ impl PendingTable {
             deadline,
             capped,
         } = request;
-        let (requester, id) = key.parts();
+        let (requester, id) = key.as_str().split_at(requester_len as usize);
+        let id = &id[1..];
         let (hash, account) = hashes(&self.hasher, requester, user_and_device(requester).0, id);
         let user = self.per_user.add(account, requester);
         if capped {
@@ -757,6 +758,7 @@ impl PendingTable {
             .insert_unique(hash, n, |&m| stored(requests, m).map_or(0, |s| s.hash));
         requests[n as usize - 1] = Some(Stored {
             key,
+            requester_len,
             hash,
             seq,
             resource,
@@ -787,13 +789,14 @@ impl PendingTable {
     /// Takes the request in slot `n` (the index's entry for it already gone).
     fn take_slot(&mut self, n: u32) -> Option<Request> {
         let s = self.requests.get_mut(n as usize - 1)?.take()?;
-        let requester = s.key.parts().0;
+        let requester = &s.key.as_str()[..s.requester_len as usize];
         self.per_user.sub(s.user, requester);
         if s.capped {
             self.per_domain.sub(user_and_domain(requester).1);
         }
         Some(Request {
             key: s.key,
+            requester_len: s.requester_len,
             resource: s.resource,
             shape: s.shape,
             seq: s.seq,
@@ -1223,7 +1226,6 @@ mod tests {
             );
             let key = Text::key(requester, id);
             assert!(key.is_key(requester, id));
-            assert_eq!(key.parts(), (requester, id));
             assert_eq!(key, Text::new(&format!("{requester}\0{id}")));
         }
         assert!(!Text::key("u@x/a", "1").is_key("u@x", "a1"));
