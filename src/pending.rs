@@ -682,10 +682,18 @@ impl PendingTable {
             Slot::Vacant(vacant) => vacant,
         };
         let user = per_user.add_within(account, requester, (user, device), limits, otherwise)?;
-        let n = free.pop().unwrap_or_else(|| {
-            requests.push(None);
-            requests.len() as u32
-        });
+        // A free number whose slot holds a request (released twice: the router's bug) is
+        // skipped rather than overwritten.
+        let n = loop {
+            match free.pop() {
+                Some(n) if stored(requests, n).is_some() => continue,
+                Some(n) => break n,
+                None => {
+                    requests.push(None);
+                    break requests.len() as u32;
+                }
+            }
+        };
         vacant.insert(n);
         if let Some(domain) = domain {
             self.per_domain.add(domain);
@@ -713,11 +721,10 @@ impl PendingTable {
     /// the shim has applied that answer, which it does before it routes the next stanza.
     pub fn release(&mut self, held: u64) {
         let Ok(n) = u32::try_from(held) else { return };
-        debug_assert!(
-            n >= 1 && stored(&self.requests, n).is_none() && !self.free.contains(&n),
-            "number {n} released while in use or free"
-        );
-        if (1..=self.requests.len()).contains(&(n as usize)) {
+        // A number still in use is not given out again (a router that released the
+        // wrong number would otherwise have two requests share a slot).
+        if (1..=self.requests.len()).contains(&(n as usize)) && stored(&self.requests, n).is_none()
+        {
             self.free.push(n);
         }
     }
@@ -1165,6 +1172,35 @@ mod tests {
         t.release(answered.held);
         let again = t.insert("u@x/a", "5", "r".into(), Method::Get, 0.0, false);
         assert_eq!(again, Ok(2));
+    }
+
+    #[test]
+    fn a_number_released_while_in_use_or_twice_is_not_shared() {
+        let mut t = PendingTable::new(10.0, 10, 10);
+        let live = t
+            .insert("u@x/a", "1", "r".into(), Method::Get, 0.0, false)
+            .unwrap();
+        t.release(live); // still outstanding: not given out
+        let answered = t
+            .insert("u@x/a", "2", "r".into(), Method::Get, 0.0, false)
+            .unwrap();
+        t.take_reply("u@x/a", "2", "r").unwrap();
+        t.release(answered);
+        t.release(answered); // twice
+        let numbers: Vec<u64> = ["3", "4"]
+            .iter()
+            .map(|id| {
+                t.insert("u@x/a", id, "r".into(), Method::Get, 0.0, false)
+                    .unwrap()
+            })
+            .collect();
+        assert!(
+            !numbers.contains(&live) && numbers[0] != numbers[1],
+            "{live} {numbers:?}"
+        );
+        for id in ["1", "3", "4"] {
+            assert!(t.take_reply("u@x/a", id, "r").is_ok(), "request {id}");
+        }
     }
 
     #[test]
