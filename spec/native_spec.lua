@@ -161,7 +161,7 @@ describe("route(name, type, from, to, id, now, priority, eligible, condition, la
 		assert.are.same({ T .. "/a1", T .. "/a1", T .. "/a1", T .. "/b1", T .. "/b1", T .. "/b1" }, seen);
 	end);
 
-	it("send: an answer goes to its requester, also when its number served another request before", function ()
+	it("send: an answer goes to its requester, also when its number served another request before, or after a reopen", function ()
 		local p, host = open({ client_proxy_timeout = 5 });
 		online(p, host, "a", 100);
 		local long = "a-requester-longer-than-forty-bytes@example.org/device";
@@ -181,6 +181,12 @@ describe("route(name, type, from, to, id, now, priority, eligible, condition, la
 		assert.are.same({ "send", R, host }, { unpack(answer(R, "r2", 106), 1, 3) });
 		assert.are.same({ "send", long, host }, { unpack(answer(long, "l1", 106), 1, 3) });
 		assert.are_not.equal(first, other);
+		-- A module reload opens the host again: a new route, which kept no requester of
+		-- the requests forwarded before; their answers still go to them.
+		local before = forward(long, "l2", 106);
+		local again = native.open({ host = host, target_address = T, client_proxy_timeout = 5 });
+		local back = pack(again:route("iq", "result", T .. "/a", host .. "/" .. long, "l2", 106, nil, nil));
+		assert.are.same({ "send", long, host, nil, nil, before }, { unpack(back, 1, 6) });
 	end);
 
 	it("error: type, condition, text", function ()

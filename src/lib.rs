@@ -223,23 +223,13 @@ unsafe extern "C-unwind" fn route_raw(state: *mut ffi::lua_State) -> c_int {
         let name = text(arg_bytes(state, 2).unwrap_or_default());
         let field = |i| arg_bytes(state, i).map(text);
         let (stanza_type, from, to, id) = (field(3), field(4), field(5), field(6));
-        // Each of the rest is read only for the stanzas the core reads it for.
-        let (mut priority, mut eligible) = (None, true);
-        if name == "presence" {
-            priority =
-                (ffi::lua_type(state, 8) == ffi::LUA_TNUMBER).then(|| ffi::lua_tonumber(state, 8));
-            eligible =
-                ffi::lua_type(state, 9) <= ffi::LUA_TNIL || ffi::lua_toboolean(state, 9) != 0;
-        }
-        let (mut condition, mut lang) = (None, None);
-        match stanza_type.as_deref() {
-            // A condition that is not UTF-8 is no condition this proxy knows.
-            Some("error") => {
-                condition = arg_bytes(state, 10).and_then(|c| std::str::from_utf8(c).ok())
-            }
-            Some("get" | "set") => lang = field(11),
-            _ => {}
-        }
+        let priority =
+            (ffi::lua_type(state, 8) == ffi::LUA_TNUMBER).then(|| ffi::lua_tonumber(state, 8));
+        let eligible =
+            ffi::lua_type(state, 9) <= ffi::LUA_TNIL || ffi::lua_toboolean(state, 9) != 0;
+        // A condition that is not UTF-8 is no condition this proxy knows.
+        let condition = arg_bytes(state, 10).and_then(|c| std::str::from_utf8(c).ok());
+        let lang = field(11);
         let head = Head {
             name: &name,
             stanza_type: stanza_type.as_deref(),

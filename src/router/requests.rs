@@ -2,6 +2,7 @@
 //! answer goes back (the resource's reply, or an error when it goes away or stays silent).
 
 use super::{bare, Proxy};
+use crate::address::user_and_domain;
 use crate::pending::{Method, Mismatch, Refusal, Request, Shape};
 use crate::verdict::{
     Head, OutItem, Send, StanzaError, Verdict, ACCOUNT_FULL, DOMAIN_FULL, DUPLICATE_ID,
@@ -57,7 +58,7 @@ impl Proxy {
         let Some(id) = id else {
             return Verdict::Error(NO_ID);
         };
-        let (user, domain) = crate::address::user_and_domain(requester);
+        let (user, domain) = user_and_domain(requester);
         let Some(resource) = self.resources.choose(&mut self.rng, user, &[]) else {
             return Verdict::Error(NO_RESOURCE);
         };
