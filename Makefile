@@ -259,8 +259,9 @@ bench: deps build
 	$(CARGO) build --release $(CARGO_FEATURES) --example bench --example route_cost
 	@TARGET_DIR='$(TARGET_DIR)' LUA_VERSION='$(LUA)' bench/run.sh
 
-# The in-process cost per request and reply counted, not timed (about 3 minutes):
-# callgrind with a cache model over the shim and the floor handler (bench/callgrind_cost.sh).
+# The in-process cost per request and reply counted, not timed (about 4 minutes):
+# callgrind with a cache model over the shim, the floor handler and the call floor
+# (bench/callgrind_cost.sh).
 bench-callgrind: deps build
 	@command -v valgrind >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && DEBIAN_FRONTEND=noninteractive apt-get -q install -y valgrind; }
 	@CLIENT_PROXY_SO='$(TARGET_DIR)/release/libclient_proxy.so' bench/callgrind_cost.sh

@@ -10,7 +10,8 @@
 #                              resource (100,000 held; RSS and Lua heap).
 #   2. bench/shim_bench.lua    in process, SHIM_BENCH_RUNS runs (default 3): ns per forward
 #                              and per reply through the shim with 200,000 outstanding,
-#                              beside the floor handler in the same run (Lua 5.4).
+#                              beside the floor handler and the call floor (the floor plus
+#                              one call to C per stanza) in the same run (Lua 5.4).
 #   3. examples/route_cost.rs  the core alone in Rust: route cost by online resources and
 #                              pending requests, bytes per pending request.
 #
@@ -85,7 +86,7 @@ t3=$SECONDS
 read -r _ _ e2e_cpu e2e_rate cpu_d cpu_f cpu_p rate_d rate_f rate_p < <(grep '^RATIO e2e ' "$out/e2e.txt")
 # RATIO memory <requests> <RSS B> <Lua heap B> <stanza B> <serialized B>
 mem=$(grep '^RATIO memory ' "$out/e2e.txt" || true)
-# RATIO shim <ratio> <shim fwd ns> <shim reply ns> <floor fwd ns> <floor reply ns> <heap B>
+# RATIO shim <ratio> <shim fwd ns> <shim reply ns> <floor fwd ns> <floor reply ns> <heap B> <call floor/floor>
 shim_col() { grep '^RATIO shim ' "$out/shim.txt" | awk -v c="$1" '{ print $c }' | median; }
 route_bytes=$(sed -n 's/^SUMMARY route_cost: .*; \([0-9]*\) bytes per pending request$/\1/p' "$out/route.txt")
 route_distinct=$(sed -n 's/^SUMMARY route_cost: .*; \([0-9]* pending from distinct requesters: [0-9]* ns per forward, [0-9]* per reply\);.*/\1/p' "$out/route.txt")
@@ -103,6 +104,7 @@ if [ "$LUA_VERSION" = 5.4 ]; then
 	printf 'in process, %s outstanding (median of %s runs):\n' "$fill" "$SHIM_BENCH_RUNS"
 	printf '  ns per forward / reply: module %.0f / %.0f, floor %.0f / %.0f\n' "$(shim_col 4)" "$(shim_col 5)" "$(shim_col 6)" "$(shim_col 7)"
 	printf '  (forward + reply) module/floor: %.2fx   target <= 2x: %s\n' "$shim_ratio" "$(verdict "$shim_ratio" "<=" 2)"
+	printf '  call floor/floor: %.2fx (the floor plus one call to C per stanza, doing nothing)\n' "$(shim_col 9)"
 fi
 printf 'the core alone (Rust, route_cost), %s\n' "${route_distinct:-?}"
 printf 'end to end, Prosody on CPU 0 (median of the per-round ratios):\n'

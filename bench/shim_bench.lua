@@ -7,6 +7,9 @@
 --           resource online, timeout and caps raised so that nothing expires or is refused;
 --   floor:  bench/mod_readdress_floor.lua, the least a proxy does: readdress to a fixed
 --           resource, and back to the requester decoded from the resource; no tracking;
+--   call floor: the same floor with `readdress_floor_call`: each stanza's head also goes
+--           through one call to C and back (`select`), the least any native core adds
+--           before it decides anything (for scale: what is left for the module's own work);
 --   native: the shim's two decisions as bare proxy:route() calls from Lua (no shim), on a
 --           proxy of its own with the same requests outstanding (for scale only).
 -- First FILL requests (default 200,000) from distinct requesters are forwarded through
@@ -49,6 +52,7 @@ local BATCH = math.max(1, env_number("SHIM_BENCH_BATCH", 5000));
 local ROUNDS = math.max(1, env_number("SHIM_BENCH_ROUNDS", 9));
 local HOST = "proxy.example";
 local FLOOR_HOST = "floor.example";
+local CALL_FLOOR_HOST = "callfloor.example";
 local NATIVE_HOST = "native.example";
 local DOMAIN = "example.org";
 local TARGET = "service@" .. DOMAIN;
@@ -78,6 +82,11 @@ fake.handlers(m, "presence/host")[1]({ stanza = st.presence({ from = RESOURCE, t
 local fm = fake.new({ host = FLOOR_HOST, options = { readdress_floor_targets = { RESOURCE } }, prosody = prosody_global });
 fake.run(FLOOR_MODULE, fm);
 local floor_handler = assert(fake.handlers(fm, "iq/host")[1], "the floor hooks iq/host");
+local cm = fake.new({ host = CALL_FLOOR_HOST, options = { readdress_floor_targets = { RESOURCE }, readdress_floor_call = true },
+	prosody = prosody_global });
+fake.run(FLOOR_MODULE, cm);
+local call_floor_handler = assert(fake.handlers(cm, "iq/host")[1], "the call floor hooks iq/host");
+assert(call_floor_handler ~= floor_handler, "the call floor is a handler of its own");
 
 -- Bare native calls on a proxy of their own (the same library: dlopen finds it loaded).
 local native = assert(package.loadlib(fake.SO, "luaopen_client_proxy"))();
@@ -136,6 +145,7 @@ local function check(handler, mod, to)
 end
 check(shim_handler, m, HOST);
 check(floor_handler, fm, FLOOR_HOST);
+check(call_floor_handler, cm, CALL_FLOOR_HOST);
 
 -- The shim's proxy: native.open of its host gives its state back, reconfigured with the
 -- options given (so the same options, or the caps fall back to their defaults).
@@ -165,7 +175,7 @@ local function stanza_cost()
 	-- Each `keep` slot is 16 bytes of array part: not the stanza's.
 	return object - 16, text - 16, #sample;
 end
--- SHIM_BENCH_COST=shim|floor: instead of timing, run SHIM_BENCH_PAIRS (default 20000)
+-- SHIM_BENCH_COST=shim|floor|callfloor: instead of timing, run SHIM_BENCH_PAIRS (default 20000)
 -- requests and replies through that handler, each batch of CHUNK inside a coroutine, and
 -- exit: bench/callgrind_cost.sh counts what runs inside lua_resume (the handlers, as the
 -- timed runs time them) with callgrind's cache model. Counts do not change with the
@@ -183,8 +193,8 @@ end
 
 local function cost_run(kind)
 	fill_shim(FILL);
-	local handler = kind == "floor" and floor_handler or shim_handler;
-	local to = kind == "floor" and FLOOR_HOST or HOST;
+	local handler = ({ floor = floor_handler, callfloor = call_floor_handler })[kind] or shim_handler;
+	local to = ({ floor = FLOOR_HOST, callfloor = CALL_FLOOR_HOST })[kind] or HOST;
 	local run = coroutine.wrap(function (events)
 		while true do
 			for i = 1, #events do handler(events[i]); end
@@ -210,7 +220,7 @@ local function cost_run(kind)
 	os.exit(0);
 end
 local cost_kind = os.getenv("SHIM_BENCH_COST");
-if cost_kind == "shim" or cost_kind == "floor" then cost_run(cost_kind); end
+if cost_kind == "shim" or cost_kind == "floor" or cost_kind == "callfloor" then cost_run(cost_kind); end
 
 local stanza_object, stanza_text, text_length = stanza_cost();
 
@@ -302,6 +312,7 @@ end
 local kinds = {
 	{ name = "shim", run = handler_batch(shim_handler, HOST) },
 	{ name = "floor", run = handler_batch(floor_handler, FLOOR_HOST) },
+	{ name = "callfloor", run = handler_batch(call_floor_handler, CALL_FLOOR_HOST) },
 	{ name = "native", run = native_batch },
 };
 for _, k in ipairs(kinds) do k.run(math.min(BATCH, 2000)); k.forward, k.reply = {}, {}; end -- warm-up
@@ -340,13 +351,14 @@ for _, k in ipairs(kinds) do
 end
 local ratio = med.shim.pair / med.floor.pair;
 
-print(("In process (%s, Prosody's util.stanza, the specs' fake module; CPU time): %d requests outstanding (from distinct requesters), then %d rounds x {shim, floor, native} x %d forwards + their replies"):format(
+print(("In process (%s, Prosody's util.stanza, the specs' fake module; CPU time): %d requests outstanding (from distinct requesters), then %d rounds x {shim, floor, call floor, native} x %d forwards + their replies"):format(
 	_VERSION, FILL, ROUNDS, BATCH));
 print(("fill: %d requests through the shim in %.2f s\n"):format(FILL, fill_seconds));
 print(("%-44s %12s %12s %12s %14s %14s"):format("median over rounds, ns", "forward", "reply", "pair", "forward range", "reply range"));
 local labels = {
 	shim = "shim + core (lua/mod_client_proxy.lua)",
 	floor = "floor (bench/mod_readdress_floor.lua)",
+	callfloor = "  call floor: floor + one call to C",
 	native = "  bare proxy:route() x2 from Lua",
 };
 for _, k in ipairs(kinds) do
@@ -355,13 +367,17 @@ for _, k in ipairs(kinds) do
 end
 print(("\n(forward + reply) shim / floor: %.2fx (target <= 2x); forward %.2fx, reply %.2fx"):format(
 	ratio, med.shim.forward / med.floor.forward, med.shim.reply / med.floor.reply));
+local call_ratio = med.callfloor.pair / med.floor.pair;
+print(("call floor / floor: %.2fx: a call to C per stanza, doing nothing, leaves %.2fx of the floor for all the module does beyond it"):format(
+	call_ratio, 2 - call_ratio));
 print(("Lua heap per outstanding request (shim): %.0f bytes; one stanza of that shape alone: %.0f bytes as util.stanza, %.0f bytes as its %d-byte serialization"):format(
 	heap_per_request, stanza_object, stanza_text, text_length));
-print(("\nSUMMARY shim_bench: ns per forward/reply with %d outstanding: shim %.0f/%.0f, floor %.0f/%.0f, bare route() %.0f/%.0f; (forward+reply) shim/floor %.2fx (target <= 2x); Lua heap per outstanding request %.0f B (a whole stanza of that shape %.0f B)"):format(
+print(("\nSUMMARY shim_bench: ns per forward/reply with %d outstanding: shim %.0f/%.0f, floor %.0f/%.0f, bare route() %.0f/%.0f; (forward+reply) shim/floor %.2fx (target <= 2x), call floor/floor %.2fx; Lua heap per outstanding request %.0f B (a whole stanza of that shape %.0f B)"):format(
 	FILL, med.shim.forward, med.shim.reply, med.floor.forward, med.floor.reply, med.native.forward, med.native.reply,
-	ratio, heap_per_request, stanza_object));
--- For bench/run.sh: the ratio, then ns per forward and reply, shim and floor.
-print(("RATIO shim %.4f %.0f %.0f %.0f %.0f %.0f"):format(ratio, med.shim.forward, med.shim.reply, med.floor.forward,
-	med.floor.reply, heap_per_request));
+	ratio, call_ratio, heap_per_request, stanza_object));
+-- For bench/run.sh: the ratio, then ns per forward and reply, shim and floor, the heap,
+-- the call floor's ratio.
+print(("RATIO shim %.4f %.0f %.0f %.0f %.0f %.0f %.4f"):format(ratio, med.shim.forward, med.shim.reply, med.floor.forward,
+	med.floor.reply, heap_per_request, call_ratio));
 
 fake.remove_dir(fake.plugin_dir());
