@@ -4,8 +4,8 @@
 # a cache model, once for the module's shim, once for the readdress-only floor and once for
 # the call floor (the floor plus one call to C per stanza: the least any native core adds),
 # all after the same fill of outstanding requests, and prints per request+reply:
-# instructions, L1 instruction and data misses, last-level misses. Only what runs inside lua_resume is
-# counted: the handlers, not the building of the stanzas they are given.
+# instructions, L1 instruction and data misses, last-level misses. Only what runs inside
+# lua_resume is counted: the handlers, not the building of the stanzas they are given.
 #
 # Environment: SHIM_BENCH_FILL (default 100000: callgrind runs ~50x slower than the CPU),
 # SHIM_BENCH_PAIRS (default 20000), CLIENT_PROXY_SO and CLIENT_PROXY_SHIM as for the bench.

@@ -175,11 +175,11 @@ local function stanza_cost()
 	-- Each `keep` slot is 16 bytes of array part: not the stanza's.
 	return object - 16, text - 16, #sample;
 end
--- SHIM_BENCH_COST=shim|floor|callfloor: instead of timing, run SHIM_BENCH_PAIRS (default 20000)
--- requests and replies through that handler, each batch of CHUNK inside a coroutine, and
--- exit: bench/callgrind_cost.sh counts what runs inside lua_resume (the handlers, as the
--- timed runs time them) with callgrind's cache model. Counts do not change with the
--- machine's load, as timings do.
+-- SHIM_BENCH_COST=shim|floor|callfloor: instead of timing, run SHIM_BENCH_PAIRS (default
+-- 20000) requests and replies through that handler, each batch of CHUNK inside a
+-- coroutine, and exit: bench/callgrind_cost.sh counts what runs inside lua_resume (the
+-- handlers, as the timed runs time them) with callgrind's cache model. Counts do not
+-- change with the machine's load, as timings do.
 -- The fill: `count` requests from distinct requesters through the shim, never answered.
 local function fill_shim(count)
 	local left = count;
