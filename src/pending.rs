@@ -188,7 +188,7 @@ fn user_hash(state: &RandomState, user: &str) -> u64 {
     account.finish()
 }
 
-/// An outstanding request taken out of the table.
+/// An outstanding request: in its slot of the table, or taken out of it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Request {
     /// `requester NUL id`.
@@ -228,21 +228,13 @@ impl Request {
     }
 }
 
-/// An outstanding request in its slot.
+/// An outstanding request in its slot, with what the tables find it and its user by.
 struct Stored {
-    key: Text,
-    /// Where the requester ends in `key` (the NUL is next).
-    requester_len: u32,
-    /// Of `key`, for the index (which keeps slot numbers only).
+    request: Request,
+    /// Of the request's key, for the index (which keeps slot numbers only).
     hash: u64,
-    seq: u64,
-    resource: Arc<str>,
-    shape: Shape,
     /// The slot of the requester's account in the users table.
     user: u32,
-    earlier: Vec<Arc<str>>,
-    deadline: u64,
-    capped: bool,
 }
 
 /// The request in slot `n` (a hold number, from 1), if one is there.
@@ -302,6 +294,17 @@ impl User {
         self.jid.as_str().get(self.bare_len + 1..).unwrap_or("")
     }
 
+    /// The count of a device (0 when it has none).
+    fn count_of(&self, device: &str) -> u32 {
+        if self.device() == device {
+            return self.first;
+        }
+        self.others
+            .iter()
+            .find(|(d, _)| &**d == device)
+            .map_or(0, |(_, n)| *n)
+    }
+
     /// The count of a device, if it has one.
     fn of_device(&mut self, device: &str) -> Option<&mut u32> {
         if self.device() == device {
@@ -345,17 +348,7 @@ impl Users {
         });
         found
             .and_then(|&i| Self::record(records, i))
-            .map_or((0, 0), |r| {
-                let of_device = if r.device() == device {
-                    r.first
-                } else {
-                    r.others
-                        .iter()
-                        .find(|(d, _)| &**d == device)
-                        .map_or(0, |(_, n)| *n)
-                };
-                (r.total, of_device)
-            })
+            .map_or((0, 0), |r| (r.total, r.count_of(device)))
     }
 
     /// Counts a request unless the requester already has `limits.0` requests outstanding
@@ -386,8 +379,7 @@ impl Users {
                 let Some(record) = records[i as usize].as_mut() else {
                     unreachable!("the index names only records in their slots")
                 };
-                let of_device = record.of_device(device).map_or(0, |n| *n);
-                if of_device >= per_requester {
+                if record.count_of(device) >= per_requester {
                     return Err(Refusal::RequesterFull);
                 }
                 if record.total >= per_user {
@@ -484,9 +476,14 @@ impl Deadlines {
         for q in &mut self.queues {
             q.entries.retain(|&(_, seq, n)| live(seq, n));
         }
+        self.drop_idle(timeout_ms);
+        self.queued = self.queues.iter().map(|q| q.entries.len()).sum();
+    }
+
+    /// Drops the empty queues of timeouts no longer in force.
+    fn drop_idle(&mut self, timeout_ms: u64) {
         self.queues
             .retain(|q| !q.entries.is_empty() || q.timeout_ms == timeout_ms);
-        self.queued = self.queues.iter().map(|q| q.entries.len()).sum();
     }
 
     fn push(&mut self, timeout_ms: u64, deadline: u64, seq: u64, n: u32) {
@@ -497,8 +494,7 @@ impl Deadlines {
         {
             // The timeout changed (a reload): the queue of one no longer in force goes
             // once its requests are gone.
-            self.queues
-                .retain(|q| !q.entries.is_empty() || q.timeout_ms == timeout_ms);
+            self.drop_idle(timeout_ms);
             self.last = match self.queues.iter().position(|q| q.timeout_ms == timeout_ms) {
                 Some(i) => i,
                 None => {
@@ -621,7 +617,7 @@ impl PendingTable {
         self.requests
             .iter()
             .flatten()
-            .filter(|s| &*s.resource == resource)
+            .filter(|s| &*s.request.resource == resource)
             .count()
     }
 
@@ -675,7 +671,7 @@ impl PendingTable {
         // inserts.
         let vacant = match index.entry(
             hash,
-            |&n| stored(requests, n).is_some_and(|s| s.key.is_key(requester, id)),
+            |&n| stored(requests, n).is_some_and(|s| s.request.key.is_key(requester, id)),
             |&n| stored(requests, n).map_or(0, |s| s.hash),
         ) {
             Slot::Occupied(_) => return Err(Refusal::DuplicateId),
@@ -701,16 +697,19 @@ impl PendingTable {
         self.seq += 1;
         let deadline = millis(now + self.timeout);
         self.requests[n as usize - 1] = Some(Stored {
-            key: Text::key(requester, id),
-            requester_len: requester.len() as u32,
+            request: Request {
+                key: Text::key(requester, id),
+                requester_len: requester.len() as u32,
+                resource,
+                shape: shape.into(),
+                seq: self.seq,
+                held: u64::from(n),
+                earlier: Vec::new(),
+                deadline,
+                capped: cap_domain,
+            },
             hash,
-            seq: self.seq,
-            resource,
-            shape: shape.into(),
             user,
-            earlier: Vec::new(),
-            deadline,
-            capped: cap_domain,
         });
         self.queue_deadline(deadline, self.seq, n);
         Ok(u64::from(n))
@@ -740,40 +739,21 @@ impl PendingTable {
     }
 
     fn put(&mut self, request: Request) {
-        let Request {
-            key,
-            requester_len,
-            resource,
-            shape,
-            seq,
-            held,
-            earlier,
-            deadline,
-            capped,
-        } = request;
-        let (requester, id) = key.as_str().split_at(requester_len as usize);
-        let id = &id[1..];
+        let (requester, id) = (request.requester(), request.id());
         let (hash, account) = hashes(&self.hasher, requester, user_and_device(requester).0, id);
         let user = self.per_user.add(account, requester);
-        if capped {
+        if request.capped {
             self.per_domain.add(user_and_domain(requester).1);
         }
-        let n = held as u32;
+        let n = request.held as u32;
         let requests = &mut self.requests;
         debug_assert!(stored(requests, n).is_none(), "slot {n} taken while out");
         self.index
             .insert_unique(hash, n, |&m| stored(requests, m).map_or(0, |s| s.hash));
         requests[n as usize - 1] = Some(Stored {
-            key,
-            requester_len,
+            request,
             hash,
-            seq,
-            resource,
-            shape,
             user,
-            earlier,
-            deadline,
-            capped,
         });
     }
 
@@ -787,7 +767,7 @@ impl PendingTable {
         if self.deadlines.queued >= most {
             let requests = &self.requests;
             self.deadlines.compact(timeout_ms, |seq, n| {
-                stored(requests, n).is_some_and(|s| s.seq == seq)
+                stored(requests, n).is_some_and(|s| s.request.seq == seq)
             });
         }
         self.deadlines.push(timeout_ms, deadline, seq, n);
@@ -795,23 +775,13 @@ impl PendingTable {
 
     /// Takes the request in slot `n` (the index's entry for it already gone).
     fn take_slot(&mut self, n: u32) -> Option<Request> {
-        let s = self.requests.get_mut(n as usize - 1)?.take()?;
-        let requester = &s.key.as_str()[..s.requester_len as usize];
-        self.per_user.sub(s.user, requester);
-        if s.capped {
+        let Stored { request, user, .. } = self.requests.get_mut(n as usize - 1)?.take()?;
+        let requester = request.requester();
+        self.per_user.sub(user, requester);
+        if request.capped {
             self.per_domain.sub(user_and_domain(requester).1);
         }
-        Some(Request {
-            key: s.key,
-            requester_len: s.requester_len,
-            resource: s.resource,
-            shape: s.shape,
-            seq: s.seq,
-            held: u64::from(n),
-            earlier: s.earlier,
-            deadline: s.deadline,
-            capped: s.capped,
-        })
+        Some(request)
     }
 
     /// Takes the request in slot `n` out of the index and the table.
@@ -826,13 +796,7 @@ impl PendingTable {
     /// Takes a request by requester and id, whoever holds it (outbound requests, whose
     /// answer comes from the user they were sent to).
     pub fn take(&mut self, requester: &str, id: &str) -> Option<Request> {
-        let hash = key_hash(&self.hasher, requester, id);
-        let requests = &self.requests;
-        let found = self.index.find_entry(hash, |&n| {
-            stored(requests, n).is_some_and(|s| s.key.is_key(requester, id))
-        });
-        let (n, _) = found.ok()?.remove();
-        self.take_slot(n)
+        self.take_from(requester, id, None).ok()
     }
 
     /// Takes the request a reply answers, if the reply comes from the right resource.
@@ -842,15 +806,25 @@ impl PendingTable {
         id: &str,
         from_resource: &str,
     ) -> Result<Request, Mismatch> {
+        self.take_from(requester, id, Some(from_resource))
+    }
+
+    /// Takes `requester`'s request `id`, if `resource` (when given) holds it.
+    fn take_from(
+        &mut self,
+        requester: &str,
+        id: &str,
+        resource: Option<&str>,
+    ) -> Result<Request, Mismatch> {
         let hash = key_hash(&self.hasher, requester, id);
         let requests = &self.requests;
         let Ok(found) = self.index.find_entry(hash, |&n| {
-            stored(requests, n).is_some_and(|s| s.key.is_key(requester, id))
+            stored(requests, n).is_some_and(|s| s.request.key.is_key(requester, id))
         }) else {
             return Err(Mismatch::Unknown);
         };
         let n = *found.get();
-        if stored(requests, n).is_none_or(|s| &*s.resource != from_resource) {
+        if resource.is_some_and(|r| stored(requests, n).is_none_or(|s| &*s.request.resource != r)) {
             return Err(Mismatch::WrongResource);
         }
         found.remove();
@@ -866,7 +840,7 @@ impl PendingTable {
 
     /// Takes every request held by a resource that went away (O(n); rare).
     pub fn take_resource(&mut self, resource: &str) -> Vec<Request> {
-        let numbers = self.numbers_where(|s| &*s.resource == resource);
+        let numbers = self.numbers_where(|s| &*s.request.resource == resource);
         numbers
             .into_iter()
             .filter_map(|n| self.remove_slot(n))
@@ -889,7 +863,7 @@ impl PendingTable {
         let mut out = Vec::with_capacity(due.len());
         for (seq, n) in due {
             // Another request in the slot, or none: answered (or lost) before its deadline.
-            if stored(&self.requests, n).is_some_and(|s| s.seq == seq) {
+            if stored(&self.requests, n).is_some_and(|s| s.request.seq == seq) {
                 out.extend(self.remove_slot(n));
             }
         }
