@@ -324,6 +324,8 @@ async fn debian_package_unpacked_into_a_throwaway_root() {
         "mod_client_proxy.lua",
         "native.lib.lua",
         "compat.lib.lua",
+        "outbox.lib.lua",
+        "resources.lib.lua",
         "shell.lib.lua",
         "client_proxy.so",
     ] {

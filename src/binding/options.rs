@@ -48,6 +48,21 @@ fn number_option(t: &LuaTable, option: &'static str) -> LuaResult<Option<f64>> {
     }
 }
 
+/// A period in seconds: a number (Prosody 13's getter has turned "2 minutes" into one).
+fn period_option(t: &LuaTable, option: &'static str) -> LuaResult<Option<f64>> {
+    match t.raw_get::<LuaValue>(option)? {
+        LuaValue::String(s) => match s.to_str().ok().and_then(|s| s.trim().parse().ok()) {
+            Some(n) => Ok(Some(n)),
+            None => Err(option_error(
+                option,
+                &LuaValue::String(s),
+                "a number of seconds",
+            )),
+        },
+        _ => number_option(t, option),
+    }
+}
+
 /// A list of strings (an array table; a single string is a list of one, as Prosody's
 /// get_option_array reads it).
 pub(super) fn list_option(t: &LuaTable, option: &'static str) -> LuaResult<Option<Vec<String>>> {
@@ -103,14 +118,14 @@ pub(super) fn options_from(t: &LuaTable) -> LuaResult<Options> {
         target_address: string_option(t, "target_address")?,
         jat: string_option(t, "client_proxy_jat")?,
         strategy: string_option(t, "client_proxy_strategy")?,
-        timeout: number_option(t, "client_proxy_timeout")?,
+        timeout: period_option(t, "client_proxy_timeout")?,
         max_pending: number_option(t, "client_proxy_max_pending")?,
         max_pending_per_requester: number_option(t, "client_proxy_max_pending_per_requester")?,
         messages: switch_option(t, "client_proxy_messages")?,
         outbound: switch_option(t, "client_proxy_outbound")?,
         presence: switch_option(t, "client_proxy_presence")?,
         eject_after: number_option(t, "client_proxy_eject_after")?,
-        eject_for: number_option(t, "client_proxy_eject_for")?,
+        eject_for: period_option(t, "client_proxy_eject_for")?,
         max_pending_per_user: number_option(t, "client_proxy_max_pending_per_user")?,
         max_pending_per_domain: number_option(t, "client_proxy_max_pending_per_domain")?,
         allow: list_option(t, "client_proxy_allow")?,
