@@ -487,6 +487,30 @@ describe("finalizers while the library runs", function ()
 			function () pcall(native.jat_encode, "plain", R); end,
 			function () pcall(native.jat_decode, "base64", "dXNlckBleGFtcGxlLm9yZy9hYmM"); end,
 			function () pcall(native.now); end,
+			function () -- reads the slots of the C functions running (debug.getlocal), calls route's
+				-- function upvalues with them, now and later
+				for level = 2, 40 do
+					local info = debug.getinfo(level, "S");
+					if not info then break; end
+					if info.what == "C" then
+						for i = 1, 12 do
+							local ok, name, value = pcall(debug.getlocal, level, i);
+							if not ok or name == nil then break; end
+							if value ~= nil and #scratch < 200 then scratch[#scratch + 1] = value; end
+						end
+					end
+				end
+				for i = 1, 20 do
+					local name, f = debug.getupvalue(route, i);
+					if name == nil then break; end
+					if type(f) == "function" then
+						for j = math.max(1, #scratch - 6), #scratch do
+							pcall(f, scratch[j], "send", host);
+							pcall(f, scratch[j]);
+						end
+					end
+				end
+			end,
 		};
 	end
 
@@ -506,7 +530,12 @@ describe("finalizers while the library runs", function ()
 	end
 	local CALL_NAMES = { "route_get", "route_presence", "route_result", "route_bad_types", "route_big", "status", "drain", "tick" };
 
-	local function boom() error("boom from __gc", 0); end
+	-- What raising finalizers raise: a string, and (mode "raise-odd") values that are not.
+	local odd_errors = { {}, false, setmetatable({}, { __tostring = function () error("no"); end }), 42 };
+	local function boom(mode, k)
+		if mode == "raise-odd" then error(odd_errors[k % #odd_errors + 1]); end
+		error("boom from __gc", 0);
+	end
 
 	-- Runs ROUNDS rounds of each call with finalizers doing `mode`; checks each result.
 	local function run(mode)
@@ -518,8 +547,8 @@ describe("finalizers while the library runs", function ()
 			local k = 0;
 			local function act()
 				k = k + 1;
-				if mode ~= "raise" then actions[k % #actions + 1](); end
-				if mode ~= "reenter" then boom(); end
+				if mode == "reenter" or mode == "reenter-raise" then actions[k % #actions + 1](); end
+				if mode ~= "reenter" then boom(mode, k); end
 			end
 			round_trip(problems, call_name .. ": before", route, host);
 			hits[call_name] = 0;
@@ -538,7 +567,7 @@ describe("finalizers while the library runs", function ()
 						if type(r[2]) ~= "table" then problems[#problems + 1] = what .. ": returned " .. show(r[2]); end
 					elseif mode == "reenter" then
 						problems[#problems + 1] = what .. ": raised " .. show(tostring(r[2]));
-					elseif not tostring(r[2]):find("boom from __gc", 1, true) and not tostring(r[2]):find("__gc", 1, true) then
+					elseif mode ~= "raise-odd" and not tostring(r[2]):find("boom from __gc", 1, true) and not tostring(r[2]):find("__gc", 1, true) then
 						problems[#problems + 1] = what .. ": raised another error: " .. show(tostring(r[2]));
 					end
 				end
@@ -564,6 +593,12 @@ describe("finalizers while the library runs", function ()
 	it("that re-enter, then raise", function ()
 		local problems, hits = run("reenter-raise");
 		gc.report("reenter-raise", hits);
+		assert.are.same({}, problems);
+	end);
+
+	it("that raise values that are not strings (a table, false, a number): route answers fail with a message", function ()
+		local problems, hits = run("raise-odd");
+		gc.report("raise-odd", hits);
 		assert.are.same({}, problems);
 	end);
 
@@ -605,7 +640,7 @@ describe("route outliving its proxy", function ()
 		assert.are.same({}, problems);
 	end);
 
-	it("after its proxy is collected: still a verdict; fail once the host is closed", function ()
+	it("after its proxy is collected (route kept): a verdict or fail; fail once the host is closed", function ()
 		local problems = {};
 		local host, route;
 		do
@@ -613,7 +648,8 @@ describe("route outliving its proxy", function ()
 			p, host, route = open_host();
 		end
 		collectgarbage(); collectgarbage();
-		round_trip(problems, "proxy collected", route, host);
+		routed(problems, "proxy collected", route, "presence", nil, T .. "/kept", host, nil, 0);
+		routed(problems, "proxy collected", route, "iq", "get", R, host, "kept", 0);
 		native.close(host);
 		collectgarbage(); collectgarbage();
 		local v = routed(problems, "closed", route, "presence", nil, T .. "/ghost", host, nil, 0);
@@ -719,6 +755,65 @@ describe("debug.setupvalue on route's upvalues", function ()
 			end
 		end
 		round_trip(problems, "after", route, host);
+		assert.are.same({}, problems);
+	end);
+
+	it("route's function upvalues and its upvalues' metamethods called by hand, then route", function ()
+		local problems = {};
+		local p, host, route = open_host();
+		local other = open_host();
+		round_trip(problems, "before", route, host);
+		local list = upvalues(route);
+		local args = values_of_every_type(other);
+		for _, up in ipairs(list) do args[#args + 1] = up.value; end
+		local function hammer(what, f)
+			returns_or_raises({}, what, f);
+			for _, a in ipairs(args) do
+				pcall(f, a);
+				pcall(f, a, "send", host);
+				for _, b in ipairs(list) do pcall(f, a, b.value, host); end
+			end
+		end
+		for i, up in ipairs(list) do
+			if type(up.value) == "function" then hammer("upvalue " .. i, up.value); end
+			local mt = debug.getmetatable(up.value);
+			if type(mt) == "table" and type(up.value) ~= "string" then
+				for key, f in pairs(mt) do
+					if type(f) == "function" then hammer(("upvalue %d's %s"):format(i, tostring(key)), f); end
+				end
+			end
+			routed(problems, "after upvalue " .. i .. "'s functions", route, "iq", "get", R, host, "h" .. i, 0);
+		end
+		-- The upvalues' finalizers called by hand (twice), on their own values: route fails or answers.
+		for i, up in ipairs(list) do
+			local mt = debug.getmetatable(up.value);
+			if type(up.value) ~= "string" and type(mt) == "table" and type(mt.__gc) == "function" then
+				pcall(mt.__gc, up.value);
+				pcall(mt.__gc, up.value);
+				routed(problems, "after upvalue " .. i .. "'s __gc", route, "iq", "get", R, host, "gc" .. i, 0);
+			end
+		end
+		routed(problems, "at the end", route, "presence", nil, T .. "/end", host, nil, 0);
+		assert.are.same({}, problems);
+	end);
+
+	it("the proxy's finalizer called by hand: its methods raise or return, route answers or fails", function ()
+		local problems = {};
+		local p, host, route = open_host();
+		round_trip(problems, "before", route, host);
+		local mt = debug.getmetatable(p);
+		if type(mt) == "table" and type(mt.__gc) == "function" then
+			for _, v in ipairs(values_of_every_type(nil)) do pcall(mt.__gc, v); end
+			returns_or_raises(problems, "__gc(p)", mt.__gc, p);
+			returns_or_raises(problems, "__gc(p) again", mt.__gc, p);
+		end
+		for _, m in ipairs({ "status", "drain", "stopping" }) do
+			returns_or_raises(problems, m .. " after __gc", function () return p[m](p); end);
+		end
+		returns_or_raises(problems, "tick after __gc", function () return p:tick(5); end);
+		returns_or_raises(problems, "route after __gc", function () return p.route; end);
+		routed(problems, "the route taken before", route, "iq", "get", R, host, "after-gc", 0);
+		round_trip(problems, "the host opened again", native.open({ host = host, target_address = T }).route, host);
 		assert.are.same({}, problems);
 	end);
 
