@@ -40,7 +40,7 @@ local ODD_STRINGS = { "", NUL, BAD_UTF8, BIG, BIG_ODD };
 -- Values of every type, for arguments that expect something else.
 local function values_of_every_type(p)
 	return { false, true, 0, -1, 0.5, 0 / 0, 1 / 0, -1 / 0, 2 ^ 63, "", NUL, BAD_UTF8, BIG, {}, print,
-		coroutine.create(print), io.stdout, p };
+		coroutine.create(function () end), io.stdout, p };
 end
 
 local function open_host(options)
@@ -145,7 +145,7 @@ describe("route: arguments", function ()
 		local p, host, route = open_host();
 		local problems = {};
 		local bad_values = { 5, 0.5, 0 / 0, {}, setmetatable({}, { __tostring = error }), true, false, print,
-			coroutine.create(print), io.stdout, p };
+			coroutine.create(function () end), io.stdout, p };
 		for _, i in ipairs(STRING_ARGS) do
 			for _, bad in ipairs(bad_values) do
 				local args = get_args(host);
