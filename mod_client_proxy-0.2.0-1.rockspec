@@ -10,8 +10,8 @@
 -- scratch directory with a copy of the tarball, target/dist/src-5.x/). Building
 -- needs cargo, make and the Lua headers (e.g. liblua5.4-dev); the binary rocks need none.
 -- The installed layout is the one of mod_client_proxy-dev-1.rockspec: share/lua/5.x/
--- mod_client_proxy.lua and mod_client_proxy/{native,compat,shell}.lua, and the stripped
--- library lib/lua/5.x/client_proxy.so.
+-- mod_client_proxy.lua and mod_client_proxy/{native,compat,outbox,resources,shell}.lua,
+-- and the stripped library lib/lua/5.x/client_proxy.so.
 rockspec_format = "3.0"
 package = "mod_client_proxy"
 version = "0.2.0-1"
@@ -45,6 +45,8 @@ build = {
 			["mod_client_proxy"] = "lua/mod_client_proxy.lua",
 			["mod_client_proxy.native"] = "lua/native.lib.lua",
 			["mod_client_proxy.compat"] = "lua/compat.lib.lua",
+			["mod_client_proxy.outbox"] = "lua/outbox.lib.lua",
+			["mod_client_proxy.resources"] = "lua/resources.lib.lua",
 			["mod_client_proxy.shell"] = "lua/shell.lib.lua",
 		},
 		lib = { ["client_proxy"] = "target/rock/client_proxy.so" },

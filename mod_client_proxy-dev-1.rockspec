@@ -41,6 +41,8 @@ build = {
 			["mod_client_proxy"] = "lua/mod_client_proxy.lua",
 			["mod_client_proxy.native"] = "lua/native.lib.lua",
 			["mod_client_proxy.compat"] = "lua/compat.lib.lua",
+			["mod_client_proxy.outbox"] = "lua/outbox.lib.lua",
+			["mod_client_proxy.resources"] = "lua/resources.lib.lua",
 			["mod_client_proxy.shell"] = "lua/shell.lib.lua",
 		},
 		lib = { ["client_proxy"] = "target/rock/client_proxy.so" },

@@ -10,7 +10,7 @@
 --   call floor: the same floor with `readdress_floor_call`: each stanza's head also goes
 --           through one call to C and back (`select`), the least any native core adds
 --           before it decides anything (for scale: what is left for the module's own work);
---   native: the shim's two decisions as bare proxy:route() calls from Lua (no shim), on a
+--   native: the shim's two decisions as bare proxy.route() calls from Lua (no shim), on a
 --           proxy of its own with the same requests outstanding (for scale only).
 -- First FILL requests (default 200,000) from distinct requesters are forwarded through
 -- the shim (and the native proxy) and never answered. Then, in rounds, each of the three
@@ -93,7 +93,7 @@ local native = assert(package.loadlib(fake.SO, "luaopen_client_proxy"))();
 local native_options = { host = NATIVE_HOST, local_domains = { DOMAIN, NATIVE_HOST } };
 for k, v in pairs(options) do native_options[k] = v; end
 local proxy = native.open(native_options);
-assert(proxy:route("presence", nil, RESOURCE, NATIVE_HOST, nil, util_time.now(), 0, true) == "drop");
+assert(proxy.route("presence", nil, RESOURCE, NATIVE_HOST, nil, util_time.now(), 0, true) == "drop");
 proxy:drain();
 local route = proxy.route;
 
@@ -242,7 +242,7 @@ do
 		local requests = build_requests(n, NATIVE_HOST, origin);
 		for i = 1, n do
 			local a = requests[i].stanza.attr;
-			assert(route(proxy, "iq", "get", a.from, NATIVE_HOST, a.id, now) == "send");
+			assert(route("iq", "get", a.from, NATIVE_HOST, a.id, now) == "send");
 		end
 		left = left - n;
 	end
@@ -288,7 +288,7 @@ local function native_batch(n)
 		end
 		local t0 = clock();
 		for i = 1, #froms do
-			local verdict = route(proxy, "iq", "get", froms[i], NATIVE_HOST, ids[i], now);
+			local verdict = route("iq", "get", froms[i], NATIVE_HOST, ids[i], now);
 			if verdict ~= "send" then error("native forward: " .. tostring(verdict)); end
 		end
 		forwards = forwards + (clock() - t0);
@@ -301,7 +301,7 @@ local function native_batch(n)
 		for i = 1, #froms do jats[i] = native_jat .. froms[i]; end
 		local t0 = clock();
 		for i = 1, #froms do
-			local verdict = route(proxy, "iq", "result", RESOURCE, jats[i], ids[i], now);
+			local verdict = route("iq", "result", RESOURCE, jats[i], ids[i], now);
 			if verdict ~= "send" then error("native reply: " .. tostring(verdict)); end
 		end
 		replies = replies + (clock() - t0);
@@ -359,7 +359,7 @@ local labels = {
 	shim = "shim + core (lua/mod_client_proxy.lua)",
 	floor = "floor (bench/mod_readdress_floor.lua)",
 	callfloor = "  call floor: floor + one call to C",
-	native = "  bare proxy:route() x2 from Lua",
+	native = "  bare proxy.route() x2 from Lua",
 };
 for _, k in ipairs(kinds) do
 	local x = med[k.name];

@@ -4,33 +4,23 @@
 
 local compat = {};
 
--- A period in seconds. Prosody 13's module:get_option_period also takes a description
--- ("30 seconds", "2 min"); 0.12 numbers only. A value neither understands is a load error
--- naming the option, not a silent default. nil when the option is not set.
-function compat.option_period(name)
-	local raw = module:get_option_scalar(name);
-	if raw == nil or type(raw) == "number" then return raw; end
-	local seconds;
-	if module.get_option_period then
-		seconds = module:get_option_period(name);
-	else
-		seconds = tonumber(raw);
-	end
-	if type(seconds) ~= "number" then
-		error(("%s: %q is not a number of seconds%s"):format(name, tostring(raw),
-			module.get_option_period and " nor a period such as \"30 seconds\"" or ""), 0);
-	end
-	return seconds;
-end
+local unpack = table.unpack or unpack;
 
--- One of a set of names. Prosody 13's module:get_option_enum logs the allowed values when
--- the value is not one of them; on 0.12 the raw value. Either way the core refuses a value
--- it does not know (a wrong type included), naming the option.
-function compat.option_enum(name, default, ...)
-	if module.get_option_enum then
-		return module:get_option_enum(name, default, ...);
+-- The value for the core of one option of native.options ({ name, kind, values, default }):
+-- the config's, raw. The core checks it once and names the option when it refuses it.
+-- Prosody 13 reads two kinds itself: an enum goes through module:get_option_enum, for the
+-- error line it writes when the value is not allowed (the values and the default are the
+-- core's); a period written as a string ("2 min") through module:get_option_period, which
+-- turns it into seconds (when it cannot, the raw string goes to the core, which refuses it).
+function compat.option(spec)
+	local raw = module:get_option(spec.name);
+	if spec.kind == "enum" and module.get_option_enum then
+		module:get_option_enum(spec.name, spec.default, unpack(spec.values or {}));
+	elseif spec.kind == "period" and type(raw) == "string" and module.get_option_period then
+		local seconds = module:get_option_period(spec.name);
+		if type(seconds) == "number" then return seconds; end
 	end
-	return module:get_option_scalar(name);
+	return raw;
 end
 
 -- Runs f once the server has started: at once on a running server (a module reload or a

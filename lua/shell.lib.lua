@@ -1,7 +1,8 @@
 -- The shell command client_proxy:resources([host]) (module:require "shell"): lists the
 -- implementing client's resources of one client_proxy component, or of all of them.
--- Returns add(host, status), where status() gives the proxy's status table and the time in
--- the clock of its ejected_until; add returns a function that removes the host again.
+-- Returns add(host, status), where status() gives the proxy's status table (its resources
+-- sorted by name, by the core) and the time in the clock of its ejected_until; add returns
+-- a function that removes the host again.
 
 local compat = module:require "compat";
 
@@ -11,10 +12,9 @@ local hosts = module:shared("/*/client_proxy/shell_hosts");
 local function describe(print_line, status, now)
 	print_line(("%s -> %s: %d eligible, %d pending%s"):format(status.host, status.target,
 		status.eligible, status.pending, status.revoked and ", subscription revoked" or ""));
-	table.sort(status.resources, function (x, y) return x.name < y.name; end);
 	for _, r in ipairs(status.resources) do
 		local ejected = "";
-		if r.ejected_until and now then -- in the shim's clock: shown on the wall clock
+		if r.ejected_until and now then -- in the core's clock (native.now): shown on the wall clock
 			ejected = os.date("  ejected until %H:%M:%S", os.time() + math.floor(r.ejected_until - now + 0.5));
 		end
 		print_line(("  %-30s priority %4d  %-10s  %d pending%s"):format(r.name, r.priority, r.pool, r.pending, ejected));
@@ -32,7 +32,8 @@ local function resources(self, wanted)
 			if ok then
 				count = count + describe(print_line, status, now);
 			else
-				print_line(("%s: the native core failed: %s"):format(h, tostring(status)));
+				-- the first line: mlua's errors carry a traceback
+				print_line(("%s: the native core failed: %s"):format(h, (tostring(status):match("^[^\n]*"))));
 			end
 		end
 	end

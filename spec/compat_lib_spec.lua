@@ -1,6 +1,6 @@
--- lua/compat.lib.lua: Prosody 13's get_option_period, get_option_enum and on_ready where
--- present, 0.12's fallbacks otherwise. Run in the fake Prosody module
--- (spec/helpers/fake_module.lua; api13 gives it 13's methods).
+-- lua/compat.lib.lua: an option's value for the core (raw; Prosody 13's get_option_period
+-- and get_option_enum where present), on_ready or its 0.12 fallback. Run in the fake
+-- Prosody module (spec/helpers/fake_module.lua; api13 gives it 13's methods).
 
 local fake = require "helpers.fake_module";
 
@@ -9,46 +9,44 @@ local function compat(opts)
 	return fake.run(fake.LIB_DIR .. "/compat.lib.lua", m), m;
 end
 
-describe("compat.option_period", function ()
-	local function period(api13, value)
-		local c = compat({ api13 = api13, options = { client_proxy_timeout = value } });
-		return pcall(c.option_period, "client_proxy_timeout");
+describe("compat.option", function ()
+	local JAT = { name = "client_proxy_jat", kind = "enum", values = { "plain", "base64" }, default = "plain" };
+	local TIMEOUT = { name = "client_proxy_timeout", kind = "period", default = 60 };
+
+	-- option(spec) with the config { [spec.name] = value }; returns its value and the module.
+	local function option(api13, spec, value)
+		local c, m = compat({ api13 = api13, options = { [spec.name] = value } });
+		return c.option(spec), m;
 	end
 
-	it("a number of seconds (or nothing) as it is, on 0.12 and 13", function ()
-		for _, api13 in ipairs({ false, true }) do
-			assert.are.same({ true, 30 }, { period(api13, 30) });
-			assert.are.same({ true, 2.5 }, { period(api13, 2.5) });
-			assert.are.same({ true, nil }, { period(api13, nil) });
+	it("0.12: every kind raw, as the config gives it (the core checks and names the option); nothing logged", function ()
+		for _, value in ipairs({ 30, "45", "5 seconds", true }) do
+			assert.are.equal(value, (option(false, TIMEOUT, value)));
 		end
+		local list = { 3, 4 };
+		assert.are.equal(list, (option(false, { name = "client_proxy_max_pending", kind = "count" }, list)));
+		local v, m = option(false, JAT, "rot13");
+		assert.are.same({ "rot13", {} }, { v, m.logs });
+		assert.is_nil((option(false, JAT, nil)), "unset: nil (the core has the default)");
 	end);
 
-	it("0.12: a number written as a string; anything else is an error naming the option", function ()
-		assert.are.same({ true, 45 }, { period(false, "45") });
-		assert.are.same({ false, "client_proxy_timeout: \"5 seconds\" is not a number of seconds" }, { period(false, "5 seconds") });
-		assert.are.same({ false, "client_proxy_timeout: \"true\" is not a number of seconds" }, { period(false, true) });
+	it("13: a period as a string in seconds; one 13 does not understand raw (13 logs it); numbers as they are", function ()
+		assert.are.equal(5, (option(true, TIMEOUT, "5 seconds")));
+		assert.are.equal(120, (option(true, TIMEOUT, "2min")));
+		assert.are.equal(2.5, (option(true, TIMEOUT, 2.5)));
+		local v, m = option(true, TIMEOUT, "soon");
+		assert.are.equal("soon", v);
+		assert.is_string(fake.logged(m, "error", "Config option 'client_proxy_timeout' not understood"));
+		assert.is_nil((option(true, TIMEOUT, nil)));
 	end);
 
-	it("13: a period such as \"5 seconds\" or \"2min\"; what 13 does not understand names the option", function ()
-		assert.are.same({ true, 5 }, { period(true, "5 seconds") });
-		assert.are.same({ true, 120 }, { period(true, "2min") });
-		assert.are.same({ false, "client_proxy_timeout: \"soon\" is not a number of seconds nor a period such as \"30 seconds\"" },
-			{ period(true, "soon") });
-	end);
-end);
-
-describe("compat.option_enum", function ()
-	it("0.12: the raw value (a wrong type goes to the core, which names the option)", function ()
-		local c = compat({ options = { client_proxy_jat = 5 } });
-		assert.are.equal(5, c.option_enum("client_proxy_jat", "plain", "base64"));
-		assert.is_nil(c.option_enum("client_proxy_strategy", "random", "sticky"));
-	end);
-
-	it("13: get_option_enum, the default when unset, an error line for an unknown value", function ()
-		local c, m = compat({ api13 = true, options = { client_proxy_jat = "rot13" } });
-		assert.are.equal("random", c.option_enum("client_proxy_strategy", "random", "sticky"));
-		assert.are.equal("rot13", c.option_enum("client_proxy_jat", "plain", "base64"));
-		assert.is_string(fake.logged(m, "error", "client_proxy_jat"));
+	it("13: an enum through get_option_enum with the core's values and default, for its error line; the value raw", function ()
+		local v, m = option(true, JAT, "rot13");
+		assert.are.equal("rot13", v);
+		assert.is_string(fake.logged(m, "error", "Config option 'client_proxy_jat' not in set of allowed values (one of: base64, plain)"));
+		v, m = option(true, JAT, "base64");
+		assert.are.same({ "base64", {} }, { v, m.logs });
+		assert.is_nil((option(true, JAT, nil)), "unset: nil, not get_option_enum's default");
 	end);
 end);
 

@@ -1,66 +1,23 @@
--- lua/mod_client_proxy.lua, the glue: options in, verdicts and outbox items applied,
--- subscribers stored, status, metrics, reload and unload. Loaded in the fake Prosody of
--- spec/helpers/fake_module.lua with Prosody's real util.stanza, against a scripted native
--- core (what the core decides is tested in Rust); the last block runs it against the real
--- library (CLIENT_PROXY_SO).
+-- lua/mod_client_proxy.lua, the glue: the interface check, options in, verdicts applied,
+-- which event calls which core method, metrics, reload and unload. Loaded in the fake
+-- Prosody of spec/helpers/fake_module.lua with Prosody's real util.stanza, against the
+-- scripted native core of spec/helpers/fake_native.lua (what the core decides is tested in
+-- Rust; the outbox items in outbox_lib_spec.lua, the resource patterns in
+-- resources_lib_spec.lua); the last block runs it against the real library (CLIENT_PROXY_SO).
 
 local st = require "util.stanza";
 local fake = require "helpers.fake_module";
+local fake_native = require "helpers.fake_native";
 local support = require "support";
 
 local unpack = table.unpack or unpack;
 local TARGET, USER, HOST = "service@example.org", "user@example.org/abc", "proxy.example";
 local JAT = HOST .. "/" .. USER;
 
--- A scripted native core: proxy.verdicts (route's results, in turn; route fails with the
--- verdict { "fail", message }, as the real one does),
--- proxy.outbox[method] (the next drain/tick/stopping result; "raise" raises); calls are
--- recorded in native.opened, native.closed and proxy.calls.
-local function scripted_native()
-	local native = { version = "9.9.9", opened = {}, closed = {},
-		INTERNAL_ERROR = { type = "cancel", condition = "internal-server-error", text = "The proxy failed" } };
-	local proxy = { verdicts = {}, outbox = {}, calls = {}, routed = {} };
-	proxy.status_table = { host = HOST, target = TARGET, pending = 2, outbound_pending = 0, eligible = 1, ejected = 1, ejections = 6,
-		revoked = false, level = "warn", text = "No eligible resource of " .. TARGET .. " is online",
-		requests = { forwarded = 3, timed_out = 1 }, messages = { to_service = 4, to_user = 5 }, resources = {} };
-	function proxy:route(...)
-		table.insert(self.routed, { n = select("#", ...), ... });
-		local v = table.remove(self.verdicts, 1) or { "drop", "unscripted", false };
-		return unpack(v, 1, 6);
-	end
-	local function outbox_method(name)
-		return function (self, ...)
-			table.insert(self.calls, { name, ... });
-			local items = self.outbox[name] or {};
-			self.outbox[name] = nil;
-			if items == "raise" then error(name .. " failed"); end
-			return items;
-		end
-	end
-	proxy.drain, proxy.tick, proxy.stopping = outbox_method("drain"), outbox_method("tick"), outbox_method("stopping");
-	function proxy:set_local_domains(list)
-		if self.status_raises then error("set_local_domains failed"); end
-		self.local_domains = list;
-	end
-	function proxy:status()
-		if self.status_raises then error("status failed"); end
-		return self.status_table;
-	end
-	function native.open(options)
-		table.insert(native.opened, options);
-		if native.open_error then error(native.open_error, 0); end
-		-- As the core does: open queues the current status for the shim that just loaded.
-		proxy.outbox.drain = proxy.outbox.drain or { { kind = "status", level = proxy.status_table.level, text = proxy.status_table.text } };
-		return proxy;
-	end
-	function native.close(host) table.insert(native.closed, host); end
-	return native, proxy;
-end
-
--- Loads the shim against a scripted core; opts as fake.new's.
+-- Loads the shim against a scripted core (opts.script(native, proxy) first); opts as fake.new's.
 local function load(opts)
 	opts = opts or {};
-	local native, proxy = scripted_native();
+	local native, proxy = fake_native.new({ host = HOST, target = TARGET });
 	if opts.script then opts.script(native, proxy); end
 	opts.host = opts.host or HOST;
 	opts.options = opts.options or { target_address = TARGET };
@@ -93,6 +50,11 @@ local function assert_error(s, to, from, id, etype, condition, text)
 	assert.are.same({ etype, condition, text }, { s:get_error() });
 end
 
+-- No log line carries a traceback (mlua's errors do: the shim logs their first line).
+local function assert_no_traceback(m)
+	for _, line in ipairs(m.logs) do assert.is_nil(line.text:find("traceback", 1, true), line.text); end
+end
+
 describe("loading", function ()
 	it("hooks the nine stanza events at priority -1, a 1 s timer; status and the load line", function ()
 		local m, ok, err = load();
@@ -115,12 +77,23 @@ describe("loading", function ()
 		assert.is_string(fake.logged(m, "info", "Proxying proxy.example to service@example.org (native core 9.9.9, /fake/client_proxy.so)"));
 	end);
 
-	it("passes the options raw, keyed by option name, with the stored subscribers and the server's hosts", function ()
-		local options = { target_address = TARGET, client_proxy_jat = "base64", client_proxy_strategy = 7,
-			client_proxy_timeout = 30, client_proxy_max_pending = "12", client_proxy_max_pending_per_requester = { 3, 4 },
-			client_proxy_max_pending_per_user = 5, client_proxy_max_pending_per_domain = true, client_proxy_eject_after = 0,
-			client_proxy_eject_for = 60, client_proxy_allow = { "example.org", "x@example.net" },
-			client_proxy_messages = "no", client_proxy_outbound = 0, client_proxy_presence = false };
+	it("refuses a core of another interface (a reload keeps the library loaded first): restart", function ()
+		local _, ok, err, native = load({ script = function (native) native.interface = 1; end });
+		assert.is_false(ok);
+		assert.are.equal("client_proxy.so 9.9.9 does not match this mod_client_proxy.lua (interface 1, expected 2): "
+			.. "a module reload keeps the library loaded at start; restart Prosody", err);
+		assert.are.same({}, native.opened);
+		-- a core from before the interface number, without a version either
+		_, ok, err = load({ script = function (native) native.interface, native.version = nil, nil; end });
+		assert.is_false(ok);
+		assert.matches("^client_proxy%.so %? does not match this mod_client_proxy%.lua %(interface nil, expected 2%):.*restart Prosody$", err);
+	end);
+
+	it("passes one option per entry of native.options, raw; the stored subscribers and the server's hosts", function ()
+		local options = { target_address = TARGET, client_proxy_jat = "base64", client_proxy_colour = "green",
+			client_proxy_timeout = "30", client_proxy_eject_for = "2 min", client_proxy_max_pending = "12",
+			client_proxy_max_pending_per_requester = { 3, 4 }, client_proxy_allow = { "example.org", "x@example.net" },
+			client_proxy_messages = "no", client_proxy_resources = { "^focus" }, client_proxy_strategy = "sticky" };
 		local storage = { client_proxy_subscribers = { [""] = { ["a@example.org"] = true, ["b@example.org"] = true } } };
 		local prosody = { start_time = 1, hosts = { ["localhost"] = {}, [HOST] = {} } };
 		local m, ok, err, native, proxy = load({ options = options, storage = storage, prosody = prosody });
@@ -128,12 +101,12 @@ describe("loading", function ()
 		local opened = native.opened[1];
 		table.sort(opened.subscribers);
 		table.sort(opened.local_domains);
-		assert.are.same({ host = HOST, target_address = TARGET, client_proxy_jat = "base64", client_proxy_strategy = 7,
-			client_proxy_timeout = 30, client_proxy_max_pending = "12", client_proxy_max_pending_per_requester = 3,
-			client_proxy_max_pending_per_user = 5, client_proxy_max_pending_per_domain = true, client_proxy_eject_after = 0,
-			client_proxy_eject_for = 60, client_proxy_allow = { "example.org", "x@example.net" },
-			client_proxy_messages = "no", client_proxy_outbound = 0, client_proxy_presence = false,
-			subscribers = { "a@example.org", "b@example.org" }, local_domains = { "localhost", HOST } }, opened);
+		-- not the resource patterns (the shim's), nor an option native.options does not list
+		assert.are.same({ host = HOST, target_address = TARGET, client_proxy_jat = "base64", client_proxy_colour = "green",
+			client_proxy_timeout = "30", client_proxy_eject_for = "2 min", client_proxy_max_pending = "12",
+			client_proxy_max_pending_per_requester = { 3, 4 }, client_proxy_allow = { "example.org", "x@example.net" },
+			client_proxy_messages = "no", subscribers = { "a@example.org", "b@example.org" }, local_domains = { "localhost", HOST } }, opened);
+		assert.are.equal(0, count_logs(m, "error", "")); -- 0.12: no checks in Lua
 		-- hosts come and go: the core is told the new set
 		prosody.hosts["new.example"] = {};
 		fake.fire(m, "host-activated", "new.example");
@@ -146,13 +119,24 @@ describe("loading", function ()
 		proxy.status_raises = true;
 		fake.fire(m, "host-activated", "other.example");
 		assert.is_string(fake.logged(m, "error", "set_local_domains failed"));
+		assert_no_traceback(m);
 	end);
 
-	it("Prosody 13: the timeout as a period reaches the core in seconds", function ()
-		local _, ok, err, native = load({ api13 = true, options = { target_address = TARGET, client_proxy_timeout = "2 min", client_proxy_eject_for = "1 min" } });
+	it("Prosody 13: periods as strings reach the core in seconds; enums are checked against the core's values", function ()
+		local m, ok, err, native = load({ api13 = true, options = { target_address = TARGET, client_proxy_timeout = "2 min",
+			client_proxy_eject_for = "soon", client_proxy_jat = "rot13", client_proxy_colour = "blue", client_proxy_max_pending = "7" } });
 		assert.is_true(ok, err);
-		assert.are.same({ 120, 60 }, { native.opened[1].client_proxy_timeout, native.opened[1].client_proxy_eject_for });
-		assert.are.equal("plain", native.opened[1].client_proxy_jat);
+		local opened = native.opened[1];
+		-- "soon" is no period: Prosody says so, the core gets it raw (and refuses it, naming the option)
+		assert.are.same({ 120, "soon", "rot13", "blue", "7" }, { opened.client_proxy_timeout, opened.client_proxy_eject_for,
+			opened.client_proxy_jat, opened.client_proxy_colour, opened.client_proxy_max_pending });
+		assert.is_string(fake.logged(m, "error", "Config option 'client_proxy_eject_for' not understood"));
+		assert.is_string(fake.logged(m, "error", "Config option 'client_proxy_jat' not in set of allowed values (one of: base64, plain)"));
+		assert.is_nil(fake.logged(m, "error", "client_proxy_colour")); -- "blue": one of the core's values, spelled nowhere in Lua
+		-- unset: nothing, not the default (the core has it)
+		_, ok, err, native = load({ api13 = true });
+		assert.is_true(ok, err);
+		assert.are.same({ nil, nil }, { native.opened[1].client_proxy_jat, native.opened[1].client_proxy_timeout });
 	end);
 
 	it("fails with the first line of the core's error, which names the option", function ()
@@ -161,15 +145,13 @@ describe("loading", function ()
 		assert.are.equal("client_proxy_jat: \"rot13\" is not plain or base64", err);
 	end);
 
-	it("refuses a host that is not a component, and patterns that are not Lua patterns", function ()
+	it("refuses a host that is not a component, and resource patterns that are not Lua patterns", function ()
 		local _, ok, err = load({ host_type = "local" });
 		assert.is_false(ok);
 		assert.matches("must be loaded as a component", err, 1, true);
-		for _, bad in ipairs({ "[a", "(a", "%", 5 }) do
-			_, ok, err = load({ options = { target_address = TARGET, client_proxy_resources = { "^ok", bad } } });
-			assert.is_false(ok);
-			assert.matches("^client_proxy_resources: " .. tostring(bad):gsub("%p", "%%%0"), (err:gsub("\"", "")));
-		end
+		_, ok, err = load({ options = { target_address = TARGET, client_proxy_resources = { "^ok", "[a" } } });
+		assert.is_false(ok);
+		assert.matches("^client_proxy_resources: ", err);
 	end);
 
 	it("subscribes to the target once the server has started (0.12: server-started; 13: on_ready)", function ()
@@ -187,15 +169,7 @@ describe("loading", function ()
 end);
 
 describe("a stanza", function ()
-	it("reaches route without the time when the core has a clock (native.now); tick gets the core's time", function ()
-		local m, _, proxy = loaded({ script = function (native) native.now = function () return 1234.5; end; end });
-		fake.deliver(m, request("r1"));
-		assert.are.same({ 10, "iq", "r1", nil }, { proxy.routed[1].n, proxy.routed[1][1], proxy.routed[1][5], proxy.routed[1][6] });
-		m.timers[1].callback();
-		assert.are.same({ "tick", 1234.5 }, proxy.calls[#proxy.calls]);
-	end);
-
-	it("reaches route as name, type, from, to, id, now, priority (raw), eligible (presence only), condition (errors only), xml:lang", function ()
+	it("reaches route (a closure: no proxy argument) as name, type, from, to, id, now (nil: the core's clock), priority (raw), eligible (presence only), condition (errors only), xml:lang", function ()
 		local m, _, proxy = loaded({ options = { target_address = TARGET, client_proxy_resources = "^focus" } });
 		local r1 = request("r1");
 		r1.attr["xml:lang"] = "de";
@@ -211,26 +185,23 @@ describe("a stanza", function ()
 		fake.deliver(m, st.error_reply(st.iq({ type = "get", id = "d1", from = "proxy.example/" .. USER, to = TARGET .. "/focus1" }),
 			"cancel", "feature-not-implemented"));
 		local r = proxy.routed;
-		assert.are.same({ "iq", "get", USER, HOST, "r1" }, { unpack(r[1], 1, 5) });
-		assert.are.equal("number", type(r[1][6]));
-		assert.are.same({ 10, nil, nil, nil, "de" }, { r[1].n, r[1][7], r[1][8], r[1][9], r[1][10] });
-		assert.are.same({ "presence", nil, TARGET .. "/focus1", HOST, nil }, { unpack(r[2], 1, 5) });
+		assert.are.same({ 10, "iq", "get", USER, HOST, "r1" }, { r[1].n, unpack(r[1], 1, 5) });
+		assert.are.same({ nil, nil, nil, nil, "de" }, { r[1][6], r[1][7], r[1][8], r[1][9], r[1][10] });
+		assert.are.same({ "presence", nil, TARGET .. "/focus1", HOST, nil, nil }, { unpack(r[2], 1, 6) });
 		assert.are.same({ -200.5, true }, { r[2][7], r[2][8] });
 		assert.are.same({ nil, false }, { r[3][7], r[3][8] });
 		assert.are.same({ nil, true, nil }, { r[4][7], r[4][8], r[4][9] });
 		assert.are.same({ "iq", "error", "d1", "feature-not-implemented" }, { r[5][1], r[5][2], r[5][5], r[5][9] });
 	end);
 
-	it("send: readdressed (id when given), held and released by key, payload kept", function ()
+	it("send: readdressed (id when given), held and released by number", function ()
 		local m, _, proxy = loaded();
 		proxy.verdicts = { { "send", TARGET .. "/a", JAT, nil, 7, nil }, { "send", USER, HOST, "orig", nil, 7 },
 			{ "send", TARGET .. "/a", JAT, "cp1", nil, nil } };
 		fake.deliver(m, request("r1", "urn:x"));
 		assert.are.same({ type = "get", id = "r1", to = TARGET .. "/a", from = JAT }, m.sent[1].attr);
 		assert.are.equal("<query xmlns='urn:x'/>", tostring(m.sent[1].tags[1]));
-		-- a plain iq: only its payload is kept (the resend item has type, id, to, from)
 		assert.are.equal("<query xmlns='urn:x'/>", tostring(m.save().held[7]));
-		assert.is_nil(m.save().held_whole[7]);
 		fake.deliver(m, st.iq({ type = "result", id = "r1", from = TARGET .. "/a", to = JAT }));
 		assert.are.same({ type = "result", id = "orig", to = USER, from = HOST }, m.sent[2].attr);
 		assert.is_nil(next(m.save().held));
@@ -240,7 +211,7 @@ describe("a stanza", function ()
 
 	it("error: an error reply, counted by condition", function ()
 		local m, _, proxy = loaded();
-		proxy.verdicts = { { "error", "cancel", "service-unavailable", "No resource" }, { "error", "cancel", "bad-request", "x" } };
+		proxy.verdicts = { { "error", "cancel", "service-unavailable", "No resource" } };
 		fake.deliver(m, request("r1"));
 		assert_error(m.sent[1], USER, HOST, "r1", "cancel", "service-unavailable", "No resource");
 		assert.are.equal(1, m.metrics.errors.values["service-unavailable"]);
@@ -258,11 +229,12 @@ describe("a stanza", function ()
 		assert.are.same({ to = "u@example.org", from = HOST }, m.sent[1].attr);
 	end);
 
-	it("a failing core: a get/set gets the core's INTERNAL_ERROR, anything else nothing; never raises", function ()
+	it("fail: a get/set gets the core's INTERNAL_ERROR, anything else nothing; then the outbox is drained; never raises", function ()
 		local m, _, proxy = loaded();
 		local stanzas = { request("r1"), st.iq({ type = "set", id = "r2", from = USER, to = HOST }),
 			st.iq({ type = "result", id = "r3", from = USER, to = HOST }), st.message({ from = USER, to = HOST }),
 			st.presence({ from = USER, to = HOST }), st.error_reply(request("r4"), "cancel", "gone") };
+		local drains = fake_native.calls(proxy, "drain");
 		for _, s in ipairs(stanzas) do
 			proxy.verdicts = { { "fail", "route failed" } };
 			assert.is_true(fake.deliver(m, s));
@@ -272,114 +244,55 @@ describe("a stanza", function ()
 		assert_error(m.sent[2], USER, HOST, "r2", "cancel", "internal-server-error", "The proxy failed");
 		assert.are.equal(2, m.metrics.errors.values["internal-server-error"]);
 		assert.are.equal(6, count_logs(m, "error", "route failed"));
+		assert.are.equal(drains + 6, fake_native.calls(proxy, "drain"));
+		-- what the core queued for a request it could not hand over goes out after the answer
+		proxy.verdicts = { { "fail", "route failed" } };
+		proxy.outbox.drain = { { kind = "error", to = "other@example.org/x", from = HOST, id = "o1", type = "wait",
+			condition = "remote-server-timeout", release = 3 } };
+		fake.deliver(m, request("r5"));
+		assert_error(m.sent[3], USER, HOST, "r5", "cancel", "internal-server-error", "The proxy failed");
+		assert_error(m.sent[4], "other@example.org/x", HOST, "o1", "wait", "remote-server-timeout", nil);
 	end);
 end);
 
-describe("the outbox", function ()
-	it("error items answer and release; resend items send the held request again", function ()
-		local m, _, proxy = loaded();
-		proxy.verdicts = { { "send", TARGET .. "/a", JAT, nil, 1 }, { "send", TARGET .. "/a", JAT, nil, 2 },
-			{ "send", TARGET .. "/a", JAT, nil, 3 } };
-		fake.deliver(m, request("r1", "urn:one"));
-		fake.deliver(m, request("r2"));
-		-- more than the addressing (xml:lang) or more than one child: kept whole
-		local lang = st.iq({ type = "set", id = "r3", from = USER, to = HOST, ["xml:lang"] = "de" }):tag("a", { xmlns = "urn:a" }):up():tag("b"):up();
-		fake.deliver(m, lang);
-		assert.are.same({ [3] = true }, m.save().held_whole);
-		proxy.outbox.tick = {
-			{ kind = "resend", held = 1, to = TARGET .. "/b", from = JAT, type = "get", id = "r1" },
-			{ kind = "error", to = USER, from = HOST, id = "r2", type = "wait", condition = "remote-server-timeout", text = "Timed out", release = 2 },
-			{ kind = "resend", held = 3, to = TARGET .. "/b", from = JAT, type = "set", id = "r3" },
-			{ kind = "resend", held = 9, to = TARGET .. "/b", from = JAT, type = "get", id = "r9" },
-			{ kind = "novel" },
-		};
+describe("the core's other calls", function ()
+	it("the timer: tick(native.now()) each second, its outbox applied; a failure logged (first line), the timer goes on", function ()
+		local m, native, proxy = loaded();
+		native.clock = 1234.5;
+		proxy.outbox.tick = { { kind = "presence", to = "u@example.org", from = HOST, type = "unavailable" } };
 		assert.are.equal(1, m.timers[1].callback());
-		assert.are.same({ "tick", "number" }, { proxy.calls[#proxy.calls][1], type(proxy.calls[#proxy.calls][2]) });
-		assert.are.equal(6, #m.sent);
-		assert.are.same({ type = "get", id = "r1", to = TARGET .. "/b", from = JAT }, m.sent[4].attr);
-		assert.are.same({ 1, "<query xmlns='urn:one'/>" }, { #m.sent[4], tostring(m.sent[4][1]) });
-		assert_error(m.sent[5], USER, HOST, "r2", "wait", "remote-server-timeout", "Timed out");
-		assert.are.equal(1, m.metrics.errors.values["remote-server-timeout"]);
-		assert.are.same({ type = "set", id = "r3", to = TARGET .. "/b", from = JAT, ["xml:lang"] = "de" }, m.sent[6].attr);
-		assert.are.same({ "<a xmlns='urn:a'/>", "<b/>" }, { tostring(m.sent[6].tags[1]), tostring(m.sent[6].tags[2]) });
-		local held = m.save().held;
-		held[3] = nil;
-		assert.are.same({ 1, nil }, { (next(held)), next(held, 1) });
-		assert.is_string(fake.logged(m, "warn", "no longer held"));
-		assert.is_string(fake.logged(m, "warn", "novel"));
-	end);
-
-	it("a resend item without type and id (a core older than the shim) is not sent half-built", function ()
-		local m, _, proxy = loaded();
-		proxy.verdicts = { { "send", TARGET .. "/a", JAT, nil, 1 } };
-		fake.deliver(m, request("r1"));
-		proxy.outbox.tick = { { kind = "resend", held = 1, to = TARGET .. "/b", from = JAT } };
-		m.timers[1].callback();
-		assert.are.equal(1, #m.sent);
-		assert.is_string(fake.logged(m, "error", "older than the module"));
-	end);
-
-	it("presence items are sent; subscribers items stored as bare JID -> true", function ()
-		local m, _, proxy = loaded();
-		proxy.verdicts = { { "drop", "subscribe", true }, { "drop", "unsubscribe", true } };
-		proxy.outbox.drain = {
-			{ kind = "presence", to = "u@example.org", from = HOST, type = "subscribed" },
-			{ kind = "presence", to = "u@example.org", from = HOST, type = "unavailable" },
-			{ kind = "subscribers", list = { "u@example.org", "v@example.org" } },
-		};
-		fake.deliver(m, st.presence({ type = "subscribe", from = "u@example.org", to = HOST }));
-		assert.are.same({ "subscribed", "unavailable" }, { m.sent[1].attr.type, m.sent[2].attr.type });
-		assert.are.same({ ["u@example.org"] = true, ["v@example.org"] = true }, m.storage.client_proxy_subscribers[""]);
-		proxy.outbox.drain = { { kind = "subscribers", list = {} } };
-		fake.deliver(m, st.presence({ type = "unsubscribe", from = "u@example.org", to = HOST }));
-		assert.is_nil(m.storage.client_proxy_subscribers[""]);
-	end);
-
-	it("log items are logged at info", function ()
-		local m, _, proxy = loaded();
-		proxy.outbox.tick = { { kind = "log", text = "service@example.org/a ejected for 30 s" } };
-		m.timers[1].callback();
-		assert.is_string(fake.logged(m, "info", "service@example.org/a ejected for 30 s"));
-	end);
-
-	it("status items: set_status(level, text, true), each new text logged once (core at info)", function ()
-		local m, _, proxy = loaded();
-		local function status(level, text)
-			proxy.outbox.tick = { { kind = "status", level = level, text = text } };
-			m.timers[1].callback();
-		end
-		status("error", "revoked");
-		status("error", "revoked");
-		status("core", "1 online");
-		assert.are.same({ "warn", "error", "error", "core" }, { m.status_calls[1].type, m.status_calls[2].type, m.status_calls[3].type, m.status_calls[4].type });
-		assert.is_true(m.status_calls[4].override);
-		assert.are.equal("core", m.status_type); -- 0.12 keeps an error unless overridden
-		assert.are.same({ 1, 1 }, { count_logs(m, "error", "revoked"), count_logs(m, "info", "1 online") });
-	end);
-
-	it("a failing drain, tick or stopping is logged; the timer goes on", function ()
-		local m, _, proxy = loaded();
+		assert.are.same({ "tick", 1234.5 }, proxy.calls[#proxy.calls]);
+		assert.are.same({ to = "u@example.org", from = HOST, type = "unavailable" }, m.sent[1].attr);
 		proxy.outbox.tick = "raise";
 		assert.are.equal(1, m.timers[1].callback());
-		proxy.outbox.stopping = "raise";
-		fake.fire(m, "server-stopping");
-		assert.are.same({ 1, 1 }, { count_logs(m, "error", "tick failed"), count_logs(m, "error", "stopping failed") });
+		assert.is_string(fake.logged(m, "error", "tick failed"));
+		assert_no_traceback(m);
 	end);
 
-	it("server-stopping sends proxy:stopping()'s outbox", function ()
+	it("server-stopping sends proxy:stopping()'s outbox; a failure is logged", function ()
 		local m, _, proxy = loaded();
 		proxy.outbox.stopping = { { kind = "presence", to = "u@example.org", from = HOST, type = "unavailable" } };
 		fake.fire(m, "server-stopping");
 		assert.are.equal(1, #m.sent);
 		assert.are.same({ to = "u@example.org", from = HOST, type = "unavailable" }, m.sent[1].attr);
+		proxy.outbox.stopping = "raise";
+		fake.fire(m, "server-stopping");
+		assert.are.equal(1, count_logs(m, "error", "stopping failed"));
 	end);
 
-	it("is drained at load: what a reconfigured core owes", function ()
+	it("the outbox is drained at load: what a reconfigured core owes", function ()
 		local m = load({ script = function (_, proxy)
 			proxy.outbox.drain = { { kind = "error", to = USER, from = HOST, id = "old", type = "cancel", condition = "recipient-unavailable" } };
 		end });
 		assert.are.equal(2, #m.sent); -- the subscription, then the answer
 		assert_error(m.sent[2], USER, HOST, "old", "cancel", "recipient-unavailable", nil);
+	end);
+
+	it("the shell lists the core's status with its clock", function ()
+		local m, native = loaded();
+		native.clock = 77;
+		local status, now = m:shared("/*/client_proxy/shell_hosts")[HOST]();
+		assert.are.same({ HOST, 77 }, { status.host, now });
 	end);
 end);
 
@@ -400,23 +313,25 @@ describe("metrics", function ()
 end);
 
 describe("reload and unload", function ()
-	it("a reload keeps held stanzas (save/restore), reopens the host, drains after restoring", function ()
+	it("a reload keeps held requests (save/restore), reopens the host, drains after restoring", function ()
 		local m, native, proxy = loaded();
-		proxy.verdicts = { { "send", TARGET .. "/a", JAT, nil, 5 } };
+		proxy.verdicts = { { "send", TARGET .. "/a", JAT, nil, 5 },
+			{ "send", TARGET .. "/a", JAT, nil, 6 } };
 		fake.deliver(m, request("r1", "urn:held"));
+		fake.deliver(m, st.iq({ type = "set", id = "r2", from = USER, to = HOST }):tag("a"):up():tag("b"):up());
 		local m2, ok, err = fake.reload(m);
 		assert.is_true(ok, err);
 		assert.are.same({}, native.closed);
 		assert.are.same({ HOST, HOST }, { native.opened[1].host, native.opened[2].host });
 		-- one drain at the first load, the next in restore (none at the reload's load)
-		local drains = 0;
-		for _, call in ipairs(proxy.calls) do if call[1] == "drain" then drains = drains + 1; end end
-		assert.are.equal(2, drains);
-		proxy.outbox.tick = { { kind = "resend", held = 5, to = TARGET .. "/b", from = JAT, type = "get", id = "r1" } };
+		assert.are.equal(2, fake_native.calls(proxy, "drain"));
+		proxy.outbox.tick = { { kind = "resend", held = 5, to = TARGET .. "/b", from = JAT, type = "get", id = "r1" },
+			{ kind = "resend", held = 6, to = TARGET .. "/b", from = JAT, type = "set", id = "r2" } };
 		m2.sent = {};
 		m2.timers[1].callback();
 		assert.are.equal("<query xmlns='urn:held'/>", tostring(m2.sent[1].tags[1]));
 		assert.are.equal(TARGET .. "/b", m2.sent[1].attr.to);
+		assert.are.same({ "set", "r2", TARGET .. "/b", 2 }, { m2.sent[2].attr.type, m2.sent[2].attr.id, m2.sent[2].attr.to, #m2.sent[2].tags });
 	end);
 
 	it("an unload for good closes the host and leaves the shell", function ()
@@ -434,7 +349,7 @@ describe("against the real library", function ()
 	it("the README exchange, then unload forgets the host", function ()
 		local host = fresh_host();
 		local m, ok, err = fake.load({ host = host, options = { target_address = TARGET } });
-		assert.is_true(ok, err);
+		assert.is_true(ok, err); -- the library's native.interface is the shim's
 		assert.is_string(fake.logged(m, "info", "(native core "));
 		assert.is_string(fake.logged(m, "info", fake.plugin_dir() .. "/client_proxy.so)"));
 		m.sent = {};

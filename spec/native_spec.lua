@@ -31,11 +31,11 @@ local function raised(f, ...)
 end
 
 local function online(p, host, resource, now)
-	return p:route("presence", nil, T .. "/" .. resource, host, nil, now or 0, nil, nil);
+	return p.route("presence", nil, T .. "/" .. resource, host, nil, now or 0, nil, nil);
 end
 
 local function get(p, host, id, now)
-	return pack(p:route("iq", "get", R, host, id, now or 0, nil, nil));
+	return pack(p.route("iq", "get", R, host, id, now or 0, nil, nil));
 end
 
 -- The items of an outbox of one kind.
@@ -56,6 +56,36 @@ describe("the exports", function ()
 		for _, name in ipairs({ "open", "close", "now", "jat_encode", "jat_decode" }) do
 			assert.is_function(native[name], name);
 		end
+	end);
+
+	it("interface: a number, the shim's INTERFACE (the one check at load)", function ()
+		assert.are.equal("integer", support.number_type(native.interface));
+		local shim = assert(io.open(fake.SHIM)):read("*a");
+		assert.are.equal(tonumber(shim:match("\nlocal INTERFACE = (%d+);")), native.interface);
+	end);
+
+	it("options: name and kind each; an enum's values and default, which open takes (and nothing else)", function ()
+		local kinds = { jid = true, enum = true, period = true, count = true, switch = true, list = true };
+		local names = {};
+		for i, option in ipairs(native.options) do
+			assert.is_string(option.name, "options[" .. i .. "].name");
+			assert.is_nil(names[option.name], option.name .. " twice");
+			names[option.name] = option.kind;
+			assert.is_true(kinds[option.kind] or false, option.name .. ": kind " .. tostring(option.kind));
+			if option.kind == "enum" then
+				assert.is_true(#option.values > 0, option.name .. ": values");
+				local default_listed = false;
+				for _, value in ipairs(option.values) do
+					assert.is_string(value);
+					assert.is_userdata((open({ [option.name] = value })), option.name .. " = " .. value);
+					default_listed = default_listed or value == option.default;
+				end
+				assert.is_true(default_listed, option.name .. ": default " .. tostring(option.default));
+				assert.are.equal(option.name .. ": ", raised(open, { [option.name] = "no-such-value" }):sub(1, #option.name + 2));
+			end
+		end
+		assert.are.same({ "jid", "enum", "enum", "period", "list", "list" }, { names.target_address, names.client_proxy_jat,
+			names.client_proxy_strategy, names.client_proxy_timeout, names.client_proxy_allow, names.client_proxy_resources });
 	end);
 
 	it("jat_encode/jat_decode: a string, or nil and a message; decode never raises", function ()
@@ -120,7 +150,7 @@ describe("open", function ()
 	end);
 end);
 
-describe("route(name, type, from, to, id, now, priority, eligible, condition, lang)", function ()
+describe("proxy.route(name, type, from, to, id, now, priority, eligible, condition, lang): a closure over its proxy", function ()
 	it("send: to, from, id (nil: keep it), hold, release (integers or nil)", function ()
 		local p, host = open();
 		online(p, host, "a");
@@ -129,7 +159,7 @@ describe("route(name, type, from, to, id, now, priority, eligible, condition, la
 		assert.is_nil(fwd[4]);
 		assert.are.equal("integer", support.number_type(fwd[5]));
 		assert.is_nil(fwd[6]);
-		local back = pack(p:route("iq", "result", T .. "/a", host .. "/" .. R, "r1", 0, nil, nil));
+		local back = pack(p.route("iq", "result", T .. "/a", host .. "/" .. R, "r1", 0, nil, nil));
 		assert.are.same({ n = 6, "send", R, host, nil, nil, fwd[5] }, back);
 	end);
 
@@ -137,11 +167,11 @@ describe("route(name, type, from, to, id, now, priority, eligible, condition, la
 		local p, host = open();
 		online(p, host, "a");
 		local requester = "jos\195\169@example.org/t\195\169l\195\169phone"; -- josé, téléphone
-		local fwd = pack(p:route("iq", "get", requester, host, "\226\156\147", 0));
+		local fwd = pack(p.route("iq", "get", requester, host, "\226\156\147", 0));
 		assert.are.same({ "send", T .. "/a", host .. "/" .. requester }, { fwd[1], fwd[2], fwd[3] });
-		local back = pack(p:route("iq", "result", T .. "/a", host .. "/" .. requester, "\226\156\147", 0));
+		local back = pack(p.route("iq", "result", T .. "/a", host .. "/" .. requester, "\226\156\147", 0));
 		assert.are.same({ "send", requester, host }, { back[1], back[2], back[3] });
-		local odd = pack(p:route("iq", "get", "u\255@example.org/r", host, "x\128", 0));
+		local odd = pack(p.route("iq", "get", "u\255@example.org/r", host, "x\128", 0));
 		assert.is_true(odd[1] == "send" or odd[1] == "error", tostring(odd[1]));
 	end);
 
@@ -166,12 +196,12 @@ describe("route(name, type, from, to, id, now, priority, eligible, condition, la
 		online(p, host, "a", 100);
 		local long = "a-requester-longer-than-forty-bytes@example.org/device";
 		local function forward(requester, id, now)
-			local v = pack(p:route("iq", "get", requester, host, id, now, nil, nil));
+			local v = pack(p.route("iq", "get", requester, host, id, now, nil, nil));
 			assert.are.equal("send", v[1]);
 			return v[5];
 		end
 		local function answer(requester, id, now)
-			return pack(p:route("iq", "result", T .. "/a", host .. "/" .. requester, id, now, nil, nil));
+			return pack(p.route("iq", "result", T .. "/a", host .. "/" .. requester, id, now, nil, nil));
 		end
 		local first = forward(R, "t1", 100);
 		p:drain();
@@ -181,11 +211,11 @@ describe("route(name, type, from, to, id, now, priority, eligible, condition, la
 		assert.are.same({ "send", R, host }, { unpack(answer(R, "r2", 106), 1, 3) });
 		assert.are.same({ "send", long, host }, { unpack(answer(long, "l1", 106), 1, 3) });
 		assert.are_not.equal(first, other);
-		-- A module reload opens the host again: a new route, which kept no requester of
-		-- the requests forwarded before; their answers still go to them.
+		-- A module reload opens the host again: a new route closure; the answers to the
+		-- requests forwarded before still go to their requesters (the core's record).
 		local before = forward(long, "l2", 106);
 		local again = native.open({ host = host, target_address = T, client_proxy_timeout = 5 });
-		local back = pack(again:route("iq", "result", T .. "/a", host .. "/" .. long, "l2", 106, nil, nil));
+		local back = pack(again.route("iq", "result", T .. "/a", host .. "/" .. long, "l2", 106, nil, nil));
 		assert.are.same({ "send", long, host, nil, nil, before }, { unpack(back, 1, 6) });
 	end);
 
@@ -195,17 +225,19 @@ describe("route(name, type, from, to, id, now, priority, eligible, condition, la
 		assert.are.same({ "error", "cancel", "service-unavailable", "string" }, { v[1], v[2], v[3], type(v[4]) });
 	end);
 
-	it("fail: a message, instead of raising (now that is not a number)", function ()
+	it("fail: a message, instead of raising (a now that is not a finite number)", function ()
 		local p, host = open();
-		local v = pack(p:route("iq", "get", R, host, "r1", "soon", nil, nil));
-		assert.are.same({ n = 2, "fail", "route: now (argument 7) must be a number or nil" }, v);
+		for _, now in ipairs({ "soon", 0 / 0, math.huge }) do
+			local v = pack(p.route("iq", "get", R, host, "r1", now, nil, nil));
+			assert.are.same({ 2, "fail", "string" }, { v.n, v[1], type(v[2]) }, tostring(now));
+		end
 	end);
 
 	it("drop: reason, drain (a boolean); priority and eligible are optional", function ()
 		local p, host = open();
-		local v = pack(p:route("presence", nil, T .. "/a", host, nil, 0, 7.9, false));
+		local v = pack(p.route("presence", nil, T .. "/a", host, nil, 0, 7.9, false));
 		assert.are.same({ "drop", "string", "boolean" }, { v[1], type(v[2]), type(v[3]) });
-		v = pack(p:route("iq", "result", R, host, "nobody-asked", 0));
+		v = pack(p.route("iq", "result", R, host, "nobody-asked", 0));
 		assert.are.same({ "drop", "string", "boolean" }, { v[1], type(v[2]), type(v[3]) });
 	end);
 end);
@@ -237,7 +269,7 @@ describe("the outbox", function ()
 		assert.is_true(native.now() >= t0, "monotonic");
 		local p, host = open({ client_proxy_timeout = 5 });
 		online(p, host, "a", nil);
-		local hold = pack(p:route("iq", "get", R, host, "r1", nil, nil, nil))[5];
+		local hold = pack(p.route("iq", "get", R, host, "r1", nil, nil, nil))[5];
 		assert.is_number(hold);
 		p:drain();
 		assert.are.same({}, p:tick(native.now() + 4), "not due 4 s after the core's now");
@@ -249,8 +281,8 @@ describe("the outbox", function ()
 		local p, host = open();
 		online(p, host, "a");
 		online(p, host, "b");
-		local fwd = pack(p:route("iq", "get", R, host, "r1", 0, nil, nil, nil, "de"));
-		local gone = pack(p:route("presence", "unavailable", fwd[2], host, nil, 0, nil, nil));
+		local fwd = pack(p.route("iq", "get", R, host, "r1", 0, nil, nil, nil, "de"));
+		local gone = pack(p.route("presence", "unavailable", fwd[2], host, nil, 0, nil, nil));
 		assert.are.same({ "drop", true }, { gone[1], gone[3] });
 		local resend = of_kind(p:drain(), "resend");
 		assert.are.same({ { kind = "resend", held = fwd[5], to = fwd[2] == T .. "/a" and T .. "/b" or T .. "/a", from = host .. "/" .. R,
@@ -263,7 +295,7 @@ describe("the outbox", function ()
 		online(p, host, "b");
 		p:drain();
 		local fwd = get(p, host, "r1", 100);
-		local v = pack(p:route("iq", "error", fwd[2], host .. "/" .. R, "r1", 101, nil, nil, "feature-not-implemented"));
+		local v = pack(p.route("iq", "error", fwd[2], host .. "/" .. R, "r1", 101, nil, nil, "feature-not-implemented"));
 		assert.are.same({ "drop", true }, { v[1], v[3] });
 		local items = p:drain();
 		assert.are.same({ "log", "string" }, { of_kind(items, "log")[1].kind, type(of_kind(items, "log")[1].text) });
@@ -278,7 +310,7 @@ describe("the outbox", function ()
 	it("subscribers and presence items; stopping() tells every subscriber", function ()
 		local p, host = open();
 		online(p, host, "a");
-		local v = pack(p:route("presence", "subscribe", "u@example.org/x", host, nil, 0, nil, nil));
+		local v = pack(p.route("presence", "subscribe", "u@example.org/x", host, nil, 0, nil, nil));
 		assert.are.same({ "drop", true }, { v[1], v[3] });
 		local items = p:drain();
 		assert.are.same({ { kind = "subscribers", list = { "u@example.org" } } }, of_kind(items, "subscribers"));
@@ -301,6 +333,14 @@ describe("status()", function ()
 		assert.are.same({ to_service = 0, to_user = 0 }, s.messages);
 		assert.are.same({ { name = "a", priority = 0, pool = "active", pending = 1 } }, s.resources);
 	end);
+
+	it("resources sorted by name (the shell lists them as they come)", function ()
+		local p, host = open();
+		for _, resource in ipairs({ "c", "a", "b" }) do online(p, host, resource); end
+		local names = {};
+		for _, r in ipairs(p:status().resources) do names[#names + 1] = r.name; end
+		assert.are.same({ "a", "b", "c" }, names);
+	end);
 end);
 
 describe("state per host", function ()
@@ -310,7 +350,7 @@ describe("state per host", function ()
 		local hold = get(p, host, "r1")[5];
 		local again = open({ host = host, subscribers = { "b@example.org" } });
 		assert.are.same({ 1, 1 }, { again:status().pending, #again:status().resources });
-		local back = pack(again:route("iq", "result", T .. "/a", host .. "/" .. R, "r1", 0, nil, nil));
+		local back = pack(again.route("iq", "result", T .. "/a", host .. "/" .. R, "r1", 0, nil, nil));
 		assert.are.equal(hold, back[6]);
 		local told = {};
 		for _, item in ipairs(again:stopping()) do

@@ -78,7 +78,7 @@ fn bad(option: &'static str, reason: impl Into<String>) -> ConfigError {
     }
 }
 
-/// Defaults of the optional settings, as documented in the README.
+/// Default of `client_proxy_timeout`, in seconds.
 pub const DEFAULT_TIMEOUT: f64 = 60.0;
 /// Default of `client_proxy_max_pending`.
 pub const DEFAULT_MAX_PENDING: usize = 100_000;
@@ -92,6 +92,116 @@ pub const DEFAULT_MAX_PER_DOMAIN: u32 = 1000;
 pub const DEFAULT_EJECT_AFTER: u32 = 3;
 /// Default of `client_proxy_eject_for`, in seconds.
 pub const DEFAULT_EJECT_FOR: f64 = 30.0;
+
+/// The names an enum option takes and what each means, by position; the first is the
+/// default.
+pub struct Choices<T: 'static> {
+    names: &'static [&'static str],
+    values: &'static [T],
+}
+
+/// `client_proxy_jat`.
+pub const JAT_MODES: Choices<Mode> = Choices {
+    names: &["plain", "base64"],
+    values: &[Mode::Plain, Mode::Base64],
+};
+
+/// `client_proxy_strategy`.
+pub const STRATEGIES: Choices<Strategy> = Choices {
+    names: &["random", "round_robin", "least_pending", "sticky"],
+    values: &[
+        Strategy::Random,
+        Strategy::RoundRobin,
+        Strategy::LeastPending,
+        Strategy::Sticky,
+    ],
+};
+
+impl<T: Copy> Choices<T> {
+    /// The value a name stands for.
+    pub fn get(&self, name: &str) -> Option<T> {
+        let i = self.names.iter().position(|n| *n == name)?;
+        self.values.get(i).copied()
+    }
+
+    /// The value when the option is not set.
+    fn default(&self) -> T {
+        self.values[0]
+    }
+
+    /// `"a", "b"`: the allowed names, for an error message.
+    fn listed(&self) -> String {
+        let names: Vec<String> = self.names.iter().map(|n| format!("{n:?}")).collect();
+        names.join(", ")
+    }
+}
+
+/// What kind of value an option takes: tells the shim how Prosody reads it from the
+/// config file (Prosody 13 parses periods and logs the allowed values of an enum).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Kind {
+    /// A bare JID.
+    Jid,
+    /// One of these names; the first is the default.
+    Enum(&'static [&'static str]),
+    /// Seconds, or on Prosody 13 a period such as "2 minutes".
+    Period(f64),
+    /// A whole number, with its default.
+    Count(f64),
+    /// A boolean, with its default.
+    Switch(bool),
+    /// A list of strings (or one string); unset means none.
+    List,
+}
+
+/// One option of the component section: the names and defaults are written here once,
+/// and the binding hands this table to the shim so that Lua spells none of them.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct OptionSpec {
+    /// The option's name in the config file.
+    pub name: &'static str,
+    /// Its kind and default.
+    pub kind: Kind,
+}
+
+const fn spec(name: &'static str, kind: Kind) -> OptionSpec {
+    OptionSpec { name, kind }
+}
+
+/// Every option of the component section, in the README's order.
+/// `client_proxy_resources` is read by the shim alone (Lua patterns).
+pub const OPTIONS: &[OptionSpec] = &[
+    spec("target_address", Kind::Jid),
+    spec("client_proxy_jat", Kind::Enum(JAT_MODES.names)),
+    spec("client_proxy_strategy", Kind::Enum(STRATEGIES.names)),
+    spec("client_proxy_resources", Kind::List),
+    spec("client_proxy_timeout", Kind::Period(DEFAULT_TIMEOUT)),
+    spec(
+        "client_proxy_max_pending_per_requester",
+        Kind::Count(DEFAULT_MAX_PER_REQUESTER as f64),
+    ),
+    spec(
+        "client_proxy_max_pending_per_user",
+        Kind::Count(DEFAULT_MAX_PER_USER as f64),
+    ),
+    spec(
+        "client_proxy_max_pending_per_domain",
+        Kind::Count(DEFAULT_MAX_PER_DOMAIN as f64),
+    ),
+    spec(
+        "client_proxy_max_pending",
+        Kind::Count(DEFAULT_MAX_PENDING as f64),
+    ),
+    spec("client_proxy_allow", Kind::List),
+    spec(
+        "client_proxy_eject_after",
+        Kind::Count(DEFAULT_EJECT_AFTER as f64),
+    ),
+    spec("client_proxy_eject_for", Kind::Period(DEFAULT_EJECT_FOR)),
+    spec("client_proxy_messages", Kind::Switch(true)),
+    spec("client_proxy_outbound", Kind::Switch(true)),
+    spec("client_proxy_presence", Kind::Switch(true)),
+];
 
 /// The options as the operator wrote them (None: not set), by name. The binding fills it
 /// from the config file's values after checking each one's type.
@@ -161,26 +271,12 @@ impl Config {
                 format!("{target:?} is on the component's own host"),
             ));
         }
-        let jat = match options.jat.as_deref() {
-            None => Mode::Plain,
-            Some(name) => Mode::parse(name).ok_or_else(|| {
-                bad(
-                    "client_proxy_jat",
-                    format!("{name:?} is not one of \"plain\", \"base64\""),
-                )
-            })?,
-        };
-        let strategy = match options.strategy.as_deref() {
-            None => Strategy::Random,
-            Some(name) => Strategy::parse(name).ok_or_else(|| {
-                bad(
-                    "client_proxy_strategy",
-                    format!(
-                        "{name:?} is not one of \"random\", \"round_robin\", \"least_pending\", \"sticky\""
-                    ),
-                )
-            })?,
-        };
+        let jat = one_of("client_proxy_jat", &JAT_MODES, options.jat.as_deref())?;
+        let strategy = one_of(
+            "client_proxy_strategy",
+            &STRATEGIES,
+            options.strategy.as_deref(),
+        )?;
         let timeout = match options.timeout {
             None => DEFAULT_TIMEOUT,
             Some(t) if t.is_finite() && t > 0.0 => t,
@@ -280,6 +376,23 @@ fn allow_list(entries: &[String]) -> Result<Allow, ConfigError> {
     Ok(allow)
 }
 
+/// An enum option's value; the first of `values` when unset.
+fn one_of<T: Copy>(
+    option: &'static str,
+    choices: &Choices<T>,
+    value: Option<&str>,
+) -> Result<T, ConfigError> {
+    match value {
+        None => Ok(choices.default()),
+        Some(name) => choices.get(name).ok_or_else(|| {
+            bad(
+                option,
+                format!("{name:?} is not one of {}", choices.listed()),
+            )
+        }),
+    }
+}
+
 fn count(option: &'static str, value: Option<f64>, default: f64) -> Result<u64, ConfigError> {
     let v = value.unwrap_or(default);
     if v.is_finite() && v >= 1.0 && v.fract() == 0.0 {
@@ -330,6 +443,22 @@ mod tests {
                 after: 3,
                 seconds: 30.0
             }
+        );
+    }
+
+    #[test]
+    fn every_choice_has_a_value_and_every_option_one_entry() {
+        assert_eq!(JAT_MODES.names.len(), JAT_MODES.values.len());
+        assert_eq!(STRATEGIES.names.len(), STRATEGIES.values.len());
+        for (i, name) in STRATEGIES.names.iter().enumerate() {
+            assert_eq!(STRATEGIES.get(name), Some(STRATEGIES.values[i]));
+        }
+        let names: HashSet<&str> = OPTIONS.iter().map(|o| o.name).collect();
+        assert_eq!(names.len(), OPTIONS.len());
+        let e = with(|o| o.strategy = Some("fastest".into())).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "client_proxy_strategy: \"fastest\" is not one of \"random\", \"round_robin\", \"least_pending\", \"sticky\""
         );
     }
 

@@ -150,10 +150,14 @@ function fake.new(opts)
 		-- As Prosody 13: the value (the default when nil); an error line when not allowed.
 		function m:get_option_enum(name, default, ...)
 			local v = self:get_option_scalar(name, default);
-			local allowed = { [default] = true };
+			local allowed = {};
+			if default ~= nil then allowed[default] = true; end
 			for _, x in ipairs({ ... }) do allowed[x] = true; end
 			if v ~= nil and not allowed[v] then
-				self:log("error", "Config option '%s' not in set of allowed values", name);
+				local names = {};
+				for x in pairs(allowed) do names[#names + 1] = tostring(x); end
+				table.sort(names);
+				self:log("error", "Config option '%s' not in set of allowed values (one of: %s)", name, table.concat(names, ", "));
 			end
 			return v;
 		end
