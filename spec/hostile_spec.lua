@@ -755,7 +755,7 @@ describe("debug.setupvalue on route's upvalues", function ()
 		local p, host, route = open_host();
 		local list = upvalues(route);
 		local values = values_of_every_type(p);
-		values[#values + 1] = setmetatable({}, { __index = error, __len = error, __gc = error });
+		values[#values + 1] = setmetatable({}, { __index = error, __len = error });
 		values[#values + 1] = route;
 		values[#values + 1] = p.drain;
 		values[#values + 1] = -0.0;
