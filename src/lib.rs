@@ -247,8 +247,6 @@ unsafe extern "C-unwind" fn route_raw(state: *mut ffi::lua_State) -> c_int {
     let failure: &'static str = match routed {
         Ok(Ok(verdict)) => {
             let pushed = push_verdict(state, &verdict);
-            // Its strings are in Lua now: the core writes the next addresses in them.
-            let _ = std::panic::catch_unwind(AssertUnwindSafe(|| lock(&*proxy).recycle(verdict)));
             return pushed;
         }
         Ok(Err(message)) => message,

@@ -101,8 +101,6 @@ pub struct Proxy {
     outbox: Vec<OutItem>,
     /// Which resource last wrote to each user, for the bounces of its messages.
     message_origins: HashMap<String, Arc<str>>,
-    /// Strings of verdicts the binding has pushed to Lua, given back to be written again.
-    spare: Spare,
     /// Hold numbers of requests answered in the outbox: free once the shim has the
     /// outbox (and so lets go of them before it routes another stanza).
     released_at_drain: Vec<u64>,
@@ -117,44 +115,6 @@ pub struct Proxy {
 /// user's devices reach the resource that holds their state) and what subscribes.
 fn bare(jid: &str) -> &str {
     split_resource(jid).0
-}
-
-/// Strings given back by the binding, written again: a forward and its reply need four
-/// addresses, which were four allocations and four frees.
-#[derive(Default)]
-struct Spare(Vec<String>);
-
-impl Spare {
-    /// Most strings kept (a verdict has at most three).
-    const KEEP: usize = 8;
-
-    fn give(&mut self, mut text: String) {
-        if self.0.len() < Self::KEEP {
-            text.clear();
-            self.0.push(text);
-        }
-    }
-
-    /// An empty string, a given-back one when there is one.
-    fn text(&mut self) -> String {
-        self.0.pop().unwrap_or_default()
-    }
-
-    /// `bare/resource`.
-    fn address(&mut self, bare: &str, resource: &str) -> String {
-        let mut jid = self.text();
-        jid.push_str(bare);
-        jid.push('/');
-        jid.push_str(resource);
-        jid
-    }
-
-    /// A copy of `text`.
-    fn copy(&mut self, text: &str) -> String {
-        let mut copy = self.text();
-        copy.push_str(text);
-        copy
-    }
 }
 
 /// Tokens live at least as long as a request may wait for its answer.
@@ -184,7 +144,6 @@ impl Proxy {
             rng: SmallRng::from_rng(&mut rand::rng()),
             outbox: Vec::new(),
             message_origins: HashMap::new(),
-            spare: Spare::default(),
             released_at_drain: Vec::new(),
             last_lang: None,
             local_domains: FxHashSet::default(),
@@ -237,26 +196,18 @@ impl Proxy {
     }
 
     /// `target/resource`: where a stanza to the implementing client goes.
-    fn target_jid(&mut self, resource: &str) -> String {
-        self.spare.address(&self.config.target, resource)
+    fn target_jid(&self, resource: &str) -> String {
+        let target = &self.config.target;
+        let mut jid = String::with_capacity(target.len() + 1 + resource.len());
+        jid.push_str(target);
+        jid.push('/');
+        jid.push_str(resource);
+        jid
     }
 
     /// `host/JAT`: the component's address for a requester.
     fn jat_address(&mut self, requester: &str, now: f64) -> String {
-        let buffer = self.spare.text();
-        self.jat.address(buffer, &self.config.host, requester, now)
-    }
-
-    /// Takes back the strings of a verdict once they are copied out (the binding's), to
-    /// write the next verdicts' addresses in.
-    pub fn recycle(&mut self, verdict: Verdict) {
-        if let Verdict::Send(send) = verdict {
-            self.spare.give(send.to);
-            self.spare.give(send.from);
-            if let Some(id) = send.id {
-                self.spare.give(id);
-            }
-        }
+        self.jat.address(&self.config.host, requester, now)
     }
 
     /// The decision for one stanza.

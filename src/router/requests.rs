@@ -170,8 +170,8 @@ impl Proxy {
         self.pending.release(request.held);
         let release = Some(request.held);
         Verdict::Send(Send {
-            to: self.spare.copy(request.requester()),
-            from: self.spare.copy(&self.config.host),
+            to: request.requester().to_owned(),
+            from: self.config.host.clone(),
             id: None,
             hold: None,
             release,

@@ -898,29 +898,6 @@ fn a_declined_request_goes_to_each_other_resource_once_then_back_to_the_user() {
 }
 
 #[test]
-fn strings_given_back_are_written_afresh() {
-    let mut p = proxy();
-    online(&mut p, "a");
-    let long = "someone-with-a-long-name@example.org/a-long-resource-name";
-    let v = request(&mut p, long, "1", H);
-    p.recycle(v);
-    let (to, from) = forwarded(request(&mut p, R, "2", H));
-    assert_eq!(
-        (to.as_str(), from.as_str()),
-        ("service@example.org/a", R_JAT)
-    );
-    p.recycle(Verdict::Send(Send {
-        to,
-        from,
-        id: Some("x".repeat(100)),
-        hold: None,
-        release: None,
-    }));
-    let back = reply(&mut p, "a", "result", R_JAT, "2");
-    assert_eq!(delivered(back), (R.into(), H.into()));
-}
-
-#[test]
 fn a_retry_carries_the_requests_type_id_and_xml_lang() {
     let mut p = proxy();
     online(&mut p, "a");
