@@ -12,7 +12,7 @@ mod requests;
 use crate::address::{split_resource, user_and_domain};
 use crate::config::Config;
 use crate::jat::{TokenMap, Translator};
-use crate::pending::{Method, PendingTable};
+use crate::pending::{Limits, Method, PendingTable};
 use crate::resources::{Pool, ResourceSet};
 use crate::verdict::{Head, Level, OutItem, Verdict, FORBIDDEN, NOT_ADDRESSED};
 use outbound::Outbound;
@@ -117,6 +117,17 @@ fn bare(jid: &str) -> &str {
     split_resource(jid).0
 }
 
+/// The limits of the table of inbound requests, as the options set them.
+fn limits(config: &Config) -> Limits {
+    Limits {
+        timeout: config.timeout,
+        max_total: config.max_pending,
+        max_per_requester: config.max_pending_per_requester,
+        max_per_user: config.max_pending_per_user,
+        max_per_domain: config.max_pending_per_domain,
+    }
+}
+
 /// Tokens live at least as long as a request may wait for its answer.
 fn translator(config: &Config) -> Translator {
     Translator::new(
@@ -128,13 +139,9 @@ fn translator(config: &Config) -> Translator {
 impl Proxy {
     /// A proxy with nothing online, nothing outstanding and nobody subscribed.
     pub fn new(config: Config) -> Self {
-        let mut proxy = Proxy {
+        Proxy {
             resources: ResourceSet::new(config.strategy),
-            pending: PendingTable::new(
-                config.timeout,
-                config.max_pending,
-                config.max_pending_per_requester,
-            ),
+            pending: PendingTable::new(limits(&config)),
             outbound: Outbound::new(&config),
             subscriptions: Subscriptions::default(),
             jat: translator(&config),
@@ -147,10 +154,7 @@ impl Proxy {
             released_at_drain: Vec::new(),
             last_lang: None,
             local_domains: FxHashSet::default(),
-        };
-        proxy.pending.max_per_user = proxy.config.max_pending_per_user;
-        proxy.pending.max_per_domain = proxy.config.max_pending_per_domain;
-        proxy
+        }
     }
 
     /// The domains this server hosts (they change as hosts are activated).
@@ -181,11 +185,7 @@ impl Proxy {
         }
         self.resources.set_strategy(config.strategy);
         self.outbound.reconfigure(&config);
-        self.pending.timeout = config.timeout;
-        self.pending.max_total = config.max_pending;
-        self.pending.max_per_requester = config.max_pending_per_requester;
-        self.pending.max_per_user = config.max_pending_per_user;
-        self.pending.max_per_domain = config.max_pending_per_domain;
+        self.pending.set_limits(limits(&config));
         if config.jat != self.jat.mode() {
             self.jat = translator(&config);
         }

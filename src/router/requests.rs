@@ -145,15 +145,15 @@ impl Proxy {
         };
         match self.pending.take_reply(&requester, id, resource) {
             Ok(request) if declined => {
-                self.resources.release(&request.resource);
-                self.failed(&request.resource, now);
+                self.resources.release(request.resource());
+                self.failed(request.resource(), now);
                 match self.retry_elsewhere(request, now) {
                     Ok(()) => Verdict::drop("declined: sent to another resource"),
                     Err(request) => self.deliver(request),
                 }
             }
             Ok(request) => {
-                self.resources.answered(&request.resource);
+                self.resources.answered(request.resource());
                 self.deliver(request)
             }
             Err(Mismatch::Unknown) => self.unsolicited("reply to no outstanding request"),
@@ -167,8 +167,8 @@ impl Proxy {
     fn deliver(&mut self, request: Request) -> Verdict {
         self.counters.delivered += 1;
         // The shim lets go of it when it applies this verdict, before the next stanza.
-        self.pending.release(request.held);
-        let release = Some(request.held);
+        self.pending.release(request.held());
+        let release = Some(request.held());
         Verdict::Send(Send {
             to: request.requester().to_owned(),
             from: self.config.host.clone(),
@@ -184,8 +184,8 @@ impl Proxy {
     // 144 bytes): a move on a rare path, where a box would be an allocation for nothing.
     #[allow(clippy::result_large_err)]
     fn retry_elsewhere(&mut self, request: Request, now: f64) -> Result<(), Request> {
-        let mut had: Vec<&str> = request.earlier.iter().map(|r| &**r).collect();
-        had.push(&request.resource);
+        let mut had: Vec<&str> = request.earlier().iter().map(|r| &**r).collect();
+        had.push(request.resource());
         let Some(resource) = self
             .resources
             .choose(&mut self.rng, bare(request.requester()), &had)
@@ -197,15 +197,15 @@ impl Proxy {
             self.jat_address(request.requester(), now),
         );
         self.outbox.push(OutItem::Resend {
-            held: request.held,
+            held: request.held(),
             to,
             from,
-            stanza_type: match request.shape.method {
+            stanza_type: match request.method() {
                 Method::Get => "get",
                 Method::Set => "set",
             },
             id: request.id().to_owned(),
-            lang: request.shape.lang.as_deref().map(str::to_owned),
+            lang: request.lang().map(str::to_owned),
         });
         self.resources.hold(&resource);
         self.pending.retarget(request, resource);
@@ -241,7 +241,7 @@ impl Proxy {
     /// (a set may have been done).
     pub(super) fn lose(&mut self, lost: Vec<Request>, now: f64) {
         for request in lost {
-            if request.shape.method == Method::Get && request.earlier.is_empty() {
+            if request.method() == Method::Get && request.earlier().is_empty() {
                 if let Err(request) = self.retry_elsewhere(request, now) {
                     self.answer_lost(vec![request]);
                 }
@@ -262,8 +262,8 @@ impl Proxy {
     /// Requests past their deadline: remote-server-timeout.
     pub(super) fn expire_requests(&mut self, now: f64) {
         for request in self.pending.expire(now) {
-            self.resources.release(&request.resource);
-            self.failed(&request.resource, now);
+            self.resources.release(request.resource());
+            self.failed(request.resource(), now);
             self.counters.timed_out += 1;
             self.owe(request, TIMED_OUT);
         }
@@ -272,8 +272,8 @@ impl Proxy {
     fn owe(&mut self, request: Request, error: StanzaError) {
         // Every forwarded request is held (a declined one, or a lost get, is retried):
         // the shim lets go of it when it applies this item, at the next drain.
-        self.released_at_drain.push(request.held);
-        let release = Some(request.held);
+        self.released_at_drain.push(request.held());
+        let release = Some(request.held());
         self.outbox.push(OutItem::Error {
             to: request.requester().to_owned(),
             from: self.config.host.clone(),
