@@ -282,6 +282,35 @@ impl PendingTable {
         }
     }
 
+    /// Takes the number `held` back from the numbers given back, unless it was handed out
+    /// again: the answer that let go of it never reached the shim, which still holds the
+    /// stanza, so the number waits for the next `release` (the one that goes with the
+    /// answer owed instead). Whether it was taken back.
+    pub fn withhold(&mut self, held: u64) -> bool {
+        let Ok(n) = u32::try_from(held) else {
+            return false;
+        };
+        // Released last, so on top, unless another was released since.
+        match self.free.iter().rposition(|&m| m == n) {
+            Some(at) => {
+                self.free.remove(at);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Forgets the request held under `held` as if it had never been inserted: out of the
+    /// index and every count, its deadline left to find another request (or none) in its
+    /// slot, its number free again. For a forward the shim never received (it answers the
+    /// requester itself).
+    pub fn forget(&mut self, held: u64) -> Option<Request> {
+        let n = u32::try_from(held).ok()?;
+        let request = self.remove_slot(n)?;
+        self.release(held);
+        Some(request)
+    }
+
     /// Puts a request taken out of the table back, now held by another resource; it keeps
     /// its number (its slot, which waited for it) and deadline (its place in the deadline
     /// queue, which the table has not compacted since: nothing is inserted in between),

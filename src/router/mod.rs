@@ -12,7 +12,7 @@ mod requests;
 use crate::address::{split_resource, user_and_domain};
 use crate::config::Config;
 use crate::jat::{TokenMap, Translator};
-use crate::pending::{Limits, Method, PendingTable};
+use crate::pending::{Limits, Method, PendingTable, Request};
 use crate::resources::{Pool, ResourceSet};
 use crate::verdict::{Head, Level, OutItem, Verdict, FORBIDDEN, NOT_ADDRESSED};
 use outbound::Outbound;
@@ -104,6 +104,9 @@ pub struct Proxy {
     /// Hold numbers of requests answered in the outbox: free once the shim has the
     /// outbox (and so lets go of them before it routes another stanza).
     released_at_drain: Vec<u64>,
+    /// The request the last answer delivered (by a verdict) answered, until the next one:
+    /// what `undo` needs to answer its requester if that verdict never reached the shim.
+    answered: Option<Request>,
     /// The xml:lang of the last request forwarded, shared by the next ones that carry it.
     last_lang: Option<Arc<str>>,
     /// Domains this server hosts: exempt from `client_proxy_max_pending_per_domain`. A
@@ -152,6 +155,7 @@ impl Proxy {
             outbox: Vec::new(),
             message_origins: HashMap::new(),
             released_at_drain: Vec::new(),
+            answered: None,
             last_lang: None,
             local_domains: FxHashSet::default(),
         }
@@ -261,6 +265,27 @@ impl Proxy {
             ("message", _) => self.message_from_user(from, now),
             ("presence", presence_type) => self.user_presence(from, presence_type),
             _ => Verdict::drop("unknown stanza"),
+        }
+    }
+
+    /// The binding could not hand `verdict`, the one `route` just returned, to Lua (Lua
+    /// raised while it pushed the verdict's strings: out of memory, a finalizer that
+    /// errors), so the shim gets the verdict "fail" and answers a get/set with
+    /// internal-server-error itself. Undoes what the verdict would have done so that a
+    /// requester still gets exactly one answer: a forwarded request is forgotten as if
+    /// it had never been forwarded (the shim's error is its answer, and no timeout
+    /// follows); an answer to a requester that never went out is owed as an
+    /// internal-server-error in the outbox (drain it). Anything else is left as it is (a
+    /// message or a presence is not answered, an error or a drop changed nothing). Only
+    /// for the verdict just returned, once.
+    pub fn undo(&mut self, verdict: &Verdict) {
+        let Verdict::Send(send) = verdict else {
+            return;
+        };
+        if let Some(held) = send.hold {
+            self.unforward(held);
+        } else if let Some(held) = send.release {
+            self.undeliver(send, held);
         }
     }
 

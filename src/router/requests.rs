@@ -5,7 +5,7 @@ use super::{bare, Proxy};
 use crate::address::user_and_domain;
 use crate::pending::{Method, Mismatch, Refusal, Request, Shape};
 use crate::verdict::{
-    Head, OutItem, Send, StanzaError, Verdict, ACCOUNT_FULL, DOMAIN_FULL, DUPLICATE_ID,
+    Head, OutItem, Send, StanzaError, Verdict, ACCOUNT_FULL, DOMAIN_FULL, DUPLICATE_ID, INTERNAL,
     NOT_ADDRESSED, NO_ID, NO_RESOURCE, REQUESTER_FULL, RESOURCE_GONE, TABLE_FULL, TIMED_OUT,
 };
 use std::sync::Arc;
@@ -168,14 +168,48 @@ impl Proxy {
         self.counters.delivered += 1;
         // The shim lets go of it when it applies this verdict, before the next stanza.
         self.pending.release(request.held());
-        let release = Some(request.held());
-        Verdict::Send(Send {
+        let verdict = Verdict::Send(Send {
             to: request.requester().to_owned(),
             from: self.config.host.clone(),
             id: None,
             hold: None,
+            release: Some(request.held()),
+        });
+        // Kept (a move, no copy) in case the verdict never reaches the shim: `undo`.
+        self.answered = Some(request);
+        verdict
+    }
+
+    /// A forward the shim never received (`undo`): the requester gets the shim's
+    /// internal-server-error instead, so the request is forgotten, counted as refused.
+    pub(super) fn unforward(&mut self, held: u64) {
+        let Some(request) = self.pending.forget(held) else {
+            return;
+        };
+        self.resources.release(request.resource());
+        self.counters.forwarded -= 1;
+        self.counters.refused += 1;
+    }
+
+    /// An answer the shim never received (`undo`): the requester is owed one, an
+    /// internal-server-error in the outbox. The shim still holds the request's stanza
+    /// (it let go of nothing): the item lets go of it, and the number is free again once
+    /// the shim has the outbox, as with any answer in the outbox; if it was handed out
+    /// again meanwhile (not when `undo` follows the verdict at once), the new request's
+    /// stanza replaces the old one in the shim and the item lets go of nothing.
+    pub(super) fn undeliver(&mut self, send: &Send, held: u64) {
+        let Some(request) = self.answered.take_if(|r| r.held() == held) else {
+            return;
+        };
+        let release = self.pending.withhold(held).then_some(held);
+        self.released_at_drain.extend(release);
+        self.outbox.push(OutItem::Error {
+            to: send.to.clone(),
+            from: send.from.clone(),
+            id: request.id().to_owned(),
+            error: INTERNAL,
             release,
-        })
+        });
     }
 
     /// Sends a held request to an eligible resource that has not had it yet (a retry);

@@ -898,6 +898,94 @@ fn a_declined_request_goes_to_each_other_resource_once_then_back_to_the_user() {
 }
 
 #[test]
+fn a_forward_undone_is_forgotten_and_a_late_reply_to_it_is_unsolicited() {
+    let mut p = proxy();
+    online(&mut p, "a");
+    let v = request(&mut p, R, "1", H);
+    let held = hold_of(v.clone());
+    p.undo(&v);
+    p.undo(&v);
+    assert!(p.pending.is_empty() && p.pending.numbers_out() == 0);
+    assert_eq!(
+        (
+            p.pending.of_requester(R),
+            p.pending.of_user("user@example.org")
+        ),
+        (0, 0)
+    );
+    assert_eq!(p.status().resources[0].pending, 0);
+    assert_eq!((p.counters.forwarded, p.counters.refused), (0, 1));
+    let late = reply(&mut p, "a", "result", R_JAT, "1");
+    assert!(matches!(late, Verdict::Drop { .. }), "{late:?}");
+    assert_eq!(p.counters.unsolicited, 1);
+    assert!(
+        expire(&mut p, 100.0).is_empty(),
+        "no timeout: the shim answered it"
+    );
+    assert_eq!(
+        hold_of(request(&mut p, R, "2", H)),
+        held,
+        "its number is free"
+    );
+}
+
+#[test]
+fn an_answer_undone_is_owed_once_as_an_internal_error() {
+    let mut p = proxy();
+    online(&mut p, "a");
+    let held = hold_of(request(&mut p, R, "1", H));
+    let v = reply(&mut p, "a", "result", R_JAT, "1");
+    assert_eq!(v, sent(R, H, None, None, Some(held)));
+    p.undo(&v);
+    p.undo(&v);
+    let other = hold_of(request(&mut p, "v@example.org/x", "2", H));
+    assert_ne!(other, held, "the shim still holds the stanza under {held}");
+    assert_eq!(
+        split(p.drain()).0,
+        vec![Answer {
+            to: R.into(),
+            from: H.into(),
+            id: "1".into(),
+            error: INTERNAL,
+            seq: Some(held),
+        }]
+    );
+    assert!(p.drain().is_empty(), "owed once");
+    assert_eq!(
+        hold_of(request(&mut p, R, "3", H)),
+        held,
+        "free once drained"
+    );
+    assert_eq!(p.counters.delivered, 1);
+}
+
+#[test]
+fn undoing_a_message_an_error_or_a_drop_changes_nothing() {
+    let mut p = proxy();
+    online(&mut p, "a");
+    p.drain();
+    let verdicts = [
+        message(&mut p, R, H, "chat"),
+        p.route(
+            Head {
+                id: None,
+                ..head("iq", Some("get"), R, H, "")
+            },
+            0.0,
+        ),
+        p.route(head("iq", Some("result"), R, H, "x"), 0.0),
+    ];
+    assert!(matches!(verdicts[0], Verdict::Send(_)), "{:?}", verdicts[0]);
+    assert_eq!(verdicts[1], Verdict::Error(NO_ID));
+    let before = p.counters;
+    for v in &verdicts {
+        p.undo(v);
+    }
+    assert_eq!(p.counters, before);
+    assert!(p.drain().is_empty());
+}
+
+#[test]
 fn a_retry_carries_the_requests_type_id_and_xml_lang() {
     let mut p = proxy();
     online(&mut p, "a");
@@ -1260,6 +1348,8 @@ mod model {
             who: usize,
             id: u8,
             set: bool,
+            /// The verdict never reaches the shim (`Proxy::undo`; the shim answers).
+            undone: bool,
         },
         Reply {
             res: usize,
@@ -1267,6 +1357,8 @@ mod model {
             id: u8,
             /// None: a result; Some(true): an error that declines; Some(false): another error.
             error: Option<bool>,
+            /// The verdict never reaches the shim (`Proxy::undo`; the outbox answers).
+            undone: bool,
         },
         Online(usize),
         Offline(usize),
@@ -1276,9 +1368,10 @@ mod model {
 
     fn op() -> impl Strategy<Value = Op> {
         prop_oneof![
-            6 => (0..3usize, 0..6u8, any::<bool>()).prop_map(|(who, id, set)| Op::Request { who, id, set }),
-            6 => (0..3usize, 0..3usize, 0..6u8, proptest::option::of(any::<bool>()))
-                .prop_map(|(res, who, id, error)| Op::Reply { res, who, id, error }),
+            6 => (0..3usize, 0..6u8, any::<bool>(), proptest::bool::weighted(0.1))
+                .prop_map(|(who, id, set, undone)| Op::Request { who, id, set, undone }),
+            6 => (0..3usize, 0..3usize, 0..6u8, proptest::option::of(any::<bool>()), proptest::bool::weighted(0.1))
+                .prop_map(|(res, who, id, error, undone)| Op::Reply { res, who, id, error, undone }),
             2 => (0..3usize).prop_map(Op::Online),
             2 => (0..3usize).prop_map(Op::Offline),
             1 => Just(Op::Revoke),
@@ -1337,11 +1430,12 @@ mod model {
             let mut now = 0.0;
             for op in ops {
                 match op {
-                    Op::Request { who, id, set } => {
+                    Op::Request { who, id, set, undone } => {
                         let id = id.to_string();
                         let kind = if set { "set" } else { "get" };
                         let head = Head { name: "iq", stanza_type: Some(kind), from: Some(REQUESTERS[who]), to: Some(H), id: Some(&id), priority: None, eligible: true, condition: None, lang: None };
                         match p.route(head, now) {
+                            verdict @ Verdict::Send(_) if undone => p.undo(&verdict),
                             Verdict::Send(s) => {
                                 prop_assert!(s.to.starts_with(T));
                                 prop_assert!(s.hold.is_some(), "every forwarded request is held");
@@ -1355,7 +1449,7 @@ mod model {
                             other => prop_assert!(false, "request got {other:?}"),
                         }
                     }
-                    Op::Reply { res, who, id, error } => {
+                    Op::Reply { res, who, id, error, undone } => {
                         let id = id.to_string();
                         let from = format!("{T}/{}", RESOURCES[res]);
                         let to = format!("{H}/{}", REQUESTERS[who]);
@@ -1363,6 +1457,11 @@ mod model {
                         let condition = error.map(|declines| if declines { "service-unavailable" } else { "bad-request" });
                         let head = Head { name: "iq", stanza_type: Some(kind), from: Some(&from), to: Some(&to), id: Some(&id), priority: None, eligible: true, condition, lang: None };
                         match p.route(head, now) {
+                            verdict @ Verdict::Send(_) if undone => {
+                                // The shim drains after a failed verdict: the answer owed.
+                                p.undo(&verdict);
+                                w.take(p.drain());
+                            }
                             Verdict::Send(s) => {
                                 prop_assert_eq!(s.from.as_str(), H);
                                 w.answer(&s.to, &id, s.release);

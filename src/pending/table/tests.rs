@@ -395,3 +395,31 @@ fn ids_with_nul_free_text_keep_requesters_apart() {
     assert_eq!(t.take_reply("a@x", "b/c", "r").unwrap().requester(), "a@x");
     assert_eq!(t.take_reply("a@x/b", "c", "r").unwrap().id(), "c");
 }
+
+#[test]
+fn a_forgotten_request_counts_nowhere_and_a_withheld_number_waits() {
+    let mut t = PendingTable::new(Limits {
+        max_per_domain: 5,
+        ..limits(10.0, 10, 10)
+    });
+    let n = t
+        .insert("u@x/a", "1", "r".into(), Method::Get, 0.0, true)
+        .unwrap();
+    assert_eq!(t.forget(n).map(|r| r.id().to_owned()), Some("1".into()));
+    assert!(t.forget(n).is_none(), "once");
+    assert_eq!((t.len(), t.of_user("u@x"), t.of_domain("x")), (0, 0, 0));
+    assert!(t.expire(100.0).is_empty(), "its deadline finds nothing");
+    let n = t
+        .insert("u@x/a", "2", "r".into(), Method::Get, 0.0, false)
+        .unwrap();
+    t.take_reply("u@x/a", "2", "r").unwrap();
+    t.release(n);
+    assert!(t.withhold(n) && !t.withhold(n));
+    let next = t
+        .insert("u@x/a", "3", "r".into(), Method::Get, 0.0, false)
+        .unwrap();
+    assert_ne!(next, n, "withheld: not handed out");
+    t.release(n);
+    let again = t.insert("u@x/a", "4", "r".into(), Method::Get, 0.0, false);
+    assert_eq!(again, Ok(n));
+}
