@@ -738,6 +738,38 @@ fn status_changes_are_queued_once_each() {
 }
 
 #[test]
+fn the_status_reaches_the_shim_only_when_it_changed() {
+    // The one place the status is deduplicated: whatever happens, two status items in a
+    // row never say the same thing (the shim logs each one it gets).
+    let mut p = proxy();
+    p.announce_status();
+    let mut shown: Vec<(Level, String)> = Vec::new();
+    let mut state = 7u64;
+    for _ in 0..2_000 {
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let res = ["a", "b", "c"][(state >> 40) as usize % 3];
+        match (state >> 33) % 6 {
+            0 | 1 => online(&mut p, res),
+            2 | 3 => presence(&mut p, res, Some("unavailable")),
+            4 => presence(&mut p, "", Some("unsubscribed")),
+            _ => p.reconfigure(config(|o| o.timeout = Some(10.0))),
+        }
+        shown.extend(p.drain().into_iter().filter_map(|item| match item {
+            OutItem::Status { level, text } => Some((level, text)),
+            _ => None,
+        }));
+    }
+    assert!(shown.len() > 100, "{} changes", shown.len());
+    assert!(
+        shown.windows(2).all(|w| w[0] != w[1]),
+        "a status repeated: {shown:?}"
+    );
+    assert_eq!(shown.last().map(|s| s.0), Some(p.status().level));
+}
+
+#[test]
 fn priority_is_floored_and_clamped() {
     let mut p = proxy();
     for (written, kept) in [
