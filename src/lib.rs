@@ -1,11 +1,9 @@
 //! mod_client_proxy's native core: the router decides, the binding (`binding/`, the only
 //! Rust that knows Lua) converts. The boundary is described in docs/INTERNALS.md.
-#![deny(unsafe_code)]
 
 pub mod address;
 pub mod config;
 pub mod jat;
-#[allow(unsafe_code)] // until the core-split branch lands
 pub mod pending;
 pub mod resources;
 pub mod router;

@@ -19,19 +19,6 @@ pub enum Strategy {
     Sticky,
 }
 
-impl Strategy {
-    /// Parses the `client_proxy_strategy` option value.
-    pub fn parse(name: &str) -> Option<Strategy> {
-        match name {
-            "random" => Some(Strategy::Random),
-            "round_robin" => Some(Strategy::RoundRobin),
-            "least_pending" => Some(Strategy::LeastPending),
-            "sticky" => Some(Strategy::Sticky),
-            _ => None,
-        }
-    }
-}
-
 /// Which requests a resource may get.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Pool {

@@ -1,6 +1,7 @@
 //! The binding: the only Rust that knows Lua. It keeps each component host's state across
 //! `module:reload`, turns the options table into `Options`, and hands the shim a proxy
-//! object whose `route` is the per-stanza entry point (`route.rs`, the only unsafe code).
+//! object whose `route` is the per-stanza entry point (`route.rs`, the one file written
+//! against Lua's C API).
 //! The boundary is described in docs/INTERNALS.md.
 
 mod options;
@@ -114,8 +115,7 @@ impl Shared {
     /// `route` could not hand `verdict` to Lua (Lua raised while its values were made):
     /// the core takes it back so that every request is still answered once.
     fn undo(&self, verdict: &Verdict) {
-        // The router's undo lands with the core-split branch; until then nothing is taken back.
-        let _ = verdict;
+        let _ = catch_unwind(AssertUnwindSafe(|| lock(&self.proxy).undo(verdict)));
     }
 }
 

@@ -12,7 +12,7 @@ mod requests;
 use crate::address::{split_resource, user_and_domain};
 use crate::config::Config;
 use crate::jat::{TokenMap, Translator};
-use crate::pending::{Method, PendingTable};
+use crate::pending::{Limits, Method, PendingTable, Request};
 use crate::resources::{Pool, ResourceSet};
 use crate::verdict::{Head, Level, OutItem, Verdict, FORBIDDEN, NOT_ADDRESSED};
 use outbound::Outbound;
@@ -101,11 +101,12 @@ pub struct Proxy {
     outbox: Vec<OutItem>,
     /// Which resource last wrote to each user, for the bounces of its messages.
     message_origins: HashMap<String, Arc<str>>,
-    /// Strings of verdicts the binding has pushed to Lua, given back to be written again.
-    spare: Spare,
     /// Hold numbers of requests answered in the outbox: free once the shim has the
     /// outbox (and so lets go of them before it routes another stanza).
     released_at_drain: Vec<u64>,
+    /// The request the last answer delivered (by a verdict) answered, until the next one:
+    /// what `undo` needs to answer its requester if that verdict never reached the shim.
+    answered: Option<Request>,
     /// The xml:lang of the last request forwarded, shared by the next ones that carry it.
     last_lang: Option<Arc<str>>,
     /// Domains this server hosts: exempt from `client_proxy_max_pending_per_domain`. A
@@ -119,41 +120,14 @@ fn bare(jid: &str) -> &str {
     split_resource(jid).0
 }
 
-/// Strings given back by the binding, written again: a forward and its reply need four
-/// addresses, which were four allocations and four frees.
-#[derive(Default)]
-struct Spare(Vec<String>);
-
-impl Spare {
-    /// Most strings kept (a verdict has at most three).
-    const KEEP: usize = 8;
-
-    fn give(&mut self, mut text: String) {
-        if self.0.len() < Self::KEEP {
-            text.clear();
-            self.0.push(text);
-        }
-    }
-
-    /// An empty string, a given-back one when there is one.
-    fn text(&mut self) -> String {
-        self.0.pop().unwrap_or_default()
-    }
-
-    /// `bare/resource`.
-    fn address(&mut self, bare: &str, resource: &str) -> String {
-        let mut jid = self.text();
-        jid.push_str(bare);
-        jid.push('/');
-        jid.push_str(resource);
-        jid
-    }
-
-    /// A copy of `text`.
-    fn copy(&mut self, text: &str) -> String {
-        let mut copy = self.text();
-        copy.push_str(text);
-        copy
+/// The limits of the table of inbound requests, as the options set them.
+fn limits(config: &Config) -> Limits {
+    Limits {
+        timeout: config.timeout,
+        max_total: config.max_pending,
+        max_per_requester: config.max_pending_per_requester,
+        max_per_user: config.max_pending_per_user,
+        max_per_domain: config.max_pending_per_domain,
     }
 }
 
@@ -168,13 +142,9 @@ fn translator(config: &Config) -> Translator {
 impl Proxy {
     /// A proxy with nothing online, nothing outstanding and nobody subscribed.
     pub fn new(config: Config) -> Self {
-        let mut proxy = Proxy {
+        Proxy {
             resources: ResourceSet::new(config.strategy),
-            pending: PendingTable::new(
-                config.timeout,
-                config.max_pending,
-                config.max_pending_per_requester,
-            ),
+            pending: PendingTable::new(limits(&config)),
             outbound: Outbound::new(&config),
             subscriptions: Subscriptions::default(),
             jat: translator(&config),
@@ -184,14 +154,11 @@ impl Proxy {
             rng: SmallRng::from_rng(&mut rand::rng()),
             outbox: Vec::new(),
             message_origins: HashMap::new(),
-            spare: Spare::default(),
             released_at_drain: Vec::new(),
+            answered: None,
             last_lang: None,
             local_domains: FxHashSet::default(),
-        };
-        proxy.pending.max_per_user = proxy.config.max_pending_per_user;
-        proxy.pending.max_per_domain = proxy.config.max_pending_per_domain;
-        proxy
+        }
     }
 
     /// The domains this server hosts (they change as hosts are activated).
@@ -222,11 +189,7 @@ impl Proxy {
         }
         self.resources.set_strategy(config.strategy);
         self.outbound.reconfigure(&config);
-        self.pending.timeout = config.timeout;
-        self.pending.max_total = config.max_pending;
-        self.pending.max_per_requester = config.max_pending_per_requester;
-        self.pending.max_per_user = config.max_pending_per_user;
-        self.pending.max_per_domain = config.max_pending_per_domain;
+        self.pending.set_limits(limits(&config));
         if config.jat != self.jat.mode() {
             self.jat = translator(&config);
         }
@@ -237,26 +200,18 @@ impl Proxy {
     }
 
     /// `target/resource`: where a stanza to the implementing client goes.
-    fn target_jid(&mut self, resource: &str) -> String {
-        self.spare.address(&self.config.target, resource)
+    fn target_jid(&self, resource: &str) -> String {
+        let target = &self.config.target;
+        let mut jid = String::with_capacity(target.len() + 1 + resource.len());
+        jid.push_str(target);
+        jid.push('/');
+        jid.push_str(resource);
+        jid
     }
 
     /// `host/JAT`: the component's address for a requester.
     fn jat_address(&mut self, requester: &str, now: f64) -> String {
-        let buffer = self.spare.text();
-        self.jat.address(buffer, &self.config.host, requester, now)
-    }
-
-    /// Takes back the strings of a verdict once they are copied out (the binding's), to
-    /// write the next verdicts' addresses in.
-    pub fn recycle(&mut self, verdict: Verdict) {
-        if let Verdict::Send(send) = verdict {
-            self.spare.give(send.to);
-            self.spare.give(send.from);
-            if let Some(id) = send.id {
-                self.spare.give(id);
-            }
-        }
+        self.jat.address(&self.config.host, requester, now)
     }
 
     /// The decision for one stanza.
@@ -310,6 +265,27 @@ impl Proxy {
             ("message", _) => self.message_from_user(from, now),
             ("presence", presence_type) => self.user_presence(from, presence_type),
             _ => Verdict::drop("unknown stanza"),
+        }
+    }
+
+    /// The binding could not hand `verdict`, the one `route` just returned, to Lua (Lua
+    /// raised while it pushed the verdict's strings: out of memory, a finalizer that
+    /// errors), so the shim gets the verdict "fail" and answers a get/set with
+    /// internal-server-error itself. Undoes what the verdict would have done so that a
+    /// requester still gets exactly one answer: a forwarded request is forgotten as if
+    /// it had never been forwarded (the shim's error is its answer, and no timeout
+    /// follows); an answer to a requester that never went out is owed as an
+    /// internal-server-error in the outbox (drain it). Anything else is left as it is (a
+    /// message or a presence is not answered, an error or a drop changed nothing). Only
+    /// for the verdict just returned, once.
+    pub fn undo(&mut self, verdict: &Verdict) {
+        let Verdict::Send(send) = verdict else {
+            return;
+        };
+        if let Some(held) = send.hold {
+            self.unforward(held);
+        } else if let Some(held) = send.release {
+            self.undeliver(send, held);
         }
     }
 

@@ -5,7 +5,7 @@
 
 use super::Proxy;
 use crate::config::Config;
-use crate::pending::{Method, PendingTable, Refusal, Request};
+use crate::pending::{Limits, Method, PendingTable, Refusal, Request};
 use crate::verdict::{
     OutItem, Send, Verdict, NO_ID, NO_OUTBOUND, TABLE_FULL, TIMED_OUT, UNKNOWN_JAT, USER_FULL,
 };
@@ -21,15 +21,24 @@ pub(super) struct Outbound {
     next: u64,
 }
 
+/// The limits of the outbound table: the component's timeout and size, and the
+/// per-requester limit applied to each user asked; no cap per account or domain (the
+/// implementing client is the one asking).
+fn limits(config: &Config) -> Limits {
+    Limits {
+        timeout: config.timeout,
+        max_total: config.max_pending,
+        max_per_requester: config.max_pending_per_requester,
+        max_per_user: u32::MAX,
+        max_per_domain: u32::MAX,
+    }
+}
+
 impl Outbound {
     /// An empty table with the component's limits.
     pub(super) fn new(config: &Config) -> Self {
         Outbound {
-            table: PendingTable::new(
-                config.timeout,
-                config.max_pending,
-                config.max_pending_per_requester,
-            ),
+            table: PendingTable::new(limits(config)),
             original: HashMap::new(),
             next: 0,
         }
@@ -37,9 +46,7 @@ impl Outbound {
 
     /// Applies changed limits (a reload).
     pub(super) fn reconfigure(&mut self, config: &Config) {
-        self.table.timeout = config.timeout;
-        self.table.max_total = config.max_pending;
-        self.table.max_per_requester = config.max_pending_per_requester;
+        self.table.set_limits(limits(config));
     }
 
     /// Number of outstanding outbound requests.
@@ -51,7 +58,7 @@ impl Outbound {
     /// stanzas, so nothing waits to let go of it), and the id the asking resource used,
     /// if it is still known.
     fn original_of(&mut self, request: &Request) -> Option<String> {
-        self.table.release(request.held);
+        self.table.release(request.held());
         self.original.remove(&number_of(request.id())?)
     }
 
@@ -137,7 +144,7 @@ impl Proxy {
         let request = self.outbound.table.take(user, id)?;
         let original = self.outbound.original_of(&request)?;
         Some(Verdict::Send(Send {
-            to: self.target_jid(&request.resource),
+            to: self.target_jid(request.resource()),
             from: self.jat_address(user, now),
             id: Some(original),
             hold: None,
@@ -152,7 +159,7 @@ impl Proxy {
                 continue;
             };
             let (to, from) = (
-                self.target_jid(&r.resource),
+                self.target_jid(r.resource()),
                 self.jat_address(r.requester(), now),
             );
             self.outbox.push(OutItem::Error {

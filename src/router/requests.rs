@@ -5,7 +5,7 @@ use super::{bare, Proxy};
 use crate::address::user_and_domain;
 use crate::pending::{Method, Mismatch, Refusal, Request, Shape};
 use crate::verdict::{
-    Head, OutItem, Send, StanzaError, Verdict, ACCOUNT_FULL, DOMAIN_FULL, DUPLICATE_ID,
+    Head, OutItem, Send, StanzaError, Verdict, ACCOUNT_FULL, DOMAIN_FULL, DUPLICATE_ID, INTERNAL,
     NOT_ADDRESSED, NO_ID, NO_RESOURCE, REQUESTER_FULL, RESOURCE_GONE, TABLE_FULL, TIMED_OUT,
 };
 use std::sync::Arc;
@@ -145,15 +145,15 @@ impl Proxy {
         };
         match self.pending.take_reply(&requester, id, resource) {
             Ok(request) if declined => {
-                self.resources.release(&request.resource);
-                self.failed(&request.resource, now);
+                self.resources.release(request.resource());
+                self.failed(request.resource(), now);
                 match self.retry_elsewhere(request, now) {
                     Ok(()) => Verdict::drop("declined: sent to another resource"),
                     Err(request) => self.deliver(request),
                 }
             }
             Ok(request) => {
-                self.resources.answered(&request.resource);
+                self.resources.answered(request.resource());
                 self.deliver(request)
             }
             Err(Mismatch::Unknown) => self.unsolicited("reply to no outstanding request"),
@@ -167,15 +167,49 @@ impl Proxy {
     fn deliver(&mut self, request: Request) -> Verdict {
         self.counters.delivered += 1;
         // The shim lets go of it when it applies this verdict, before the next stanza.
-        self.pending.release(request.held);
-        let release = Some(request.held);
-        Verdict::Send(Send {
-            to: self.spare.copy(request.requester()),
-            from: self.spare.copy(&self.config.host),
+        self.pending.release(request.held());
+        let verdict = Verdict::Send(Send {
+            to: request.requester().to_owned(),
+            from: self.config.host.clone(),
             id: None,
             hold: None,
+            release: Some(request.held()),
+        });
+        // Kept (a move, no copy) in case the verdict never reaches the shim: `undo`.
+        self.answered = Some(request);
+        verdict
+    }
+
+    /// A forward the shim never received (`undo`): the requester gets the shim's
+    /// internal-server-error instead, so the request is forgotten, counted as refused.
+    pub(super) fn unforward(&mut self, held: u64) {
+        let Some(request) = self.pending.forget(held) else {
+            return;
+        };
+        self.resources.release(request.resource());
+        self.counters.forwarded -= 1;
+        self.counters.refused += 1;
+    }
+
+    /// An answer the shim never received (`undo`): the requester is owed one, an
+    /// internal-server-error in the outbox. The shim still holds the request's stanza
+    /// (it let go of nothing): the item lets go of it, and the number is free again once
+    /// the shim has the outbox, as with any answer in the outbox; if it was handed out
+    /// again meanwhile (not when `undo` follows the verdict at once), the new request's
+    /// stanza replaces the old one in the shim and the item lets go of nothing.
+    pub(super) fn undeliver(&mut self, send: &Send, held: u64) {
+        let Some(request) = self.answered.take_if(|r| r.held() == held) else {
+            return;
+        };
+        let release = self.pending.withhold(held).then_some(held);
+        self.released_at_drain.extend(release);
+        self.outbox.push(OutItem::Error {
+            to: send.to.clone(),
+            from: send.from.clone(),
+            id: request.id().to_owned(),
+            error: INTERNAL,
             release,
-        })
+        });
     }
 
     /// Sends a held request to an eligible resource that has not had it yet (a retry);
@@ -184,8 +218,8 @@ impl Proxy {
     // 144 bytes): a move on a rare path, where a box would be an allocation for nothing.
     #[allow(clippy::result_large_err)]
     fn retry_elsewhere(&mut self, request: Request, now: f64) -> Result<(), Request> {
-        let mut had: Vec<&str> = request.earlier.iter().map(|r| &**r).collect();
-        had.push(&request.resource);
+        let mut had: Vec<&str> = request.earlier().iter().map(|r| &**r).collect();
+        had.push(request.resource());
         let Some(resource) = self
             .resources
             .choose(&mut self.rng, bare(request.requester()), &had)
@@ -197,15 +231,15 @@ impl Proxy {
             self.jat_address(request.requester(), now),
         );
         self.outbox.push(OutItem::Resend {
-            held: request.held,
+            held: request.held(),
             to,
             from,
-            stanza_type: match request.shape.method {
+            stanza_type: match request.method() {
                 Method::Get => "get",
                 Method::Set => "set",
             },
             id: request.id().to_owned(),
-            lang: request.shape.lang.as_deref().map(str::to_owned),
+            lang: request.lang().map(str::to_owned),
         });
         self.resources.hold(&resource);
         self.pending.retarget(request, resource);
@@ -241,7 +275,7 @@ impl Proxy {
     /// (a set may have been done).
     pub(super) fn lose(&mut self, lost: Vec<Request>, now: f64) {
         for request in lost {
-            if request.shape.method == Method::Get && request.earlier.is_empty() {
+            if request.method() == Method::Get && request.earlier().is_empty() {
                 if let Err(request) = self.retry_elsewhere(request, now) {
                     self.answer_lost(vec![request]);
                 }
@@ -262,8 +296,8 @@ impl Proxy {
     /// Requests past their deadline: remote-server-timeout.
     pub(super) fn expire_requests(&mut self, now: f64) {
         for request in self.pending.expire(now) {
-            self.resources.release(&request.resource);
-            self.failed(&request.resource, now);
+            self.resources.release(request.resource());
+            self.failed(request.resource(), now);
             self.counters.timed_out += 1;
             self.owe(request, TIMED_OUT);
         }
@@ -272,8 +306,8 @@ impl Proxy {
     fn owe(&mut self, request: Request, error: StanzaError) {
         // Every forwarded request is held (a declined one, or a lost get, is retried):
         // the shim lets go of it when it applies this item, at the next drain.
-        self.released_at_drain.push(request.held);
-        let release = Some(request.held);
+        self.released_at_drain.push(request.held());
+        let release = Some(request.held());
         self.outbox.push(OutItem::Error {
             to: request.requester().to_owned(),
             from: self.config.host.clone(),

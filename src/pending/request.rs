@@ -1,0 +1,147 @@
+//! One outstanding request as the router sees it: who asked, under which id, which
+//! resource holds it and which held it before, how to rebuild it for a retry, and the
+//! number the shim keeps its stanza under. Read-only outside the table: the table alone
+//! moves a request between resources, so its counts and its record cannot disagree.
+
+use super::text::Text;
+use std::sync::Arc;
+
+/// Whether the forwarded request was a get (safe to retry) or a set.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Method {
+    /// `type='get'`
+    Get,
+    /// `type='set'`
+    Set,
+}
+
+/// What a retry rebuilds a request with, besides its payload, addresses and id.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Shape {
+    /// Get or set.
+    pub method: Method,
+    /// Its xml:lang (Prosody writes the client stream's on each of its stanzas).
+    pub lang: Option<Arc<str>>,
+}
+
+impl From<Method> for Shape {
+    fn from(method: Method) -> Self {
+        Shape { method, lang: None }
+    }
+}
+
+/// An outstanding request: in its slot of the table, or taken out of it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Request {
+    /// `requester NUL id`.
+    key: Text,
+    /// Where the requester ends in `key`.
+    requester_len: u32,
+    /// The resource of the target it went to.
+    resource: Arc<str>,
+    /// Get or set, and xml:lang.
+    shape: Shape,
+    /// Its number in arrival order (deadline ties, and the deadline queues).
+    seq: u64,
+    /// The number the shim holds the request's stanza under (for a retry), which is also
+    /// its slot in the table: given back with `release` and handed out again, so that the
+    /// numbers in use stay few and dense, and the shim's table of held stanzas stays a Lua
+    /// array (a hash part of ever-new numbers rehashed and grew the collector's debt: a
+    /// fifth of the shim's cost per request, callgrind). Until then the slot waits for the
+    /// request to be put back (a retry) and nothing else takes it.
+    held: u64,
+    /// The resources it went to before `resource` (a retry), oldest first.
+    earlier: Vec<Arc<str>>,
+    /// Deadline in ms: kept across a retry, so the timeout counts from arrival.
+    deadline: u64,
+    /// Counted toward its domain's cap.
+    capped: bool,
+}
+
+impl Request {
+    /// A request just forwarded to `resource`, held under `held`, due at `deadline` (ms).
+    pub(super) fn new(
+        (requester, id): (&str, &str),
+        resource: Arc<str>,
+        shape: Shape,
+        seq: u64,
+        held: u64,
+        deadline: u64,
+        capped: bool,
+    ) -> Self {
+        Request {
+            key: Text::key(requester, id),
+            requester_len: requester.len() as u32,
+            resource,
+            shape,
+            seq,
+            held,
+            earlier: Vec::new(),
+            deadline,
+            capped,
+        }
+    }
+
+    /// The requester's full JID: where its answer goes.
+    pub fn requester(&self) -> &str {
+        self.key.part(0..self.requester_len as usize)
+    }
+
+    /// The iq id, as the requester sent it: its answer carries it.
+    pub fn id(&self) -> &str {
+        self.key
+            .part(self.requester_len as usize + 1..self.key.len())
+    }
+
+    /// The resource of the target that holds it: the one whose reply is accepted, and
+    /// whose pending count it is in.
+    pub fn resource(&self) -> &Arc<str> {
+        &self.resource
+    }
+
+    /// Get or set: only a get is retried after its resource went away.
+    pub fn method(&self) -> Method {
+        self.shape.method
+    }
+
+    /// Its xml:lang, which a retry carries.
+    pub fn lang(&self) -> Option<&str> {
+        self.shape.lang.as_deref()
+    }
+
+    /// The number the shim holds its stanza under (see the field).
+    pub fn held(&self) -> u64 {
+        self.held
+    }
+
+    /// The resources it went to before this one (a retry goes to none of them).
+    pub fn earlier(&self) -> &[Arc<str>] {
+        &self.earlier
+    }
+
+    /// Whether this is `requester`'s request `id`.
+    pub(super) fn is(&self, requester: &str, id: &str) -> bool {
+        self.key.is_key(requester, id)
+    }
+
+    /// Its number in arrival order.
+    pub(super) fn seq(&self) -> u64 {
+        self.seq
+    }
+
+    /// Its deadline in ms.
+    pub(super) fn deadline(&self) -> u64 {
+        self.deadline
+    }
+
+    /// Whether it counts toward its domain's cap.
+    pub(super) fn capped(&self) -> bool {
+        self.capped
+    }
+
+    /// Now held by `resource`; the one it leaves joins `earlier`.
+    pub(super) fn move_to(&mut self, resource: Arc<str>) {
+        let left = std::mem::replace(&mut self.resource, resource);
+        self.earlier.push(left);
+    }
+}
