@@ -59,6 +59,9 @@ local TARGET = "service@" .. DOMAIN;
 local RESOURCE = TARGET .. "/a";
 local NS = "urn:example:client-proxy-bench";
 local FLOOR_MODULE = "bench/mod_readdress_floor.lua";
+-- SHIM_BENCH_UNTRACKED=1: the shim under test keeps no state in the native core (the
+-- original module, given as CLIENT_PROXY_SHIM): its outstanding count is not checked.
+local UNTRACKED = os.getenv("SHIM_BENCH_UNTRACKED") == "1";
 
 assert(io.open(fake.SO, "rb"), "native library " .. fake.SO .. " not found: run `make build` first"):close();
 
@@ -74,6 +77,9 @@ local options = {
 -- The shim, in the installed layout (client_proxy.so next to it via get_directory()).
 local m, loaded, err = fake.load({ host = HOST, options = options, prosody = prosody_global });
 assert(loaded, err);
+-- Debug logging off, as on a production server (the original logs three debug lines a
+-- stanza; the fake module would keep them all).
+function m.log() end
 local origin = { type = "component", host = HOST };
 local shim_handler = assert(fake.handlers(m, "iq/host")[1], "the shim hooks iq/host");
 fake.handlers(m, "presence/host")[1]({ stanza = st.presence({ from = RESOURCE, to = HOST }), origin = origin });
@@ -151,8 +157,11 @@ check(call_floor_handler, cm, CALL_FLOOR_HOST);
 -- options given (so the same options, or the caps fall back to their defaults).
 local shim_options = { host = HOST, local_domains = { DOMAIN, HOST } };
 for k, v in pairs(options) do shim_options[k] = v; end
-local shim_status = function () return native.open(shim_options):status(); end;
-assert(shim_status().pending == 0, "shim: requests left pending after the check");
+local shim_status = function ()
+	if UNTRACKED then return { pending = FILL, requests = { refused = 0 } }; end
+	return native.open(shim_options):status();
+end;
+assert(UNTRACKED or shim_status().pending == 0, "shim: requests left pending after the check");
 
 -- What one stanza of the forwarded shape costs in the Lua heap, as an object and as text.
 local function stanza_cost()
@@ -365,14 +374,13 @@ for _, k in ipairs(kinds) do
 	local x = med[k.name];
 	print(("%-44s %12.0f %12.0f %12.0f %14s %14s"):format(labels[k.name], x.forward, x.reply, x.pair, range(k.forward), range(k.reply)));
 end
-print(("\n(forward + reply) shim / floor: %.2fx (target <= 2x); forward %.2fx, reply %.2fx"):format(
+print(("\n(forward + reply) shim / floor: %.2fx; forward %.2fx, reply %.2fx"):format(
 	ratio, med.shim.forward / med.floor.forward, med.shim.reply / med.floor.reply));
 local call_ratio = med.callfloor.pair / med.floor.pair;
-print(("call floor / floor: %.2fx: a call to C per stanza, doing nothing, leaves %.2fx of the floor for all the module does beyond it"):format(
-	call_ratio, 2 - call_ratio));
+print(("call floor / floor: %.2fx: a call to C per stanza, doing nothing"):format(call_ratio));
 print(("Lua heap per outstanding request (shim): %.0f bytes; one stanza of that shape alone: %.0f bytes as util.stanza, %.0f bytes as its %d-byte serialization"):format(
 	heap_per_request, stanza_object, stanza_text, text_length));
-print(("\nSUMMARY shim_bench: ns per forward/reply with %d outstanding: shim %.0f/%.0f, floor %.0f/%.0f, bare route() %.0f/%.0f; (forward+reply) shim/floor %.2fx (target <= 2x), call floor/floor %.2fx; Lua heap per outstanding request %.0f B (a whole stanza of that shape %.0f B)"):format(
+print(("\nSUMMARY shim_bench: ns per forward/reply with %d outstanding: shim %.0f/%.0f, floor %.0f/%.0f, bare route() %.0f/%.0f; (forward+reply) shim/floor %.2fx, call floor/floor %.2fx; Lua heap per outstanding request %.0f B (a whole stanza of that shape %.0f B)"):format(
 	FILL, med.shim.forward, med.shim.reply, med.floor.forward, med.floor.reply, med.native.forward, med.native.reply,
 	ratio, call_ratio, heap_per_request, stanza_object));
 -- For bench/run.sh: the ratio, then ns per forward and reply, shim and floor, the heap,

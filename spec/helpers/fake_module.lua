@@ -112,6 +112,8 @@ function fake.new(opts)
 
 	function m:get_host_type() return opts.host_type or "component"; end
 	function m:get_directory() return opts.directory or fake.plugin_dir(); end
+	function m:get_host() return self.host; end
+	function m:get_option_string(name, default) return self:get_option_scalar(name, default); end
 	function m:get_option(name, default)
 		local v = self.options[name];
 		if v == nil then return default; end
