@@ -581,34 +581,6 @@ async fn silent_implementer_times_out() {
     prosody.assert_no_tracebacks();
 }
 
-// k. A result for an id nobody sent is not delivered.
-#[tokio::test]
-async fn unsolicited_result_is_not_delivered() {
-    let prosody = server(&[]);
-    let a = implementer(&prosody, "a").await;
-    let mut r = requester(&prosody, "abc").await;
-    wait_routable(&mut r, PROXY, &["a"]).await;
-
-    a.send(Iq::Result {
-        from: None,
-        to: Some(jid("proxy.localhost/user@localhost/abc")),
-        id: "nobody-sent-this".to_string(),
-        payload: Some(xml("<forged xmlns='urn:example:app'/>")),
-    });
-    let got = r.collect(QUIET).await;
-    let back = from_host(&got, PROXY);
-    assert!(
-        back.is_empty(),
-        "an unsolicited result was delivered: {back:?}"
-    );
-    // Real answers still flow.
-    let iq = r
-        .must_request(get(PROXY, "real", test_payload("real")), ANSWER)
-        .await;
-    assert_eq!(answered_by(&iq).as_deref(), Some("a"));
-    prosody.assert_no_tracebacks();
-}
-
 // l. A server restart: the (already approved) implementing client reconnects and requests
 // route again, without any new approval.
 #[tokio::test]

@@ -1,5 +1,5 @@
 //! End-to-end tests of the operational features against a real Prosody (see tests/support):
-//! the routing strategies, the resource pattern filter, draining, the metrics served by
+//! the resource pattern filter, draining, the metrics served by
 //! mod_http_openmetrics, the module status and the `prosodyctl shell` command.
 //!
 //! H = proxy.localhost (the component), T = service@localhost (the implementing client's
@@ -10,7 +10,7 @@
 
 mod support;
 
-use std::collections::{HashMap, HashSet};
+
 use std::time::Duration;
 
 use support::client::*;
@@ -19,7 +19,7 @@ use support::implementer::*;
 use support::metrics::*;
 use support::setup::*;
 use support::shell::*;
-use tokio::time::{sleep, Instant};
+use tokio::time::Instant;
 use tokio_xmpp::parsers::iq::Iq;
 use tokio_xmpp::parsers::presence::{Presence, Type as PresenceType};
 
@@ -39,238 +39,6 @@ async fn ask_sequentially(r: &mut Xmpp, prefix: &str, n: usize) -> Vec<String> {
         out.push(ask(r, &format!("{prefix}-{i}")).await);
     }
     out
-}
-
-/// How often each resource appears.
-fn tally(resources: &[String]) -> HashMap<String, usize> {
-    let mut counts = HashMap::new();
-    for r in resources {
-        *counts.entry(r.clone()).or_default() += 1;
-    }
-    counts
-}
-
-// 1a. random: both of two resources get requests.
-#[tokio::test]
-async fn strategy_random_uses_both_resources() {
-    let prosody = server(&["client_proxy_strategy = \"random\""]);
-    let _a = implementer(&prosody, "a").await;
-    let _b = implementer(&prosody, "b").await;
-    wait_online(&prosody, &["a", "b"]).await;
-    let mut r = requester(&prosody, "abc").await;
-
-    let order = ask_sequentially(&mut r, "rnd", 40).await;
-    let counts = tally(&order);
-    eprintln!("random: {counts:?}");
-    assert_eq!(counts.values().sum::<usize>(), 40);
-    assert!(
-        counts.get("a").is_some_and(|n| *n > 0) && counts.get("b").is_some_and(|n| *n > 0),
-        "both resources should be used over 40 requests: {counts:?}"
-    );
-    prosody.assert_no_tracebacks();
-}
-
-// 1b. round_robin: 30 sequential requests over 3 resources, exactly 10 each, in rotation.
-#[tokio::test]
-async fn strategy_round_robin_rotates_exactly() {
-    let prosody = server(&["client_proxy_strategy = \"round_robin\""]);
-    let _a = implementer(&prosody, "a").await;
-    let _b = implementer(&prosody, "b").await;
-    let _c = implementer(&prosody, "c").await;
-    wait_online(&prosody, &["a", "b", "c"]).await;
-    let mut r = requester(&prosody, "abc").await;
-
-    let order = ask_sequentially(&mut r, "rr", 30).await;
-    let counts = tally(&order);
-    eprintln!("round_robin: {order:?}");
-    for res in ["a", "b", "c"] {
-        assert_eq!(
-            counts.get(res).copied(),
-            Some(10),
-            "each resource should get exactly 10 of 30: {counts:?}; order {order:?}"
-        );
-    }
-    for i in 3..order.len() {
-        assert_eq!(
-            order[i],
-            order[i - 3],
-            "not a rotation at request {i}: {order:?}"
-        );
-    }
-    prosody.assert_no_tracebacks();
-}
-
-// 1c. least_pending: /slow answers after ~1 s. Streams of overlapping requests (one
-// every 50 ms, 40 in all, answers read at the end; random or round_robin would give /slow
-// about half):
-// - /fast answers at once: at least 80% go to /fast;
-// - /fast answers after ~150 ms: /fast still gets most, /slow takes some of the overflow;
-// - /fast is gone: /slow, eligible all along, serves.
-#[tokio::test]
-async fn strategy_least_pending_prefers_the_fast_resource() {
-    let prosody = server(&["client_proxy_strategy = \"least_pending\""]);
-    // /slow is silent and answered from here through its own connection, ~1 s late.
-    let slow = implementer_with(&prosody, "slow", None, Behaviour::Silent).await;
-    let mut fast = implementer(&prosody, "fast").await;
-    wait_online(&prosody, &["slow", "fast"]).await;
-    let mut r = requester(&prosody, "abc").await;
-    let mut slow_late = LateAnswers::new(Duration::from_secs(1));
-    let mut fast_late = LateAnswers::new(Duration::from_millis(150));
-
-    let order = stream(&mut r, "lp1", 40, &mut [(&slow, &mut slow_late)]).await;
-    let (to_fast, to_slow) = fast_slow(&order);
-    eprintln!("least_pending, /fast at once: fast {to_fast}, slow {to_slow}: {order:?}");
-    assert_eq!(to_fast, fast.request_count(), "/fast's own count");
-    assert_eq!(to_slow, slow.request_count(), "/slow's own count");
-    assert!(
-        to_fast >= 32,
-        "least_pending should send at least 80% to /fast: fast {to_fast}, slow {to_slow}; {order:?}"
-    );
-
-    fast.set_behaviour(Behaviour::Silent);
-    let order = stream(
-        &mut r,
-        "lp2",
-        40,
-        &mut [(&slow, &mut slow_late), (&fast, &mut fast_late)],
-    )
-    .await;
-    let (to_fast, to_slow) = fast_slow(&order);
-    eprintln!("least_pending, /fast after 150 ms: fast {to_fast}, slow {to_slow}: {order:?}");
-    assert!(
-        to_fast >= 28 && to_slow >= 1,
-        "least_pending: /fast should get at least 70%, /slow some: fast {to_fast}, slow {to_slow}; {order:?}"
-    );
-
-    // /slow was eligible: with /fast gone it gets the request (and answers late).
-    fast.stop().await;
-    wait_offline(&prosody, &["fast"]).await;
-    let order = stream(&mut r, "lp3", 1, &mut [(&slow, &mut slow_late)]).await;
-    assert_eq!(order, ["slow"]);
-    prosody.assert_no_tracebacks();
-}
-
-/// /fast's and /slow's shares of `order`.
-fn fast_slow(order: &[String]) -> (usize, usize) {
-    let counts = tally(order);
-    (
-        counts.get("fast").copied().unwrap_or(0),
-        counts.get("slow").copied().unwrap_or(0),
-    )
-}
-
-/// Sends `n` requests 50 ms apart without waiting for answers, then reads them all
-/// (bounded), while `late` answers for silent implementers; the answering resource of each
-/// request in order. Panics on a missing, duplicate or non-echo answer.
-async fn stream(
-    r: &mut Xmpp,
-    prefix: &str,
-    n: usize,
-    late: &mut [(&Implementer, &mut LateAnswers)],
-) -> Vec<String> {
-    let mut ids = Vec::new();
-    for i in 0..n {
-        let id = format!("{prefix}-{i}");
-        r.send(get(PROXY, &id, test_payload(&id))).await;
-        ids.push(id);
-        for (imp, answers) in late.iter_mut() {
-            answers.answer_due(imp);
-        }
-        sleep(Duration::from_millis(50)).await;
-    }
-    let mut by: HashMap<String, String> = HashMap::new();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while by.len() < ids.len() && Instant::now() < deadline {
-        for (imp, answers) in late.iter_mut() {
-            answers.answer_due(imp);
-        }
-        for s in r.collect(Duration::from_millis(50)).await {
-            let Some(iq) = as_iq(&s) else { continue };
-            let res =
-                answered_by(iq).unwrap_or_else(|| panic!("not an echo result: {}", iq_xml(iq)));
-            assert!(
-                by.insert(iq.id().to_string(), res).is_none(),
-                "two answers to {}",
-                iq.id()
-            );
-        }
-    }
-    let missing: Vec<&String> = ids.iter().filter(|id| !by.contains_key(*id)).collect();
-    assert!(missing.is_empty(), "no answer to {missing:?}");
-    ids.iter().map(|id| by[id].clone()).collect()
-}
-
-// 1d. sticky: each requester keeps its resource; it moves when that resource leaves, and
-// keeps the new one.
-#[tokio::test]
-async fn strategy_sticky_keeps_and_moves() {
-    let prosody = server(&["client_proxy_strategy = \"sticky\""]);
-    let mut imps = HashMap::new();
-    for res in ["a", "b", "c"] {
-        imps.insert(res.to_string(), implementer(&prosody, res).await);
-    }
-    wait_online(&prosody, &["a", "b", "c"]).await;
-    let jids = [
-        "user@localhost/s1",
-        "other@localhost/s2",
-        "user@localhost/s3",
-    ];
-    let mut requesters = Vec::new();
-    for j in jids {
-        requesters.push(requester_jid(&prosody, j).await);
-    }
-
-    // 10 rounds, each requester one request per round.
-    let mut seen: Vec<Vec<String>> = vec![Vec::new(); jids.len()];
-    for round in 0..10 {
-        for (i, r) in requesters.iter_mut().enumerate() {
-            seen[i].push(ask(r, &format!("st-{i}-{round}")).await);
-        }
-    }
-    let mut kept = Vec::new();
-    for (i, got) in seen.iter().enumerate() {
-        let distinct: HashSet<&String> = got.iter().collect();
-        assert_eq!(
-            distinct.len(),
-            1,
-            "{} should keep one resource: {got:?}",
-            jids[i]
-        );
-        kept.push(got[0].clone());
-    }
-    eprintln!("sticky: {jids:?} -> {kept:?}");
-
-    // The first requester's resource goes offline.
-    let gone = kept[0].clone();
-    imps.get_mut(&gone).unwrap().stop().await;
-    wait_offline(&prosody, &[gone.as_str()]).await;
-
-    let mut after: Vec<Vec<String>> = vec![Vec::new(); jids.len()];
-    for round in 0..10 {
-        for (i, r) in requesters.iter_mut().enumerate() {
-            after[i].push(ask(r, &format!("st2-{i}-{round}")).await);
-        }
-    }
-    eprintln!("sticky after {gone} left: {after:?}");
-    for (i, got) in after.iter().enumerate() {
-        let distinct: HashSet<&String> = got.iter().collect();
-        assert_eq!(
-            distinct.len(),
-            1,
-            "{} should keep one resource after {gone} left: {got:?}",
-            jids[i]
-        );
-        if kept[i] == gone {
-            assert_ne!(got[0], gone, "{} must move off {gone}", jids[i]);
-        } else {
-            assert_eq!(
-                got[0], kept[i],
-                "{} was not on {gone} and should not move",
-                jids[i]
-            );
-        }
-    }
-    prosody.assert_no_tracebacks();
 }
 
 // 2. client_proxy_resources = { "^focus" }: /phone never gets a request; with only /phone
