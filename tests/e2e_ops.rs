@@ -10,7 +10,6 @@
 
 mod support;
 
-
 use std::time::Duration;
 
 use support::client::*;
