@@ -37,18 +37,7 @@ local function request(id, payload)
 	return st.iq({ type = "get", id = id, from = USER, to = HOST }):tag("query", { xmlns = payload or "urn:example" }):up();
 end
 
-local function count_logs(m, level, needle)
-	local n = 0;
-	for _, line in ipairs(m.logs) do
-		if line.level == level and line.text:find(needle, 1, true) then n = n + 1; end
-	end
-	return n;
-end
-
-local function assert_error(s, to, from, id, etype, condition, text)
-	assert.are.same({ "iq", "error", to, from, id }, { s.name, s.attr.type, s.attr.to, s.attr.from, s.attr.id });
-	assert.are.same({ etype, condition, text }, { s:get_error() });
-end
+local count_logs, assert_error = support.count_logs, support.assert_error;
 
 -- No log line carries a traceback (mlua's errors do: the shim logs their first line).
 local function assert_no_traceback(m)

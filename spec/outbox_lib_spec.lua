@@ -17,18 +17,8 @@ local function outbox(opts)
 	return fake.run(fake.LIB_DIR .. "/outbox.lib.lua", m), m, proxy;
 end
 
-local function count_logs(m, level, needle)
-	local n = 0;
-	for _, line in ipairs(m.logs) do
-		if line.level == level and line.text:find(needle, 1, true) then n = n + 1; end
-	end
-	return n;
-end
-
-local function assert_error(s, to, from, id, etype, condition, text)
-	assert.are.same({ "iq", "error", to, from, id }, { s.name, s.attr.type, s.attr.to, s.attr.from, s.attr.id });
-	assert.are.same({ etype, condition, text }, { s:get_error() });
-end
+local support = require "support";
+local count_logs, assert_error = support.count_logs, support.assert_error;
 
 -- A request as the shim holds it: readdressed by the send verdict.
 local function forwarded(id, stanza_type)

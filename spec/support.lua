@@ -24,4 +24,20 @@ function support.host_namer(prefix, tld)
 	end
 end
 
+-- How many of a fake module's log lines at `level` contain `needle`.
+function support.count_logs(m, level, needle)
+	local n = 0;
+	for _, line in ipairs(m.logs) do
+		if line.level == level and line.text:find(needle, 1, true) then n = n + 1; end
+	end
+	return n;
+end
+
+-- That stanza `s` is an iq error with these addresses, id, type, condition and text.
+function support.assert_error(s, to, from, id, etype, condition, text)
+	local assert = require "luassert";
+	assert.are.same({ "iq", "error", to, from, id }, { s.name, s.attr.type, s.attr.to, s.attr.from, s.attr.id });
+	assert.are.same({ etype, condition, text }, { s:get_error() });
+end
+
 return support;
