@@ -6,6 +6,7 @@
 #   make deps                     install missing Debian packages (root)
 #   make test                     fmt, clippy, unit tests, Lua specs (every Lua), the rock,
 #                                 make dist deb, end-to-end tests on Prosody 0.12 and 13
+#   make test-memcheck            the hostile-Lua spec under valgrind memcheck (5.4, 5.3)
 #   make test-e2e-repeat N=5      the end-to-end suite N times (Prosody 0.12; PROSODY=13 for
 #                                 13), stopping at the first failure (docs/TESTING.md)
 #   make rock                     a binary rock for prosodyctl install, in target/rock/
@@ -79,8 +80,8 @@ MODULE_DIR := $(DESTDIR)$(PLUGIN_DIR)/mod_client_proxy
 
 # prosody, lua5.4, lua-busted: the module, its Lua and the specs. lua5.1, lua5.2, lua5.3,
 # luajit: the spec matrix. luarocks and liblua5.4-dev (luarocks refuses to build without
-# Lua's headers): the rock and its install test.
-DEB_PACKAGES := prosody lua5.4 lua-busted lua5.1 lua5.2 lua5.3 luajit luarocks liblua5.4-dev
+# Lua's headers): the rock and its install test. valgrind: test-memcheck.
+DEB_PACKAGES := prosody lua5.4 lua-busted lua5.1 lua5.2 lua5.3 luajit luarocks liblua5.4-dev valgrind
 
 # A section header before each step ($(1) must contain no comma).
 section = @printf '\n==== %s ====\n' "$(1)"
