@@ -37,11 +37,11 @@ local function loaded(ok, result) -- a failure at load is a load error, the core
 end
 
 -- The options, one per entry of native.options, as the config gives them: the core checks
--- them (naming the option), and knows their allowed values and defaults. The resource
--- patterns stay here (resources.lib.lua).
+-- them (naming the option), and knows their allowed values and defaults. The options that
+-- decide which resources are eligible stay here (resources.lib.lua).
 local options = { host = host, subscribers = outbox.subscribers(), local_domains = keys(prosody.hosts) };
 for _, option in ipairs(native.options) do
-	if option.name ~= resources.option then options[option.name] = compat.option(option); end
+	if not resources.options[option.name] then options[option.name] = compat.option(option); end
 end
 local proxy = loaded(pcall(native.open, options));
 local status = loaded(pcall(proxy.status, proxy));
@@ -72,7 +72,7 @@ local function handle_stanza(event)
 	local stanza_type = attr.type;
 	local priority, eligible, condition;
 	if name == "presence" then
-		priority, eligible = tonumber(stanza:get_child_text("priority")), is_eligible(attr.from);
+		priority, eligible = tonumber(stanza:get_child_text("priority")), is_eligible(stanza);
 	elseif stanza_type == "error" then
 		condition = select(2, stanza:get_error()); -- a decline?
 	end

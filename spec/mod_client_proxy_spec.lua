@@ -82,7 +82,8 @@ describe("loading", function ()
 		local options = { target_address = TARGET, client_proxy_jat = "base64", client_proxy_colour = "green",
 			client_proxy_timeout = "30", client_proxy_eject_for = "2 min", client_proxy_max_pending = "12",
 			client_proxy_max_pending_per_requester = { 3, 4 }, client_proxy_allow = { "example.org", "x@example.net" },
-			client_proxy_messages = "no", client_proxy_resources = { "^focus" }, client_proxy_strategy = "sticky" };
+			client_proxy_messages = "no", client_proxy_resources = { "^focus" }, client_proxy_strategy = "sticky",
+			client_proxy_require_caps = { "http://jitsi.org/jicofo" } };
 		local storage = { client_proxy_subscribers = { [""] = { ["a@example.org"] = true, ["b@example.org"] = true } } };
 		local prosody = { start_time = 1, hosts = { ["localhost"] = {}, [HOST] = {} } };
 		local m, ok, err, native, proxy = load({ options = options, storage = storage, prosody = prosody });
@@ -90,7 +91,7 @@ describe("loading", function ()
 		local opened = native.opened[1];
 		table.sort(opened.subscribers);
 		table.sort(opened.local_domains);
-		-- not the resource patterns (the shim's), nor an option native.options does not list
+		-- not the resource patterns nor the caps nodes (the shim's), nor an option native.options does not list
 		assert.are.same({ host = HOST, target_address = TARGET, client_proxy_jat = "base64", client_proxy_colour = "green",
 			client_proxy_timeout = "30", client_proxy_eject_for = "2 min", client_proxy_max_pending = "12",
 			client_proxy_max_pending_per_requester = { 3, 4 }, client_proxy_allow = { "example.org", "x@example.net" },
@@ -181,6 +182,19 @@ describe("a stanza", function ()
 		assert.are.same({ nil, false }, { r[3][7], r[3][8] });
 		assert.are.same({ nil, true, nil }, { r[4][7], r[4][8], r[4][9] });
 		assert.are.same({ "iq", "error", "d1", "feature-not-implemented" }, { r[5][1], r[5][2], r[5][5], r[5][9] });
+	end);
+
+	it("eligible: client_proxy_require_caps reads the caps node of each presence (both options must admit)", function ()
+		local m, _, proxy = loaded({ options = { target_address = TARGET, client_proxy_resources = "^focus",
+			client_proxy_require_caps = "http://jitsi.org/jicofo" } });
+		local function presence(resource, node)
+			local p = st.presence({ from = TARGET .. "/" .. resource, to = HOST });
+			if node then p:tag("c", { xmlns = "http://jabber.org/protocol/caps", hash = "sha-1", node = node, ver = "v" }):up(); end
+			fake.deliver(m, p);
+			return proxy.routed[#proxy.routed][8];
+		end
+		assert.are.same({ true, false, false, false }, { presence("focus1", "http://jitsi.org/jicofo"), presence("focus1"),
+			presence("focus2", "http://jitsi.org/jitsi-videobridge"), presence("phone", "http://jitsi.org/jicofo") });
 	end);
 
 	it("send: readdressed (id when given), held and released by number", function ()

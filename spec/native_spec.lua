@@ -84,8 +84,9 @@ describe("the exports", function ()
 				assert.are.equal(option.name .. ": ", raised(open, { [option.name] = "no-such-value" }):sub(1, #option.name + 2));
 			end
 		end
-		assert.are.same({ "jid", "enum", "enum", "period", "list", "list" }, { names.target_address, names.client_proxy_jat,
-			names.client_proxy_strategy, names.client_proxy_timeout, names.client_proxy_allow, names.client_proxy_resources });
+		assert.are.same({ "jid", "enum", "enum", "period", "list", "list", "list" }, { names.target_address, names.client_proxy_jat,
+			names.client_proxy_strategy, names.client_proxy_timeout, names.client_proxy_allow, names.client_proxy_resources,
+			names.client_proxy_require_caps });
 	end);
 
 	it("jat_encode/jat_decode: a string, or nil and a message; decode never raises", function ()

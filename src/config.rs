@@ -169,12 +169,15 @@ const fn spec(name: &'static str, kind: Kind) -> OptionSpec {
 }
 
 /// Every option of the component section, in the README's order.
-/// `client_proxy_resources` is read by the shim alone (Lua patterns).
+/// `client_proxy_resources` (Lua patterns) and `client_proxy_require_caps` (caps nodes, seen
+/// only in the presence stanza) are read by the shim alone: it tells the core, with each
+/// presence, whether the sender is eligible.
 pub const OPTIONS: &[OptionSpec] = &[
     spec("target_address", Kind::Jid),
     spec("client_proxy_jat", Kind::Enum(JAT_MODES.names)),
     spec("client_proxy_strategy", Kind::Enum(STRATEGIES.names)),
     spec("client_proxy_resources", Kind::List),
+    spec("client_proxy_require_caps", Kind::List),
     spec("client_proxy_timeout", Kind::Period(DEFAULT_TIMEOUT)),
     spec(
         "client_proxy_max_pending_per_requester",

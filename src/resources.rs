@@ -26,7 +26,8 @@ pub enum Pool {
     Active,
     /// Eligible, negative priority: gets requests only while no active resource is online.
     Draining,
-    /// Its name matches none of `client_proxy_resources`: never gets requests.
+    /// The shim found it not eligible (its name matches none of `client_proxy_resources`,
+    /// or its latest presence lacks a `client_proxy_require_caps` node): never gets requests.
     Ineligible,
 }
 

@@ -137,7 +137,8 @@ pub struct Head<'a> {
     pub id: Option<&'a str>,
     /// Presence priority as the stanza wrote it (the core floors and clamps it).
     pub priority: Option<f64>,
-    /// For presence: whether the sender's resource matches `client_proxy_resources`.
+    /// For presence: whether the shim admits the sender (`client_proxy_resources`,
+    /// `client_proxy_require_caps`).
     pub eligible: bool,
     /// For a stanza of type error: its defined condition.
     pub condition: Option<&'a str>,

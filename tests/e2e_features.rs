@@ -1,6 +1,7 @@
 //! End-to-end tests of what the module adds to the original (README: "Messages",
-//! "Requests from the implementing client", "Presence", and the switches that restore the
-//! original's answers), against a real Prosody with real clients (see tests/support).
+//! "Requests from the implementing client", "Presence", the switches that restore the
+//! original's answers, and admission by capability), against a real Prosody with real
+//! clients (see tests/support).
 //!
 //! H = proxy.localhost (the component), T = service@localhost (the implementing client's
 //! account), U = user@localhost/abc. Every test starts its own Prosody and ends by
@@ -16,6 +17,7 @@ use std::time::Duration;
 use support::client::*;
 use support::implementer::*;
 use support::setup::*;
+use support::shell::*;
 use support::{ComponentSpec, Prosody};
 use tokio::time::{sleep, Instant};
 use tokio_xmpp::parsers::iq::Iq;
@@ -669,5 +671,118 @@ async fn bounce_of_a_message_to_nobody_does_not_loop() {
         .must_request(get(PROXY, "after", test_payload("after")), ANSWER)
         .await;
     assert_eq!(answered_by(&iq).as_deref(), Some("a"));
+    prosody.assert_no_tracebacks();
+}
+
+/// Polls `client_proxy:resources(H)` until each `(resource, pool)` of `want` is listed in
+/// that pool ("active", "draining", "ineligible"); the output.
+async fn wait_pools(prosody: &Prosody, want: &[(&str, &str)]) -> String {
+    shell_until(
+        prosody,
+        &format!("client_proxy:resources({PROXY:?})"),
+        |out| {
+            want.iter().all(|(name, pool)| {
+                resource_line(out, name).is_some_and(|l| l.split_whitespace().nth(3) == Some(*pool))
+            })
+        },
+    )
+    .await
+}
+
+/// Sends `n` requests one after the other; each must be an echo result from `resource`.
+async fn all_answered_by(r: &mut Xmpp, prefix: &str, n: usize, resource: &str) {
+    for i in 0..n {
+        let id = format!("{prefix}-{i}");
+        let iq = r
+            .must_request(get(PROXY, &id, test_payload(&id)), ANSWER)
+            .await;
+        assert_eq!(
+            answered_by(&iq).as_deref(),
+            Some(resource),
+            "{id} should be answered by /{resource}: {}",
+            iq_xml(&iq)
+        );
+    }
+}
+
+/// Sends `n` requests; each must get service-unavailable (cancel) from H at once (well
+/// within the 60 s timeout a forwarded request would wait for).
+async fn all_unavailable_at_once(r: &mut Xmpp, prefix: &str, n: usize) {
+    for i in 0..n {
+        let id = format!("{prefix}-{i}");
+        let sent = Instant::now();
+        let iq = r
+            .must_request(get(PROXY, &id, test_payload(&id)), ANSWER)
+            .await;
+        expect_error(&iq, PROXY, "cancel", "service-unavailable");
+        assert!(
+            sent.elapsed() < Duration::from_secs(3),
+            "{id}: answered after {:?}, not at once",
+            sent.elapsed()
+        );
+    }
+}
+
+// 7. client_proxy_require_caps = { "http://jitsi.org/jicofo" }: of three resources of T,
+// /jicofo advertises that caps node (XEP-0115 <c/> in its presence), /jvb another node,
+// /phone none: only /jicofo gets requests, the others are listed as ineligible. /jicofo
+// re-sends presence without the node: ineligible at once, requests get service-unavailable
+// at once; with the node again it serves; when it leaves, service-unavailable again.
+#[tokio::test]
+async fn require_caps_admits_only_resources_advertising_the_node() {
+    let prosody = server(&[&format!(
+        "client_proxy_require_caps = {{ {JICOFO_NODE:?} }}"
+    )]);
+    let start = |resource: &str, caps: Option<&str>| {
+        let mut i = Implementer::new(&prosody.addr(), TARGET_USER, PASSWORD, resource, PROXY);
+        if let Some(node) = caps {
+            i = i.caps(node);
+        }
+        async move {
+            i.start().await;
+            i
+        }
+    };
+    let mut jicofo = start("jicofo", Some(JICOFO_NODE)).await;
+    let jvb = start("jvb", Some("http://jitsi.org/jitsi-videobridge")).await;
+    let phone = start("phone", None).await;
+    let out = wait_pools(
+        &prosody,
+        &[
+            ("jicofo", "active"),
+            ("jvb", "ineligible"),
+            ("phone", "ineligible"),
+        ],
+    )
+    .await;
+    eprintln!("{out}");
+    assert!(
+        out.contains(&format!("{PROXY} -> {TARGET}: 1 eligible")),
+        "summary:\n{out}"
+    );
+
+    let mut r = requester(&prosody, "abc").await;
+    all_answered_by(&mut r, "caps", 20, "jicofo").await;
+
+    // The latest presence counts: /jicofo without the node is out, at once.
+    jicofo.set_caps(None);
+    jicofo.announce();
+    wait_pools(&prosody, &[("jicofo", "ineligible")]).await;
+    all_unavailable_at_once(&mut r, "nocaps", 3).await;
+
+    // The node again: /jicofo serves again.
+    jicofo.set_caps(Some(JICOFO_NODE));
+    jicofo.announce();
+    wait_pools(&prosody, &[("jicofo", "active")]).await;
+    all_answered_by(&mut r, "back", 5, "jicofo").await;
+
+    // /jicofo leaves: only resources without the node are online.
+    jicofo.stop().await;
+    wait_offline(&prosody, &["jicofo"]).await;
+    all_unavailable_at_once(&mut r, "gone", 3).await;
+
+    assert_eq!(jvb.request_count(), 0, "/jvb got requests");
+    assert_eq!(phone.request_count(), 0, "/phone got requests");
+    assert_eq!(jicofo.request_count(), 25);
     prosody.assert_no_tracebacks();
 }

@@ -33,6 +33,7 @@ function fake_native.new(opts)
 		{ name = "client_proxy_jat", kind = "enum", values = { "plain", "base64" }, default = "plain" },
 		{ name = "client_proxy_colour", kind = "enum", values = { "red", "blue" }, default = "red" },
 		{ name = "client_proxy_resources", kind = "list" },
+		{ name = "client_proxy_require_caps", kind = "list" },
 		{ name = "client_proxy_allow", kind = "list" },
 		{ name = "client_proxy_timeout", kind = "period", default = 60 },
 		{ name = "client_proxy_eject_for", kind = "period", default = 30 },

@@ -25,6 +25,38 @@ use super::client::{jid, xml, Xmpp};
 /// Namespace of the echo payload.
 pub const ECHO_NS: &str = "urn:example:client-proxy-test";
 
+/// Namespace of XEP-0115 entity capabilities (`<c/>` in presence).
+pub const CAPS_NS: &str = "http://jabber.org/protocol/caps";
+
+/// The caps node Jicofo advertises.
+pub const JICOFO_NODE: &str = "http://jitsi.org/jicofo";
+
+/// `<c xmlns=CAPS_NS hash='sha-1' node=node ver='...'/>`, as a client advertising XEP-0115
+/// caps sends it in each available presence (the ver is any well-formed hash: the module
+/// reads only the node).
+pub fn caps_element(node: &str) -> Element {
+    Element::builder("c", CAPS_NS)
+        .attr(xml_ncname!("hash").to_owned(), "sha-1")
+        .attr(xml_ncname!("node").to_owned(), node)
+        .attr(
+            xml_ncname!("ver").to_owned(),
+            "q07IKJEyjvHSyhy//CH0CxmKi8w=",
+        )
+        .build()
+}
+
+/// An available presence with this priority and, when given, a caps node.
+pub fn available(priority: Option<i8>, caps: Option<&str>) -> Presence {
+    let mut p = Presence::available();
+    if let Some(prio) = priority {
+        p = p.with_priority(prio);
+    }
+    if let Some(node) = caps {
+        p = p.with_payloads(vec![caps_element(node)]);
+    }
+    p
+}
+
 /// How the implementing client answers requests.
 #[derive(Clone, Debug)]
 pub enum Behaviour {
@@ -98,6 +130,8 @@ fn echo_of(iq: &Iq) -> Option<&Element> {
 #[derive(Default)]
 struct Shared {
     behaviour: Mutex<Option<Behaviour>>,
+    /// The caps node its available presence advertises (None: no `<c/>`).
+    caps: Mutex<Option<String>>,
     exchanges: Mutex<Vec<Exchange>>,
     others: Mutex<Vec<Stanza>>,
     approved: AtomicUsize,
@@ -106,6 +140,8 @@ struct Shared {
 
 enum Command {
     Send(Box<Stanza>),
+    /// Send available presence again (priority and caps as set now).
+    Announce,
     Stop(oneshot::Sender<()>),
 }
 
@@ -152,6 +188,28 @@ impl Implementer {
         self
     }
 
+    /// Advertises this XEP-0115 caps node (None: no `<c/>`) in its available presence, from
+    /// the next one sent (a start, a reconnect, [`Implementer::announce`]).
+    pub fn set_caps(&self, node: Option<&str>) {
+        *self.shared.caps.lock().unwrap() = node.map(str::to_string);
+    }
+
+    /// Builder form of [`Implementer::set_caps`].
+    pub fn caps(self, node: &str) -> Self {
+        self.set_caps(Some(node));
+        self
+    }
+
+    /// Sends available presence again while running (with the caps node set now), as a
+    /// client does when its state or features change.
+    pub fn announce(&self) {
+        let running = self.running.as_ref().expect("implementer not running");
+        running
+            .commands
+            .send(Command::Announce)
+            .expect("implementer task gone");
+    }
+
     /// Sets the behaviour (takes effect at once, also while running).
     pub fn set_behaviour(&self, behaviour: Behaviour) {
         *self.shared.behaviour.lock().unwrap() = Some(behaviour);
@@ -176,7 +234,8 @@ impl Implementer {
             self.full_jid()
         );
         let mut xmpp = Xmpp::login(&self.addr, &self.full_jid(), &self.password).await;
-        xmpp.presence(self.priority).await;
+        let caps = self.shared.caps.lock().unwrap().clone();
+        xmpp.send(available(self.priority, caps.as_deref())).await;
         let (tx, rx) = mpsc::unbounded_channel();
         let shared = self.shared.clone();
         let proxy = self.proxy.clone();
@@ -294,6 +353,10 @@ async fn serve(
         tokio::select! {
             command = commands.recv() => match command {
                 Some(Command::Send(stanza)) => xmpp.send(*stanza).await,
+                Some(Command::Announce) => {
+                    let caps = shared.caps.lock().unwrap().clone();
+                    xmpp.send(available(priority, caps.as_deref())).await;
+                }
                 Some(Command::Stop(done)) => {
                     xmpp.close().await;
                     let _ = done.send(());
@@ -310,7 +373,8 @@ async fn serve(
                     // tokio-xmpp reconnected (e.g. the server restarted): the new session
                     // needs presence again.
                     reconnects = xmpp.reconnects;
-                    xmpp.presence(priority).await;
+                    let caps = shared.caps.lock().unwrap().clone();
+                    xmpp.send(available(priority, caps.as_deref())).await;
                 }
                 let Some(stanza) = stanza else { continue };
                 handle(&mut xmpp, &own, &shared, &proxy, session, stanza).await;
