@@ -124,6 +124,7 @@ fn proxy_with(resources: usize) -> Proxy {
             eligible: true,
             condition: None,
             lang: None,
+            affinity: None,
         };
         match proxy.route(head, 0.0) {
             Verdict::Drop { .. } => {}
@@ -145,6 +146,7 @@ fn iq<'a>(kind: &'a str, from: &'a str, to: &'a str, id: &'a str) -> Head<'a> {
         eligible: true,
         condition: None,
         lang: None,
+        affinity: None,
     }
 }
 
