@@ -12,7 +12,9 @@
 //! their resource keeps in memory). Keys are forgotten after `idle` seconds without a
 //! request, and the least recently used goes first when the table is full: a list in
 //! order of use, which a request moves its key to the end of, so that no request or
-//! tick scans the table.
+//! tick scans the table. A key is moved at most once per `RELINK` seconds (a move
+//! touches its two neighbours, two cache misses in a large table): the order is exact to
+//! within that, and a key expires at most that late.
 
 use hashbrown::HashTable;
 use rustc_hash::FxHashMap;
@@ -124,10 +126,11 @@ impl Rule {
 /// routed without affinity rather than let one request take the room of thousands.
 pub const MAX_KEY: usize = 3071;
 
-/// Bytes a key costs besides its text, as the bound counts it: its slot (56), its share of
-/// the index and of the slots' spare capacity, and the allocator's overhead for the text.
-/// An estimate on the safe side of what `examples/route_cost.rs` measures.
-pub const KEY_OVERHEAD: usize = 128;
+/// Bytes a key costs besides its text, as the bound counts it: its slot (96, a short key's
+/// text included), its share of the index and of the slots' spare capacity (up to half
+/// again), and the allocator's overhead for a long key's text. On the safe side of what
+/// `examples/route_cost.rs` measures.
+pub const KEY_OVERHEAD: usize = 160;
 
 /// How many keys the table keeps at most: past either bound, the least recently used
 /// key is forgotten first.
@@ -142,7 +145,7 @@ pub struct Bound {
 
 impl Bound {
     /// 100,000 keys (a Jitsi deployment's rooms, many times over), in 20 MB at most
-    /// (room names of up to ~70 bytes reach the key bound first).
+    /// (room names of up to ~45 bytes reach the key bound first).
     pub const DEFAULT: Bound = Bound {
         keys: 100_000,
         bytes: 20 << 20,
@@ -182,16 +185,67 @@ impl KeyRef {
     }
 }
 
+/// Seconds a key's place in the order of use may lag behind its last request.
+pub const RELINK: f64 = 1.0;
+
+/// Bytes of a key kept in its slot (a longer one is boxed): a room JID usually fits, so
+/// that the lookup compares it in the slot it has just loaded instead of following a
+/// pointer (in a table of 100,000 keys, a cache miss).
+const SHORT_KEY: usize = 46;
+
+/// A key's text: in the slot when short, boxed when long; empty in a free slot.
+enum KeyText {
+    Short { len: u8, bytes: [u8; SHORT_KEY] },
+    Long(Box<str>),
+}
+
+impl KeyText {
+    const EMPTY: KeyText = KeyText::Short {
+        len: 0,
+        bytes: [0; SHORT_KEY],
+    };
+
+    fn new(key: &str) -> KeyText {
+        if key.len() <= SHORT_KEY {
+            let mut bytes = [0; SHORT_KEY];
+            bytes[..key.len()].copy_from_slice(key.as_bytes());
+            KeyText::Short {
+                len: key.len() as u8,
+                bytes,
+            }
+        } else {
+            KeyText::Long(key.into())
+        }
+    }
+
+    fn as_bytes(&self) -> &[u8] {
+        match self {
+            KeyText::Short { len, bytes } => &bytes[..*len as usize],
+            KeyText::Long(text) => text.as_bytes(),
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.as_bytes().len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 /// No slot, no holder.
 const NIL: u32 = u32::MAX;
 
 /// One key: its text, where it is in the order of use, and who has it.
 struct Slot {
     /// Empty while the slot is free.
-    key: Box<str>,
+    key: KeyText,
     hash: u64,
     /// Last request, in the router's seconds.
     last: f64,
+    /// When it was last moved to the end of the order of use.
+    linked: f64,
     /// Neighbours in the order of use (NIL at the ends); `next` links the free slots.
     prev: u32,
     next: u32,
@@ -298,15 +352,20 @@ impl KeyTable {
             self.index
                 .find(hash, |&i| {
                     let s = &slots[i as usize];
-                    s.hash == hash && *s.key == *key
+                    s.hash == hash && s.key.as_bytes() == key.as_bytes()
                 })
                 .copied()
         };
         let i = match found {
             Some(i) => {
-                self.slots[i as usize].last = now;
-                self.unlink(i);
-                self.push_back(i);
+                let s = &mut self.slots[i as usize];
+                s.last = now;
+                // A clock that went back relinks too, so the order stays sane.
+                if !(now - s.linked < RELINK && now >= s.linked) {
+                    s.linked = now;
+                    self.unlink(i);
+                    self.push_back(i);
+                }
                 i
             }
             None => self.insert(key, hash, now),
@@ -469,9 +528,10 @@ impl KeyTable {
             self.evicted += 1;
         }
         let slot = Slot {
-            key: key.into(),
+            key: KeyText::new(key),
             hash,
             last: now,
+            linked: now,
             prev: NIL,
             next: NIL,
             holder: NIL,
@@ -516,7 +576,7 @@ impl KeyTable {
         self.bytes -= s.key.len() + KEY_OVERHEAD;
         let free = self.free;
         let s = &mut self.slots[i as usize];
-        s.key = Box::default();
+        s.key = KeyText::EMPTY;
         s.generation = s.generation.wrapping_add(1).max(1);
         s.holder = NIL;
         s.next = free;
@@ -600,6 +660,19 @@ impl KeyTable {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_slot_is_96_bytes_and_long_keys_are_boxed() {
+        assert_eq!(std::mem::size_of::<Slot>(), 96);
+        let long = "x".repeat(SHORT_KEY + 1);
+        let mut t = table();
+        for key in [&long[..SHORT_KEY], &long[..]] {
+            request(&mut t, key, "a", 0.0);
+            assert!(t.entry(key, 0.0).unwrap().holder.is_some());
+        }
+        assert_eq!(t.len(), 2, "a short key is not a long one's prefix");
+        t.check();
+    }
     use proptest::prelude::*;
     use std::collections::HashMap;
 
@@ -807,7 +880,8 @@ mod tests {
         #[test]
         fn the_table_agrees_with_a_model(ops in proptest::collection::vec(op(), 1..200)) {
             let mut t = KeyTable::new(30.0, Bound { keys: 8, bytes: usize::MAX });
-            let mut model: HashMap<String, (Option<String>, f64, u64)> = HashMap::new();
+            // key -> (resource, last use, place in the order of use, when it got it)
+            let mut model: HashMap<String, (Option<String>, f64, u64, f64)> = HashMap::new();
             let (mut now, mut use_count) = (0.0, 0u64);
             let resource = |r: u8| format!("r{r}");
             for op in ops {
@@ -820,9 +894,12 @@ mod tests {
                             let oldest = model.iter().min_by_key(|(_, v)| v.2).map(|(k, _)| k.clone()).unwrap();
                             model.remove(&oldest);
                         }
-                        let entry = model.entry(key.clone()).or_insert((None, now, use_count));
+                        let entry = model.entry(key.clone()).or_insert((None, now, use_count, now));
                         entry.1 = now;
-                        entry.2 = use_count;
+                        if now - entry.3 >= RELINK {
+                            entry.2 = use_count;
+                            entry.3 = now;
+                        }
                         let found = t.entry(&key, now).unwrap();
                         prop_assert_eq!(found.holder.as_deref(), entry.0.as_deref());
                         if entry.0.is_none() || is_move {
@@ -845,7 +922,15 @@ mod tests {
                     Op::Tick(dt) => {
                         now += f64::from(dt);
                         t.expire(now);
-                        model.retain(|_, v| v.1 + 30.0 > now);
+                        // In the order of use, up to the first key still in use.
+                        let mut order: Vec<(u64, String, f64)> = model.iter().map(|(k, v)| (v.2, k.clone(), v.1)).collect();
+                        order.sort_by_key(|o| o.0);
+                        for (_, key, last) in order {
+                            if last + 30.0 > now {
+                                break;
+                            }
+                            model.remove(&key);
+                        }
                     }
                 }
                 t.check();
