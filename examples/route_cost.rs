@@ -14,6 +14,11 @@
 //! allocated (and not freed) by inserting 100,000 pending requests from distinct
 //! requesters, divided by 100,000.
 //!
+//! Then affinity (`client_proxy_affinity`): with 10 resources and 100,000 keys assigned
+//! (rooms), ns per forward+deliver pair of requests that each carry a key (cycling over
+//! all 100,000: each request finds its key in a table of 100,000) against the same pairs
+//! without a key (the cost must stay within 10%), and the bytes allocated per key.
+//!
 //! Environment: `ROUTE_COST_PAIRS` (pairs per sample, default 100000),
 //! `ROUTE_COST_SAMPLES` (samples per cell, default 7).
 
@@ -99,12 +104,17 @@ fn env_number(name: &str, default: usize) -> usize {
 /// A proxy with limits high enough for the largest cell, a timeout long enough that
 /// nothing expires, `resources` online, and the requesters' domain local.
 fn proxy_with(resources: usize) -> Proxy {
+    proxy_from(resources, Options::default())
+}
+
+/// Like `proxy_with`, with the other options of `base`.
+fn proxy_from(resources: usize, base: Options) -> Proxy {
     let options = Options {
         target_address: Some(TARGET.into()),
         timeout: Some(1.0e9),
         max_pending: Some(300_000.0),
         max_pending_per_requester: Some(1.0e9),
-        ..Options::default()
+        ..base
     };
     let config = Config::new(HOST, &options).expect("a valid config");
     let mut proxy = Proxy::new(config);
@@ -124,6 +134,7 @@ fn proxy_with(resources: usize) -> Proxy {
             eligible: true,
             condition: None,
             lang: None,
+            affinity: None,
         };
         match proxy.route(head, 0.0) {
             Verdict::Drop { .. } => {}
@@ -145,6 +156,7 @@ fn iq<'a>(kind: &'a str, from: &'a str, to: &'a str, id: &'a str) -> Head<'a> {
         eligible: true,
         condition: None,
         lang: None,
+        affinity: None,
     }
 }
 
@@ -307,6 +319,128 @@ fn bytes_per_pending() -> (f64, usize) {
     (live as f64 / MEMORY_REQUESTS as f64, sample_len)
 }
 
+/// Keys in the affinity measurement, and the resources they are spread over.
+const AFFINITY_KEYS: usize = 100_000;
+const AFFINITY_RESOURCES: usize = 10;
+/// Keys of the table that stays in the cache (the cost of a key apart from memory latency).
+const SMALL_KEYS: usize = 1_000;
+/// Keyed route cost within 10% of the same requests without a key.
+const AFFINITY_TOLERANCE: f64 = 0.10;
+
+/// A room JID as Jitsi Meet's focus requests carry it.
+fn room(i: usize) -> String {
+    format!("room{i}@conference.meet.example.org")
+}
+
+/// A proxy with affinity on (Jitsi's rule), `AFFINITY_RESOURCES` online and `keys` rooms
+/// assigned (each by one request, answered).
+fn affinity_proxy(keys: &[String]) -> Proxy {
+    let options = Options {
+        affinity: Some(vec![
+            "{http://jitsi.org/protocol/focus}conference@room".into()
+        ]),
+        affinity_idle: Some(1.0e9),
+        ..Options::default()
+    };
+    let mut proxy = proxy_from(AFFINITY_RESOURCES, options);
+    run_keyed(&mut proxy, &["k".to_string()], Some(keys), &mut 2.0, 0.0);
+    assert_eq!(proxy.status().keys, keys.len());
+    proxy
+}
+
+/// Like `run_pairs`; request `i` carries key `keys[i % len]` when given (for every
+/// request when `ids` is shorter than `keys`: `ids[0]` with each key).
+/// The clock moves by `step` seconds per request (a key is moved in the order of use when
+/// a second or more passed since it last was: a step of 1 moves every key used).
+fn run_keyed(
+    proxy: &mut Proxy,
+    ids: &[String],
+    keys: Option<&[String]>,
+    clock: &mut f64,
+    step: f64,
+) -> f64 {
+    let keys = keys.filter(|k| !k.is_empty());
+    let n = keys.map_or(ids.len(), |k| k.len().max(ids.len()));
+    let start = Instant::now();
+    for i in 0..n {
+        let id = &ids[i % ids.len()];
+        let mut head = iq("get", BENCH_REQUESTER, HOST, id);
+        head.affinity = keys.map(|k| k[i % k.len()].as_str());
+        *clock += step;
+        let now = *clock;
+        let (to, from) = match proxy.route(head, now) {
+            Verdict::Send(Send { to, from, .. }) => (to, from),
+            other => panic!("request {id}: {other:?}"),
+        };
+        match proxy.route(iq("result", &to, &from, id), now) {
+            Verdict::Send(send) => {
+                black_box(send);
+            }
+            other => panic!("reply {id}: {other:?}"),
+        }
+    }
+    start.elapsed().as_nanos() as f64 / n as f64
+}
+
+/// ns per pair without keys, with keys (100,000 assigned) at a clock that stands still
+/// (no key moves in the order of use: a busy room) and at one that moves a second per
+/// request (every key moves: the worst case), medians over `samples` interleaved
+/// samples; and bytes allocated per key.
+fn affinity(ids: &[String], samples: usize) -> (f64, f64, f64, f64, f64) {
+    // Keys are assigned in one order and asked for in another (a fixed shuffle), so that
+    // each request finds its key where the last one did not leave the cache warm. The
+    // strings asked with are made in the order they are asked (a stanza's text is in the
+    // cache when it is routed): what is timed is the table, not the bench's input.
+    let assigned: Vec<String> = (0..AFFINITY_KEYS).map(room).collect();
+    let mut order: Vec<usize> = (0..AFFINITY_KEYS).collect();
+    let mut x: u64 = 7;
+    for i in (1..order.len()).rev() {
+        x = x
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        order.swap(i, (x >> 33) as usize % (i + 1));
+    }
+    let keys: Vec<String> = order.into_iter().map(room).collect();
+    // Requests cycle over every key, so a sample is at least one pass over them.
+    let ids = &ids[..ids.len().min(AFFINITY_KEYS)];
+    let mut keyed = affinity_proxy(&assigned);
+    let mut plain = affinity_proxy(&[]);
+    // The same requests' cost where the table stays in the cache: 1,000 keys.
+    let few = &assigned[..SMALL_KEYS];
+    let mut small = affinity_proxy(few);
+    let (mut still, mut moving) = (2.0, 2.0);
+    // Warm-up.
+    run_keyed(&mut keyed, ids, Some(&keys), &mut still, 0.0);
+    run_keyed(&mut plain, ids, None, &mut still, 0.0);
+    run_keyed(&mut small, ids, Some(few), &mut still, 0.0);
+    let (mut with, mut relinked, mut without, mut cached) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..samples {
+        without.push(run_keyed(&mut plain, ids, None, &mut still, 0.0));
+        with.push(run_keyed(&mut keyed, ids, Some(&keys), &mut still, 0.0));
+        relinked.push(run_keyed(&mut keyed, ids, Some(&keys), &mut moving, 1.0));
+        cached.push(run_keyed(&mut small, ids, Some(few), &mut still, 0.0));
+    }
+    assert_eq!(keyed.status().keys, AFFINITY_KEYS);
+    assert_eq!(keyed.status().moves, 0, "no key moved");
+    // Memory: live bytes after assigning every key, less a proxy with none.
+    drop((keyed, plain));
+    let mut fresh = affinity_proxy(&[]);
+    LIVE_BYTES.store(0, Ordering::SeqCst);
+    COUNTING.store(true, Ordering::SeqCst);
+    run_keyed(&mut fresh, &["m".to_string()], Some(&keys), &mut 2.0, 0.0);
+    COUNTING.store(false, Ordering::SeqCst);
+    let live = LIVE_BYTES.load(Ordering::SeqCst);
+    assert_eq!(fresh.status().keys, AFFINITY_KEYS);
+    (
+        median(without),
+        median(with),
+        median(relinked),
+        median(cached),
+        live as f64 / AFFINITY_KEYS as f64,
+    )
+}
+
 fn main() {
     let pairs = env_number("ROUTE_COST_PAIRS", 100_000).max(1);
     let samples = env_number("ROUTE_COST_SAMPLES", 7).max(1);
@@ -385,12 +519,32 @@ fn main() {
          e.g. \"user0@example.org/r\" id \"p0\": {sample_len} bytes of requester+id; includes the hash tables' spare capacity)"
     );
 
+    let (plain, keyed, relinked, cached, per_key) = affinity(&ids, samples);
+    let ratio = keyed / plain - 1.0;
+    let flat = ratio <= AFFINITY_TOLERANCE;
     println!(
-        "\nSUMMARY route_cost: {:.0}-{:.0} ns per forward+deliver pair (1-10000 resources, 0-100000 pending), spread {:.1}% -> within 20%: {}; {DISTINCT_PENDING} pending from distinct requesters: {forward:.0} ns per forward, {reply:.0} per reply; {:.0} bytes per pending request",
+        "\nAffinity: {AFFINITY_RESOURCES} resources, {AFFINITY_KEYS} keys assigned (e.g. {:?}), median of {samples} samples:\n\
+         {plain:.0} ns per pair without a key, {keyed:.0} ns with a key (each a different one of the {AFFINITY_KEYS}): {:+.1}% -> within 10%: {}\n\
+         every key also moved in the order of use (a second or more since its last request): {relinked:.0} ns ({:+.1}%)\n\
+         {SMALL_KEYS} keys (the table in the cache: the cost of a key apart from memory latency): {cached:.0} ns ({:+.1}%)\n\
+         Memory: {per_key:.0} bytes allocated per key ({AFFINITY_KEYS} keys of {} bytes; {:.1} MB for all)",
+        room(0),
+        ratio * 100.0,
+        if flat { "YES" } else { "NO" },
+        (relinked / plain - 1.0) * 100.0,
+        (cached / plain - 1.0) * 100.0,
+        room(0).len(),
+        per_key * AFFINITY_KEYS as f64 / (1 << 20) as f64
+    );
+
+    println!(
+        "\nSUMMARY route_cost: {:.0}-{:.0} ns per forward+deliver pair (1-10000 resources, 0-100000 pending), spread {:.1}% -> within 20%: {}; {DISTINCT_PENDING} pending from distinct requesters: {forward:.0} ns per forward, {reply:.0} per reply; {:.0} bytes per pending request; affinity with {AFFINITY_KEYS} keys: {plain:.0} -> {keyed:.0} ns per pair ({:+.1}%, within 10%: {}; {SMALL_KEYS} keys: {cached:.0} ns), {per_key:.0} bytes per key",
         min,
         max,
         spread * 100.0,
         if within { "yes" } else { "no" },
-        bytes
+        bytes,
+        ratio * 100.0,
+        if flat { "yes" } else { "no" }
     );
 }

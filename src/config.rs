@@ -1,6 +1,7 @@
 //! The component's options, checked once at load so that a bad value is an error that
 //! names the option instead of a failure at the first stanza.
 
+use crate::affinity::Rules;
 use crate::jat::Mode;
 use crate::resources::{Ejection, Strategy};
 use std::collections::HashSet;
@@ -38,6 +39,12 @@ pub struct Config {
     pub max_pending_per_domain: u32,
     /// Who may use the service (`client_proxy_allow`); None: everyone.
     pub allow: Option<Allow>,
+    /// Which payload attribute keeps requests on one resource (`client_proxy_affinity`);
+    /// empty: none.
+    pub affinity: Rules,
+    /// Seconds without a request after which an affinity key is forgotten
+    /// (`client_proxy_affinity_idle`).
+    pub affinity_idle: f64,
 }
 
 /// The domains and accounts allowed to use the service.
@@ -92,6 +99,9 @@ pub const DEFAULT_MAX_PER_DOMAIN: u32 = 1000;
 pub const DEFAULT_EJECT_AFTER: u32 = 3;
 /// Default of `client_proxy_eject_for`, in seconds.
 pub const DEFAULT_EJECT_FOR: f64 = 30.0;
+/// Default of `client_proxy_affinity_idle`, in seconds: a room without a request for an
+/// hour is over.
+pub const DEFAULT_AFFINITY_IDLE: f64 = 3600.0;
 
 /// The names an enum option takes and what each means, by position; the first is the
 /// default.
@@ -204,6 +214,11 @@ pub const OPTIONS: &[OptionSpec] = &[
     spec("client_proxy_messages", Kind::Switch(true)),
     spec("client_proxy_outbound", Kind::Switch(true)),
     spec("client_proxy_presence", Kind::Switch(true)),
+    spec("client_proxy_affinity", Kind::List),
+    spec(
+        "client_proxy_affinity_idle",
+        Kind::Period(DEFAULT_AFFINITY_IDLE),
+    ),
 ];
 
 /// The options as the operator wrote them (None: not set), by name. The binding fills it
@@ -238,6 +253,10 @@ pub struct Options {
     pub max_pending_per_domain: Option<f64>,
     /// `client_proxy_allow`: domains and bare JIDs.
     pub allow: Option<Vec<String>>,
+    /// `client_proxy_affinity`: rules `{namespace}element@attribute`.
+    pub affinity: Option<Vec<String>>,
+    /// `client_proxy_affinity_idle`, in seconds.
+    pub affinity_idle: Option<f64>,
 }
 
 impl Config {
@@ -331,6 +350,18 @@ impl Config {
             DEFAULT_MAX_PER_DOMAIN as f64,
         )?;
         let allow = options.allow.as_deref().map(allow_list).transpose()?;
+        let affinity = Rules::parse(options.affinity.as_deref().unwrap_or_default())
+            .map_err(|reason| bad("client_proxy_affinity", reason))?;
+        let affinity_idle = match options.affinity_idle {
+            None => DEFAULT_AFFINITY_IDLE,
+            Some(t) if t.is_finite() && t > 0.0 => t,
+            Some(t) => {
+                return Err(bad(
+                    "client_proxy_affinity_idle",
+                    format!("{t} is not a positive number of seconds"),
+                ))
+            }
+        };
         Ok(Config {
             host: host.to_owned(),
             target: bare.to_string(),
@@ -349,6 +380,8 @@ impl Config {
             max_pending_per_user: max_per_user.min(u32::MAX as u64) as u32,
             max_pending_per_domain: max_per_domain.min(u32::MAX as u64) as u32,
             allow,
+            affinity,
+            affinity_idle,
         })
     }
 }
@@ -440,6 +473,8 @@ mod tests {
             (c.max_pending_per_user, c.max_pending_per_domain, c.allow),
             (256, 1000, None)
         );
+        assert!(c.affinity.is_empty());
+        assert_eq!(c.affinity_idle, 3600.0);
         assert_eq!(
             c.ejection,
             Ejection {
@@ -504,6 +539,23 @@ mod tests {
         assert!(allow.admits("anyone@example.org", "example.org"));
         assert!(allow.admits("boss@elsewhere.net", "elsewhere.net"));
         assert!(!allow.admits("other@elsewhere.net", "elsewhere.net"));
+        let e = with(|o| o.affinity = Some(vec!["{ns}conference".into()])).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "client_proxy_affinity: \"{ns}conference\" is not {namespace}element@attribute (e.g. \"{http://jitsi.org/protocol/focus}conference@room\")"
+        );
+        for idle in [0.0, -1.0, f64::NAN, f64::INFINITY] {
+            let e = with(|o| o.affinity_idle = Some(idle)).unwrap_err();
+            assert_eq!(e.option, "client_proxy_affinity_idle");
+        }
+        let c = with(|o| {
+            o.affinity = Some(vec![
+                "{http://jitsi.org/protocol/focus}conference@room".into()
+            ]);
+            o.affinity_idle = Some(600.0);
+        })
+        .unwrap();
+        assert_eq!((c.affinity.len(), c.affinity_idle), (1, 600.0));
         let c = with(|o| o.eject_after = Some(0.0)).unwrap();
         assert_eq!(c.ejection.after, 0, "0 turns ejection off");
         let c = with(|o| {

@@ -2,6 +2,7 @@
 //! Rust that knows Lua) converts. The boundary is described in docs/INTERNALS.md.
 
 pub mod address;
+pub mod affinity;
 pub mod config;
 pub mod jat;
 pub mod pending;

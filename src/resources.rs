@@ -193,6 +193,15 @@ impl ResourceSet {
         self.all.contains_key(name)
     }
 
+    /// Whether this resource is online, eligible and not ejected (active or draining): it
+    /// keeps its affinity keys, where an ejected or ineligible one loses them.
+    pub fn in_rotation(&self, name: &str) -> bool {
+        self.all
+            .get(name)
+            .and_then(tier_of)
+            .is_some_and(|t| t < EJECTED)
+    }
+
     /// The shared name of an online resource.
     pub fn name_of(&self, name: &str) -> Option<Arc<str>> {
         self.all.get_key_value(name).map(|(k, _)| k.clone())

@@ -144,6 +144,10 @@ pub struct Head<'a> {
     pub condition: Option<&'a str>,
     /// The xml:lang attribute (kept with a request, for a retry).
     pub lang: Option<&'a str>,
+    /// For an iq get/set: its affinity key, the value of the payload attribute a
+    /// `client_proxy_affinity` rule names (`Rules::key`); requests with one key go to one
+    /// resource. None: routed by the strategy alone.
+    pub affinity: Option<&'a str>,
 }
 
 /// Readdress the stanza that arrived and send it on.

@@ -106,6 +106,8 @@ impl Shared {
                 // A condition that is not UTF-8 is no condition this proxy knows.
                 condition: stanza.condition.and_then(|c| std::str::from_utf8(c).ok()),
                 lang: lang.as_deref(),
+                // The shim passes no affinity key yet.
+                affinity: None,
             };
             lock(&self.proxy).route(head, now)
         }));

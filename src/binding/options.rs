@@ -129,6 +129,8 @@ pub(super) fn options_from(t: &LuaTable) -> LuaResult<Options> {
         max_pending_per_user: number_option(t, "client_proxy_max_pending_per_user")?,
         max_pending_per_domain: number_option(t, "client_proxy_max_pending_per_domain")?,
         allow: list_option(t, "client_proxy_allow")?,
+        affinity: list_option(t, "client_proxy_affinity")?,
+        affinity_idle: period_option(t, "client_proxy_affinity_idle")?,
     })
 }
 

@@ -4,6 +4,7 @@
 //! moves a request between resources, so its counts and its record cannot disagree.
 
 use super::text::Text;
+use std::num::NonZeroU64;
 use std::sync::Arc;
 
 /// Whether the forwarded request was a get (safe to retry) or a set.
@@ -15,18 +16,26 @@ pub enum Method {
     Set,
 }
 
-/// What a retry rebuilds a request with, besides its payload, addresses and id.
+/// What a retry rebuilds a request with, besides its payload, addresses and id, and
+/// what decides where the retry goes.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Shape {
     /// Get or set.
     pub method: Method,
     /// Its xml:lang (Prosody writes the client stream's on each of its stanzas).
     pub lang: Option<Arc<str>>,
+    /// The router's handle on its affinity key (opaque here): a retry goes where the key
+    /// is, and takes the key along.
+    pub affinity: Option<NonZeroU64>,
 }
 
 impl From<Method> for Shape {
     fn from(method: Method) -> Self {
-        Shape { method, lang: None }
+        Shape {
+            method,
+            lang: None,
+            affinity: None,
+        }
     }
 }
 
@@ -107,6 +116,11 @@ impl Request {
     /// Its xml:lang, which a retry carries.
     pub fn lang(&self) -> Option<&str> {
         self.shape.lang.as_deref()
+    }
+
+    /// The handle on its affinity key the router gave it, if any.
+    pub fn affinity(&self) -> Option<NonZeroU64> {
+        self.shape.affinity
     }
 
     /// The number the shim holds its stanza under (see the field).

@@ -10,6 +10,7 @@ mod presence;
 mod requests;
 
 use crate::address::{split_resource, user_and_domain};
+use crate::affinity::{Bound, KeyTable};
 use crate::config::Config;
 use crate::jat::{TokenMap, Translator};
 use crate::pending::{Limits, Method, PendingTable, Request};
@@ -52,6 +53,8 @@ pub struct ResourceStatus {
     pub pending: u32,
     /// Out of rotation until then (the shim's clock), if ejected.
     pub ejected_until: Option<f64>,
+    /// Affinity keys it has (`client_proxy_affinity`).
+    pub keys: usize,
 }
 
 /// A snapshot of one component for the status command, metrics and `module:set_status`.
@@ -81,6 +84,12 @@ pub struct Status {
     pub requests: [(&'static str, u64); 8],
     /// Messages by direction (metric label, count).
     pub messages: [(&'static str, u64); 2],
+    /// Affinity keys remembered (those a resource has, and those whose resource was lost
+    /// and that wait for their next request).
+    pub keys: usize,
+    /// Affinity keys given a resource other than their first (their resource was lost,
+    /// or a retry took them along).
+    pub moves: u64,
     /// The online resources, by name.
     pub resources: Vec<ResourceStatus>,
 }
@@ -90,6 +99,8 @@ pub struct Proxy {
     config: Config,
     resources: ResourceSet,
     pending: PendingTable,
+    /// Which resource has each affinity key.
+    keys: KeyTable,
     outbound: Outbound,
     subscriptions: Subscriptions,
     counters: Counters,
@@ -145,6 +156,7 @@ impl Proxy {
         Proxy {
             resources: ResourceSet::new(config.strategy),
             pending: PendingTable::new(limits(&config)),
+            keys: KeyTable::new(config.affinity_idle, Bound::DEFAULT),
             outbound: Outbound::new(&config),
             subscriptions: Subscriptions::default(),
             jat: translator(&config),
@@ -183,11 +195,17 @@ impl Proxy {
         let new_target = config.target != self.config.target;
         if new_target {
             self.resources.clear();
+            self.keys.lost_all();
             self.revoked = false;
             let lost = self.pending.take_all();
             self.answer_lost(lost);
         }
         self.resources.set_strategy(config.strategy);
+        if config.affinity != self.config.affinity {
+            // Other rules: the keys remembered are values of other attributes.
+            self.keys.clear();
+        }
+        self.keys.set_idle(config.affinity_idle);
         self.outbound.reconfigure(&config);
         self.pending.set_limits(limits(&config));
         if config.jat != self.jat.mode() {
@@ -259,8 +277,8 @@ impl Proxy {
             ("message", Some("error")) => self.message_bounce_from_user(from, now),
             ("iq", Some("result") | Some("error")) => self.reply_from_user(from, head.id, now),
             (_, Some("error")) => Verdict::drop("error stanza from a requester"),
-            ("iq", Some("get")) => self.forward(from, head.id, Method::Get, head.lang, now),
-            ("iq", Some("set")) => self.forward(from, head.id, Method::Set, head.lang, now),
+            ("iq", Some("get")) => self.forward(from, head, Method::Get, now),
+            ("iq", Some("set")) => self.forward(from, head, Method::Set, now),
             ("iq", _) => Verdict::drop("iq without a valid type"),
             ("message", _) => self.message_from_user(from, now),
             ("presence", presence_type) => self.user_presence(from, presence_type),
@@ -310,6 +328,7 @@ impl Proxy {
     /// remote-server-timeout. Returns the outbox (those answers last).
     pub fn tick(&mut self, now: f64) -> Vec<OutItem> {
         self.jat.expire(now);
+        self.keys.expire(now);
         self.readmit(now);
         self.expire_requests(now);
         self.expire_outbound(now);
@@ -355,6 +374,7 @@ impl Proxy {
                 },
                 pending: r.pending,
                 ejected_until: r.ejected_until,
+                keys: self.keys.keys_of(&r.name),
             })
             .collect();
         resources.sort_by(|a, b| a.name.cmp(&b.name));
@@ -380,6 +400,8 @@ impl Proxy {
                 ("outbound", c.outbound),
             ],
             messages: [("to_service", c.messages_in), ("to_user", c.messages_out)],
+            keys: self.keys.len(),
+            moves: self.keys.moves(),
             resources,
         }
     }

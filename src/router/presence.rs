@@ -36,6 +36,10 @@ impl Proxy {
             (None, Some(res)) => {
                 self.revoked = false;
                 let priority = clamp_priority(head.priority);
+                if !head.eligible {
+                    // No longer eligible: its keys go elsewhere (a draining one keeps them).
+                    self.keys.lost(res);
+                }
                 if self.resources.upsert(res, priority, head.eligible) {
                     Verdict::drop("resource online")
                 } else {
@@ -44,6 +48,8 @@ impl Proxy {
             }
             (Some("unavailable"), Some(res)) => {
                 if self.resources.remove(res) {
+                    // Before its requests are retried: a retried get takes its key along.
+                    self.keys.lost(res);
                     self.outbound_forget(res);
                     let lost = self.pending.take_resource(res);
                     self.lose(lost, now);
@@ -55,6 +61,7 @@ impl Proxy {
             (Some("error"), _) | (Some("unsubscribed"), _) => {
                 self.revoked = true;
                 self.resources.clear();
+                self.keys.lost_all();
                 let lost = self.pending.take_all();
                 self.lose(lost, now);
                 if head.stanza_type == Some("error") {

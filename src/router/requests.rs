@@ -3,6 +3,7 @@
 
 use super::{bare, Proxy};
 use crate::address::user_and_domain;
+use crate::affinity::KeyRef;
 use crate::pending::{Method, Mismatch, Refusal, Request, Shape};
 use crate::verdict::{
     Head, OutItem, Send, StanzaError, Verdict, ACCOUNT_FULL, DOMAIN_FULL, DUPLICATE_ID, INTERNAL,
@@ -15,20 +16,22 @@ use std::sync::Arc;
 const DECLINES: [&str; 2] = ["service-unavailable", "feature-not-implemented"];
 
 impl Proxy {
-    /// An iq get/set from a user: to a resource, or refused.
+    /// An iq get/set from a user (`requester`, the head's from): to a resource, or
+    /// refused. A request with an affinity key (`head.affinity`) goes to the resource that
+    /// has the key.
     pub(super) fn forward(
         &mut self,
         requester: &str,
-        id: Option<&str>,
+        head: Head<'_>,
         method: Method,
-        lang: Option<&str>,
         now: f64,
     ) -> Verdict {
         let shape = Shape {
             method,
-            lang: lang.map(|lang| self.lang(lang)),
+            lang: head.lang.map(|lang| self.lang(lang)),
+            affinity: None,
         };
-        let verdict = self.try_forward(requester, id, shape, now);
+        let verdict = self.try_forward(requester, head.id, head.affinity, shape, now);
         match verdict {
             Verdict::Send(_) => self.counters.forwarded += 1,
             _ => self.counters.refused += 1,
@@ -52,16 +55,18 @@ impl Proxy {
         &mut self,
         requester: &str,
         id: Option<&str>,
-        shape: Shape,
+        affinity: Option<&str>,
+        mut shape: Shape,
         now: f64,
     ) -> Verdict {
         let Some(id) = id else {
             return Verdict::Error(NO_ID);
         };
         let (user, domain) = user_and_domain(requester);
-        let Some(resource) = self.resources.choose(&mut self.rng, user, &[]) else {
+        let Some((resource, key)) = self.choose_for(user, affinity, now) else {
             return Verdict::Error(NO_RESOURCE);
         };
+        shape.affinity = key.map(KeyRef::to_bits);
         let to = self.target_jid(&resource);
         let cap_domain = self.caps_domain(domain);
         let held =
@@ -89,6 +94,37 @@ impl Proxy {
             hold: Some(held),
             release: None,
         })
+    }
+
+    /// The resource for a new request from `user`, and the handle on its affinity key:
+    /// the resource that has the key while it is in rotation (draining included), else
+    /// the strategy's choice, which then has the key (unless it is out of rotation, the
+    /// last resort when nothing else is online: the key waits for a better one). Without
+    /// a key (or without rules), the strategy's choice.
+    fn choose_for(
+        &mut self,
+        user: &str,
+        affinity: Option<&str>,
+        now: f64,
+    ) -> Option<(Arc<str>, Option<KeyRef>)> {
+        let found = match affinity {
+            Some(key) if !self.config.affinity.is_empty() => self.keys.entry(key, now),
+            _ => None,
+        };
+        let Some(found) = found else {
+            let resource = self.resources.choose(&mut self.rng, user, &[])?;
+            return Some((resource, None));
+        };
+        if let Some(holder) = found.holder {
+            if self.resources.in_rotation(&holder) {
+                return Some((holder, Some(found.key)));
+            }
+        }
+        let resource = self.resources.choose(&mut self.rng, user, &[])?;
+        if self.resources.in_rotation(&resource) {
+            self.keys.assign(found.key, &resource);
+        }
+        Some((resource, Some(found.key)))
     }
 
     /// An iq from a target resource: a request to a user (outbound) or a reply.
@@ -220,12 +256,22 @@ impl Proxy {
     fn retry_elsewhere(&mut self, request: Request, now: f64) -> Result<(), Request> {
         let mut had: Vec<&str> = request.earlier().iter().map(|r| &**r).collect();
         had.push(request.resource());
-        let Some(resource) = self
-            .resources
-            .choose(&mut self.rng, bare(request.requester()), &had)
-        else {
+        // A request with an affinity key goes where the key is, if it has not been there
+        // yet (another of the key's requests moved it first); else the key follows it.
+        let key = request.affinity().map(KeyRef::from_bits);
+        let kept = key
+            .and_then(|key| self.keys.holder(key))
+            .filter(|holder| !had.contains(&&***holder) && self.resources.in_rotation(holder))
+            .cloned();
+        let Some(resource) = kept.or_else(|| {
+            self.resources
+                .choose(&mut self.rng, bare(request.requester()), &had)
+        }) else {
             return Err(request);
         };
+        if let Some(key) = key.filter(|_| self.resources.in_rotation(&resource)) {
+            self.keys.assign(key, &resource);
+        }
         let (to, from) = (
             self.target_jid(&resource),
             self.jat_address(request.requester(), now),
@@ -251,6 +297,8 @@ impl Proxy {
     fn failed(&mut self, resource: &str, now: f64) {
         if let Some(until) = self.resources.failed(resource, now, self.config.ejection) {
             self.counters.ejections += 1;
+            // Out of rotation: its keys are assigned anew at their next request.
+            self.keys.lost(resource);
             self.outbox.push(OutItem::Log(format!(
                 "{}/{resource} ejected for {:.0} s: it let {} requests in a row time out or declined them",
                 self.config.target,

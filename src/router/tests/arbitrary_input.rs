@@ -41,6 +41,7 @@ proptest! {
                 eligible: *eligible,
                 condition: condition.as_deref(),
                 lang: None,
+                affinity: None,
             };
             let verdict = p.route(head, now);
             if kind.as_deref() == Some("error") {

@@ -2,6 +2,7 @@
 //! the promise that every forwarded request is answered exactly once (`model`). The
 //! helpers every flow uses are here.
 
+mod affinity;
 mod arbitrary_input;
 mod limits;
 mod loss;
@@ -57,6 +58,7 @@ fn head<'a>(
         eligible: true,
         condition: None,
         lang: None,
+        affinity: None,
     }
 }
 

@@ -100,7 +100,7 @@ proptest! {
                 Op::Request { who, id, set, undone } => {
                     let id = id.to_string();
                     let kind = if set { "set" } else { "get" };
-                    let head = Head { name: "iq", stanza_type: Some(kind), from: Some(REQUESTERS[who]), to: Some(H), id: Some(&id), priority: None, eligible: true, condition: None, lang: None };
+                    let head = Head { name: "iq", stanza_type: Some(kind), from: Some(REQUESTERS[who]), to: Some(H), id: Some(&id), priority: None, eligible: true, condition: None, lang: None, affinity: None };
                     match p.route(head, now) {
                         verdict @ Verdict::Send(_) if undone => p.undo(&verdict),
                         Verdict::Send(s) => {
@@ -122,7 +122,7 @@ proptest! {
                     let to = format!("{H}/{}", REQUESTERS[who]);
                     let kind = if error.is_some() { "error" } else { "result" };
                     let condition = error.map(|declines| if declines { "service-unavailable" } else { "bad-request" });
-                    let head = Head { name: "iq", stanza_type: Some(kind), from: Some(&from), to: Some(&to), id: Some(&id), priority: None, eligible: true, condition, lang: None };
+                    let head = Head { name: "iq", stanza_type: Some(kind), from: Some(&from), to: Some(&to), id: Some(&id), priority: None, eligible: true, condition, lang: None, affinity: None };
                     match p.route(head, now) {
                         verdict @ Verdict::Send(_) if undone => {
                             // The shim drains after a failed verdict: the answer owed.
@@ -144,13 +144,13 @@ proptest! {
                 Op::Online(res) | Op::Offline(res) => {
                     let from = format!("{T}/{}", RESOURCES[res]);
                     let kind = matches!(op, Op::Offline(_)).then_some("unavailable");
-                    let head = Head { name: "presence", stanza_type: kind, from: Some(&from), to: Some(H), id: None, priority: None, eligible: true, condition: None, lang: None };
+                    let head = Head { name: "presence", stanza_type: kind, from: Some(&from), to: Some(H), id: None, priority: None, eligible: true, condition: None, lang: None, affinity: None };
                     let dropped = matches!(p.route(head, now), Verdict::Drop { .. });
                     prop_assert!(dropped);
                     w.take(p.drain());
                 }
                 Op::Revoke => {
-                    let head = Head { name: "presence", stanza_type: Some("unsubscribed"), from: Some(T), to: Some(H), id: None, priority: None, eligible: true, condition: None, lang: None };
+                    let head = Head { name: "presence", stanza_type: Some("unsubscribed"), from: Some(T), to: Some(H), id: None, priority: None, eligible: true, condition: None, lang: None, affinity: None };
                     p.route(head, now);
                     w.take(p.drain());
                 }
