@@ -123,6 +123,8 @@ describe("open", function ()
 			{ "client_proxy_max_pending_per_domain", { client_proxy_max_pending_per_domain = 2.5 } },
 			{ "client_proxy_max_pending_per_domain", { client_proxy_max_pending_per_domain = {} } },
 			{ "client_proxy_allow", { client_proxy_allow = 5 } }, { "client_proxy_allow", { client_proxy_allow = { "a b" } } },
+			-- Known to the core, not fed by the shim yet: refused by name, never silently inert.
+			{ "client_proxy_affinity", { client_proxy_affinity = { "{urn:x}conference@room" } } },
 			{ "subscribers", { subscribers = 5 } }, { "subscribers", { subscribers = { true } } },
 			{ "local_domains", { local_domains = 5 } }, { "local_domains", { local_domains = { true } } },
 		};

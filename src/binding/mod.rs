@@ -70,9 +70,13 @@ pub(crate) struct Stanza<'a> {
 }
 
 /// Bytes as text: borrowed when UTF-8 (always, from Prosody's parser), else a lossy copy,
-/// so that odd bytes get the answer any odd address gets instead of an error.
+/// so that odd bytes get the answer any odd address gets instead of an error. Checked
+/// first with `from_utf8`, whose ASCII path is a word at a time (the lossy walk is not).
 fn text(bytes: &[u8]) -> Cow<'_, str> {
-    String::from_utf8_lossy(bytes)
+    match std::str::from_utf8(bytes) {
+        Ok(text) => Cow::Borrowed(text),
+        Err(_) => String::from_utf8_lossy(bytes),
+    }
 }
 
 impl Shared {

@@ -112,6 +112,20 @@ fn switch_option(t: &LuaTable, option: &'static str) -> LuaResult<Option<bool>> 
         .ok_or_else(|| option_error(option, &value, "true or false"))
 }
 
+/// An option the core knows but the shim does not feed yet (affinity keys are not read
+/// from requests in this version): refused by name rather than silently inert.
+fn not_yet(t: &LuaTable, option: &'static str) -> LuaResult<Option<Vec<String>>> {
+    match t.raw_get::<LuaValue>(option)? {
+        LuaValue::Nil => Ok(None),
+        _ => Err(LuaError::external(config::ConfigError {
+            option,
+            reason: "is not available in this version yet (requests are not read for their \
+                     affinity keys): remove it"
+                .into(),
+        })),
+    }
+}
+
 /// The options table of `open`, each value checked for its type (errors name the option).
 pub(super) fn options_from(t: &LuaTable) -> LuaResult<Options> {
     Ok(Options {
@@ -129,7 +143,7 @@ pub(super) fn options_from(t: &LuaTable) -> LuaResult<Options> {
         max_pending_per_user: number_option(t, "client_proxy_max_pending_per_user")?,
         max_pending_per_domain: number_option(t, "client_proxy_max_pending_per_domain")?,
         allow: list_option(t, "client_proxy_allow")?,
-        affinity: list_option(t, "client_proxy_affinity")?,
+        affinity: not_yet(t, "client_proxy_affinity")?,
         affinity_idle: period_option(t, "client_proxy_affinity_idle")?,
     })
 }
