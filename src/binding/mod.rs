@@ -14,7 +14,6 @@ use crate::router::Proxy;
 use crate::verdict::{Head, Verdict, INTERNAL};
 use mlua::prelude::*;
 use once_cell::sync::Lazy;
-use std::borrow::Cow;
 use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -69,16 +68,6 @@ pub(crate) struct Stanza<'a> {
     lang: Option<&'a [u8]>,
 }
 
-/// Bytes as text: borrowed when UTF-8 (always, from Prosody's parser), else a lossy copy,
-/// so that odd bytes get the answer any odd address gets instead of an error. Checked
-/// first with `from_utf8`, whose ASCII path is a word at a time (the lossy walk is not).
-fn text(bytes: &[u8]) -> Cow<'_, str> {
-    match std::str::from_utf8(bytes) {
-        Ok(text) => Cow::Borrowed(text),
-        Err(_) => String::from_utf8_lossy(bytes),
-    }
-}
-
 impl Shared {
     fn new(proxy: Proxy) -> Shared {
         Shared {
@@ -95,8 +84,8 @@ impl Shared {
     fn route<'a>(&self, stanza: &Stanza<'a>) -> Result<Verdict, &'static str> {
         let decided = catch_unwind(AssertUnwindSafe(|| {
             let now = stanza.now.unwrap_or_else(clock);
-            let name = text(stanza.name);
-            let field = |f: Option<&'a [u8]>| f.map(text);
+            let name = route::text(stanza.name);
+            let field = |f: Option<&'a [u8]>| f.map(route::text);
             let (stanza_type, from) = (field(stanza.stanza_type), field(stanza.from));
             let (to, id, lang) = (field(stanza.to), field(stanza.id), field(stanza.lang));
             let head = Head {

@@ -30,6 +30,7 @@ use super::{Shared, Stanza};
 use crate::verdict::{Send, Verdict};
 use mlua::ffi::{self, lua_State};
 use mlua::prelude::*;
+use std::borrow::Cow;
 use std::cell::Cell;
 use std::ffi::{c_char, c_int, c_void};
 use std::ptr;
@@ -122,6 +123,19 @@ pub(super) fn new_route(lua: &Lua, shared: &Arc<Shared>, host: &str) -> LuaResul
             ptr::addr_of_mut!((*anchor).shared).write_unaligned(strong);
         })
     }
+}
+
+/// Bytes of an argument as text: borrowed when ASCII, as nearly every address and id is
+/// (checked a word at a time, where `from_utf8` walks short strings a byte at a time, a
+/// twentieth of a request and reply's instructions); else borrowed when UTF-8 (always,
+/// from Prosody's parser); else a lossy copy, so that odd bytes get the answer any odd
+/// address gets instead of an error.
+pub(super) fn text(bytes: &[u8]) -> Cow<'_, str> {
+    if bytes.is_ascii() {
+        // SAFETY: ASCII is UTF-8.
+        return Cow::Borrowed(unsafe { std::str::from_utf8_unchecked(bytes) });
+    }
+    String::from_utf8_lossy(bytes)
 }
 
 /// The anchor at `index`, if the value there is one.
