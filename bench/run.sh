@@ -95,7 +95,7 @@ read -r _ _ e2e_cpu e2e_rate cpu_d cpu_f cpu_p rate_d rate_f rate_p < <(grep '^R
 mem=$(grep '^RATIO memory ' "$out/e2e.txt" || true)
 # RATIO shim <ratio> <shim fwd ns> <shim reply ns> <floor fwd ns> <floor reply ns> <heap B> <call floor/floor>
 shim_col() { grep '^RATIO shim ' "$out/shim.txt" | awk -v c="$1" '{ print $c }' | median; }
-route_bytes=$(sed -n 's/^SUMMARY route_cost: .*; \([0-9]*\) bytes per pending request$/\1/p' "$out/route.txt")
+route_bytes=$(sed -n 's/^SUMMARY route_cost: .*; \([0-9]*\) bytes per pending request.*/\1/p' "$out/route.txt")
 route_distinct=$(sed -n 's/^SUMMARY route_cost: .*; \([0-9]* pending from distinct requesters: [0-9]* ns per forward, [0-9]* per reply\);.*/\1/p' "$out/route.txt")
 
 section "bench: summary"
