@@ -126,10 +126,9 @@ pub(super) fn new_route(lua: &Lua, shared: &Arc<Shared>, host: &str) -> LuaResul
 }
 
 /// Bytes of an argument as text: borrowed when ASCII, as nearly every address and id is
-/// (checked a word at a time, where `from_utf8` walks short strings a byte at a time, a
-/// twentieth of a request and reply's instructions); else borrowed when UTF-8 (always,
-/// from Prosody's parser); else a lossy copy, so that odd bytes get the answer any odd
-/// address gets instead of an error.
+/// (checked a word at a time, where `from_utf8` walks short strings a byte at a time: see
+/// docs/PERFORMANCE.md); else borrowed when UTF-8 (always, from Prosody's parser); else a
+/// lossy copy, so that odd bytes get the answer any odd address gets instead of an error.
 pub(super) fn text(bytes: &[u8]) -> Cow<'_, str> {
     if bytes.is_ascii() {
         // SAFETY: ASCII is UTF-8.
