@@ -10,7 +10,7 @@ end
 
 -- The native interface this shim is written for. A module reload keeps the library the
 -- process loaded first (dlopen): a shim and a core that do not match refuse to run.
-local INTERFACE = 2;
+local INTERFACE = 3;
 local native, native_path = module:require "native";
 if native.interface ~= INTERFACE then
 	error(("client_proxy.so %s does not match this mod_client_proxy.lua (interface %s, expected %d): a module reload keeps the library loaded at start; restart Prosody")
@@ -19,6 +19,7 @@ end
 local compat = module:require "compat";
 local outbox = module:require "outbox";
 local resources = module:require "resources";
+local affinity = module:require "affinity";
 local add_shell_host = module:require "shell";
 
 local host = module.host;
@@ -45,6 +46,7 @@ for _, option in ipairs(native.options) do
 end
 local proxy = loaded(pcall(native.open, options));
 local status = loaded(pcall(proxy.status, proxy));
+local affinity_key = affinity.matcher(loaded(pcall(proxy.affinity_rules, proxy))); -- nil: no rules
 
 -- Statistics: the core counts; copied at each collection, by the names the core gives them.
 local requests = module:metric("counter", "requests", "", "Requests by what became of them", { "outcome" });
@@ -53,6 +55,8 @@ local eligible_resources = module:metric("gauge", "eligible_resources", "", "Eli
 local ejected_resources = module:metric("gauge", "ejected_resources", "", "Eligible resources out of rotation", {});
 local pending = module:metric("gauge", "pending", "", "Requests waiting for their answer", {});
 local messages = module:metric("counter", "messages", "", "Messages proxied", { "direction" });
+local affinity_keys = module:metric("gauge", "affinity_keys", "", "Affinity keys remembered", {});
+local affinity_moves = module:metric("counter", "affinity_moves", "", "Affinity keys given another resource", {});
 
 local function update_metrics()
 	local ok, s = pcall(proxy.status, proxy);
@@ -63,6 +67,8 @@ local function update_metrics()
 	eligible_resources:with_labels():set(s.eligible);
 	ejected_resources:with_labels():set(s.ejected);
 	pending:with_labels():set(s.pending);
+	affinity_keys:with_labels():set(s.keys);
+	affinity_moves:with_labels():set(s.moves);
 end
 
 local route = proxy.route; -- a closure over the proxy; now nil: the core's clock
@@ -70,15 +76,17 @@ local function handle_stanza(event)
 	local stanza = event.stanza;
 	local attr, name = stanza.attr, stanza.name;
 	local stanza_type = attr.type;
-	local priority, eligible, condition;
+	local priority, eligible, condition, rule, key;
 	if name == "presence" then
 		priority, eligible = tonumber(stanza:get_child_text("priority")), is_eligible(stanza);
 	elseif stanza_type == "error" then
 		condition = select(2, stanza:get_error()); -- a decline?
+	elseif affinity_key and (stanza_type == "get" or stanza_type == "set") and name == "iq" then
+		rule, key = affinity_key(stanza);
 	end
 	-- route never raises (a failure is the verdict "fail"): no pcall on the hot path.
 	local verdict, a, b, c, d, e = route(name, stanza_type, attr.from, attr.to, attr.id, nil,
-		priority, eligible, condition, attr["xml:lang"]);
+		priority, eligible, condition, attr["xml:lang"], rule, key);
 	if verdict == "send" then -- to, from, id, hold, release
 		attr.to, attr.from = a, b;
 		if c ~= nil then attr.id = c; end

@@ -10,14 +10,16 @@ local compat = module:require "compat";
 local hosts = module:shared("/*/client_proxy/shell_hosts");
 
 local function describe(print_line, status, now)
-	print_line(("%s -> %s: %d eligible, %d pending%s"):format(status.host, status.target,
-		status.eligible, status.pending, status.revoked and ", subscription revoked" or ""));
+	local keys = status.keys > 0 and (", %d affinity keys (%d moved)"):format(status.keys, status.moves) or "";
+	print_line(("%s -> %s: %d eligible, %d pending%s%s"):format(status.host, status.target,
+		status.eligible, status.pending, keys, status.revoked and ", subscription revoked" or ""));
 	for _, r in ipairs(status.resources) do
 		local ejected = "";
 		if r.ejected_until and now then -- in the core's clock (native.now): shown on the wall clock
 			ejected = os.date("  ejected until %H:%M:%S", os.time() + math.floor(r.ejected_until - now + 0.5));
 		end
-		print_line(("  %-30s priority %4d  %-10s  %d pending%s"):format(r.name, r.priority, r.pool, r.pending, ejected));
+		local keys = status.keys > 0 and (", %d keys"):format(r.keys) or "";
+		print_line(("  %-30s priority %4d  %-10s  %d pending%s%s"):format(r.name, r.priority, r.pool, r.pending, keys, ejected));
 	end
 	return #status.resources;
 end

@@ -17,7 +17,7 @@ local JAT = HOST .. "/" .. USER;
 -- Loads the shim against a scripted core (opts.script(native, proxy) first); opts as fake.new's.
 local function load(opts)
 	opts = opts or {};
-	local native, proxy = fake_native.new({ host = HOST, target = TARGET });
+	local native, proxy = fake_native.new({ host = HOST, target = TARGET, affinity_rules = opts.affinity_rules });
 	if opts.script then opts.script(native, proxy); end
 	opts.host = opts.host or HOST;
 	opts.options = opts.options or { target_address = TARGET };
@@ -69,13 +69,13 @@ describe("loading", function ()
 	it("refuses a core of another interface (a reload keeps the library loaded first): restart", function ()
 		local _, ok, err, native = load({ script = function (native) native.interface = 1; end });
 		assert.is_false(ok);
-		assert.are.equal("client_proxy.so 9.9.9 does not match this mod_client_proxy.lua (interface 1, expected 2): "
+		assert.are.equal("client_proxy.so 9.9.9 does not match this mod_client_proxy.lua (interface 1, expected 3): "
 			.. "a module reload keeps the library loaded at start; restart Prosody", err);
 		assert.are.same({}, native.opened);
 		-- a core from before the interface number, without a version either
 		_, ok, err = load({ script = function (native) native.interface, native.version = nil, nil; end });
 		assert.is_false(ok);
-		assert.matches("^client_proxy%.so %? does not match this mod_client_proxy%.lua %(interface nil, expected 2%):.*restart Prosody$", err);
+		assert.matches("^client_proxy%.so %? does not match this mod_client_proxy%.lua %(interface nil, expected 3%):.*restart Prosody$", err);
 	end);
 
 	it("passes one option per entry of native.options, raw; the stored subscribers and the server's hosts", function ()
@@ -175,8 +175,8 @@ describe("a stanza", function ()
 		fake.deliver(m, st.error_reply(st.iq({ type = "get", id = "d1", from = "proxy.example/" .. USER, to = TARGET .. "/focus1" }),
 			"cancel", "feature-not-implemented"));
 		local r = proxy.routed;
-		assert.are.same({ 10, "iq", "get", USER, HOST, "r1" }, { r[1].n, unpack(r[1], 1, 5) });
-		assert.are.same({ nil, nil, nil, nil, "de" }, { r[1][6], r[1][7], r[1][8], r[1][9], r[1][10] });
+		assert.are.same({ 12, "iq", "get", USER, HOST, "r1" }, { r[1].n, unpack(r[1], 1, 5) });
+		assert.are.same({ nil, nil, nil, nil, "de", nil, nil }, { r[1][6], r[1][7], r[1][8], r[1][9], r[1][10], r[1][11], r[1][12] });
 		assert.are.same({ "presence", nil, TARGET .. "/focus1", HOST, nil, nil }, { unpack(r[2], 1, 6) });
 		assert.are.same({ -200.5, true }, { r[2][7], r[2][8] });
 		assert.are.same({ nil, false }, { r[3][7], r[3][8] });
@@ -195,6 +195,35 @@ describe("a stanza", function ()
 		end
 		assert.are.same({ true, false, false, false }, { presence("focus1", "http://jitsi.org/jicofo"), presence("focus1"),
 			presence("focus2", "http://jitsi.org/jitsi-videobridge"), presence("phone", "http://jitsi.org/jicofo") });
+	end);
+
+	it("affinity: a get/set whose payload a rule names gives route the rule and the value; nothing else does", function ()
+		local rules = { { namespace = "http://jitsi.org/protocol/focus", element = "conference", attribute = "room" },
+			{ namespace = "urn:example:b", element = "q", attribute = "k" } };
+		local m, _, proxy = loaded({ affinity_rules = rules });
+		local function keyed(stanza)
+			fake.deliver(m, stanza);
+			local r = proxy.routed[#proxy.routed];
+			return { r[11], r[12] };
+		end
+		local function iq(type, name, attr)
+			return st.iq({ type = type, id = "x", from = USER, to = HOST }):tag(name, attr):up();
+		end
+		local room = { xmlns = "http://jitsi.org/protocol/focus", room = "r1@conference.example" };
+		assert.are.same({ 1, "r1@conference.example" }, keyed(iq("set", "conference", room)));
+		assert.are.same({ 2, "v" }, keyed(iq("get", "q", { xmlns = "urn:example:b", k = "v" })));
+		assert.are.same({}, keyed(iq("get", "q", { xmlns = "urn:example:b" }))); -- no attribute
+		assert.are.same({}, keyed(iq("get", "conference", { xmlns = "urn:other", room = "r" }))); -- other namespace
+		assert.are.same({}, keyed(iq("get", "other", { xmlns = "http://jitsi.org/protocol/focus", room = "r" })));
+		assert.are.same({}, keyed(st.iq({ type = "get", id = "x", from = USER, to = HOST }))); -- no payload
+		-- the payload is the first child: a matching second one is not it
+		assert.are.same({}, keyed(iq("get", "query", { xmlns = "urn:x" }):tag("conference", room):up()));
+		assert.are.same({}, keyed(iq("result", "conference", room)));
+		assert.are.same({}, keyed(st.message({ from = USER, to = HOST }):tag("conference", room):up()));
+		-- without rules nothing is looked for
+		local m2, _, proxy2 = loaded();
+		fake.deliver(m2, iq("set", "conference", room));
+		assert.are.same({ 12 }, { proxy2.routed[1].n, proxy2.routed[1][11], proxy2.routed[1][12] });
 	end);
 
 	it("send: readdressed (id when given), held and released by number", function ()
@@ -307,6 +336,8 @@ describe("metrics", function ()
 		assert.are.same({ to_service = 4, to_user = 5 }, m.metrics.messages.values);
 		assert.are.same({ 1, 2, 6, 1 }, { m.metrics.eligible_resources.values[""], m.metrics.pending.values[""],
 			m.metrics.ejections.values[""], m.metrics.ejected_resources.values[""] });
+		assert.are.same({ 7, 2, "gauge", "counter" }, { m.metrics.affinity_keys.values[""], m.metrics.affinity_moves.values[""],
+			m.metrics.affinity_keys.type, m.metrics.affinity_moves.type });
 		assert.are.same({ "counter", "counter", "gauge", "gauge", "counter", "counter", "gauge" }, { m.metrics.requests.type,
 			m.metrics.errors.type, m.metrics.eligible_resources.type, m.metrics.pending.type, m.metrics.messages.type,
 			m.metrics.ejections.type, m.metrics.ejected_resources.type });

@@ -123,8 +123,10 @@ describe("open", function ()
 			{ "client_proxy_max_pending_per_domain", { client_proxy_max_pending_per_domain = 2.5 } },
 			{ "client_proxy_max_pending_per_domain", { client_proxy_max_pending_per_domain = {} } },
 			{ "client_proxy_allow", { client_proxy_allow = 5 } }, { "client_proxy_allow", { client_proxy_allow = { "a b" } } },
-			-- Known to the core, not fed by the shim yet: refused by name, never silently inert.
-			{ "client_proxy_affinity", { client_proxy_affinity = { "{urn:x}conference@room" } } },
+			{ "client_proxy_affinity", { client_proxy_affinity = "conference@room" } },
+			{ "client_proxy_affinity", { client_proxy_affinity = { "{urn:x}a@b", "{urn:x}a@b" } } },
+			{ "client_proxy_affinity", { client_proxy_affinity = { 5 } } }, { "client_proxy_affinity", { client_proxy_affinity = true } },
+			{ "client_proxy_affinity_idle", { client_proxy_affinity_idle = 0 } },
 			{ "subscribers", { subscribers = 5 } }, { "subscribers", { subscribers = { true } } },
 			{ "local_domains", { local_domains = 5 } }, { "local_domains", { local_domains = { true } } },
 		};
@@ -153,7 +155,7 @@ describe("open", function ()
 	end);
 end);
 
-describe("proxy.route(name, type, from, to, id, now, priority, eligible, condition, lang): a closure over its proxy", function ()
+describe("proxy.route(name, type, from, to, id, now, priority, eligible, condition, lang, affinity_rule, affinity): a closure over its proxy", function ()
 	it("send: to, from, id (nil: keep it), hold, release (integers or nil)", function ()
 		local p, host = open();
 		online(p, host, "a");
@@ -220,6 +222,39 @@ describe("proxy.route(name, type, from, to, id, now, priority, eligible, conditi
 		local again = native.open({ host = host, target_address = T, client_proxy_timeout = 5 });
 		local back = pack(again.route("iq", "result", T .. "/a", host .. "/" .. long, "l2", 106, nil, nil));
 		assert.are.same({ "send", long, host, nil, nil, before }, { unpack(back, 1, 6) });
+	end);
+
+	it("affinity_rule (1-based) and affinity: one key, one resource; a rule there is not is no key", function ()
+		local p, host = open({ client_proxy_strategy = "round_robin",
+			client_proxy_affinity = { "{urn:x}a@k", "{urn:x}b@k" } });
+		assert.are.same({ { namespace = "urn:x", element = "a", attribute = "k" },
+			{ namespace = "urn:x", element = "b", attribute = "k" } }, p:affinity_rules());
+		online(p, host, "a");
+		online(p, host, "b");
+		local n = 0;
+		local function to(rule, key)
+			n = n + 1;
+			local v = pack(p.route("iq", "get", R, host, "k" .. n, 0, nil, nil, nil, nil, rule, key));
+			assert.are.equal("send", v[1]);
+			p.route("iq", "result", v[2], host .. "/" .. R, "k" .. n, 0);
+			return v[2];
+		end
+		local room = to(1, "room");
+		for _ = 1, 4 do assert.are.equal(room, to(1, "room")); end
+		-- rule 2's "room" is another key: round robin gives it the other resource
+		assert.are_not.equal(room, to(2, "room"));
+		-- not a rule: no key, so round robin alternates
+		for _, rule in ipairs({ 0, 3, 1.5, -1 }) do
+			assert.are_not.equal(to(rule, "room"), to(rule, "room"), tostring(rule));
+		end
+		local s = p:status();
+		assert.are.same({ 2, 0, 1, 1 }, { s.keys, s.moves, s.resources[1].keys, s.resources[2].keys });
+		for i, bad in ipairs({ { "1", "room" }, { 1, 5 }, { true, "room" } }) do
+			local v = pack(p.route("iq", "get", R, host, "bad" .. i, 0, nil, nil, nil, nil, bad[1], bad[2]));
+			assert.are.same({ 2, "fail", "string" }, { v.n, v[1], type(v[2]) });
+		end
+		local none = open();
+		assert.are.same({}, none:affinity_rules());
 	end);
 
 	it("error: type, condition, text", function ()
@@ -334,7 +369,8 @@ describe("status()", function ()
 			(function () local k = {}; for name in pairs(s.requests) do k[#k + 1] = name; end table.sort(k); return k; end)());
 		assert.are.equal(1, s.requests.forwarded);
 		assert.are.same({ to_service = 0, to_user = 0 }, s.messages);
-		assert.are.same({ { name = "a", priority = 0, pool = "active", pending = 1 } }, s.resources);
+		assert.are.same({ { name = "a", priority = 0, pool = "active", pending = 1, keys = 0 } }, s.resources);
+		assert.are.same({ 0, 0 }, { s.keys, s.moves });
 	end);
 
 	it("resources sorted by name (the shell lists them as they come)", function ()

@@ -5,10 +5,11 @@
 local fake = require "helpers.fake_module";
 
 local STATUS = { host = "proxy.example", target = "service@example.org", pending = 1, eligible = 1, revoked = false,
+	keys = 0, moves = 0,
 	resources = { -- sorted by name, as the core gives them
-		{ name = "focus1", priority = 5, pool = "active", pending = 1 },
-		{ name = "old", priority = -1, pool = "draining", pending = 0, ejected_until = 1090 },
-		{ name = "phone", priority = 10, pool = "ineligible", pending = 0 },
+		{ name = "focus1", priority = 5, pool = "active", pending = 1, keys = 0 },
+		{ name = "old", priority = -1, pool = "draining", pending = 0, ejected_until = 1090, keys = 0 },
+		{ name = "phone", priority = 10, pool = "ineligible", pending = 0, keys = 0 },
 	} };
 local LISTING = {
 	"proxy.example -> service@example.org: 1 eligible, 1 pending",
@@ -31,6 +32,22 @@ local function call(command, ...)
 end
 
 describe("client_proxy:resources", function ()
+	it("with affinity keys: the keys in all and the moves, then each resource's keys", function ()
+		local add, m = shell({ shared = {} });
+		local status = { host = "proxy.example", target = "service@example.org", pending = 0, eligible = 2, revoked = false,
+			keys = 3, moves = 1, resources = {
+				{ name = "jicofo1", priority = 0, pool = "active", pending = 0, keys = 2 },
+				{ name = "jicofo2", priority = -1, pool = "draining", pending = 0, keys = 0 },
+			} };
+		add("proxy.example", function () return status, 1000; end);
+		local _, _, lines = call(m:shared("/*/admin_shell/env").client_proxy.resources, "proxy.example");
+		assert.are.same({
+			"proxy.example -> service@example.org: 2 eligible, 0 pending, 3 affinity keys (1 moved)",
+			"  jicofo1                        priority    0  active      0 pending, 2 keys",
+			"  jicofo2                        priority   -1  draining    0 pending, 0 keys",
+		}, lines);
+	end);
+
 	it("Prosody 0.12: in the admin shell's environment; one host, all, or an unknown one", function ()
 		local shared = {};
 		local add, m = shell({ shared = shared });

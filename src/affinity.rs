@@ -84,15 +84,15 @@ impl Rules {
         self.rules.is_empty()
     }
 
-    /// The key of a request whose payload matched rule `rule` with attribute value
-    /// `value`: the value itself with one rule (no copy), else the rule's index, a colon
-    /// and the value, so that two rules' equal values are two keys (the digits end at the
-    /// first non-digit, so no two pairs give one key).
-    pub fn key<'a>(&self, rule: usize, value: &'a str) -> Cow<'a, str> {
-        if self.rules.len() <= 1 {
-            Cow::Borrowed(value)
-        } else {
-            Cow::Owned(format!("{rule}:{value}"))
+    /// The key of a request whose payload matched rule `rule` (0-based) with attribute
+    /// value `value`: the value itself with one rule (no copy), else the rule's index, a
+    /// colon and the value, so that two rules' equal values are two keys (the digits end
+    /// at the first non-digit, so no two pairs give one key). None for a rule there is not.
+    pub fn key<'a>(&self, rule: usize, value: &'a str) -> Option<Cow<'a, str>> {
+        match self.rules.len() {
+            n if rule >= n => None,
+            1 => Some(Cow::Borrowed(value)),
+            _ => Some(Cow::Owned(format!("{rule}:{value}"))),
         }
     }
 }
@@ -706,7 +706,8 @@ mod tests {
             (&*rule.namespace, &*rule.element, &*rule.attribute),
             ("http://jitsi.org/protocol/focus", "conference", "room")
         );
-        assert_eq!(rules.key(0, "r@c"), "r@c");
+        assert_eq!(rules.key(0, "r@c").as_deref(), Some("r@c"));
+        assert_eq!(rules.key(1, "r@c"), None);
         for bad in [
             "",
             "conference@room",
@@ -729,10 +730,12 @@ mod tests {
         );
         let two = Rules::parse(&["{ns}a@b".into(), "{ns}a@c".into()]).unwrap();
         assert_eq!(
-            (two.key(0, "x"), two.key(1, "x")),
-            ("0:x".into(), "1:x".into())
+            (two.key(0, "x").as_deref(), two.key(1, "x").as_deref()),
+            (Some("0:x"), Some("1:x"))
         );
-        assert!(Rules::parse(&[]).unwrap().is_empty());
+        assert_eq!(two.key(2, "x"), None);
+        let none = Rules::parse(&[]).unwrap();
+        assert!(none.is_empty() && none.key(0, "x").is_none());
     }
 
     #[test]

@@ -4,7 +4,7 @@
 --
 --   local native, proxy = require "helpers.fake_native".new{ host =, target = }
 --
--- native: interface (2), version, INTERNAL_ERROR, options (an array as the core gives it;
+-- native: interface (3), version, INTERNAL_ERROR, options (an array as the core gives it;
 -- the enum client_proxy_colour is made up, so that a shim that spells values of its own
 -- shows), open (recorded in native.opened; raises native.open_error when set), close
 -- (native.closed), now (native.clock).
@@ -14,11 +14,12 @@
 -- proxy:drain(), tick(now), stopping(): return proxy.outbox[method] once ("raise": raise
 -- "<method> failed" and a traceback, as mlua does); calls in proxy.calls ({ method, args... }).
 -- proxy:status() returns proxy.status_table, proxy:set_local_domains(list) keeps
--- proxy.local_domains; both raise when proxy.status_raises.
+-- proxy.local_domains; both raise when proxy.status_raises. proxy:affinity_rules() returns
+-- opts.affinity_rules (none by default).
 
 local fake_native = {};
 
-fake_native.INTERFACE = 2;
+fake_native.INTERFACE = 3;
 
 -- A multi-line error, as mlua raises them (the message, then a traceback).
 fake_native.TRACEBACK = "\nstack traceback:\n\t[C]: in ?";
@@ -44,7 +45,8 @@ function fake_native.new(opts)
 	local proxy = { verdicts = {}, outbox = {}, calls = {}, routed = {} };
 	proxy.status_table = { host = host, target = target, pending = 2, outbound_pending = 0, eligible = 1, ejected = 1,
 		ejections = 6, revoked = false, level = "warn", text = "No eligible resource of " .. target .. " is online",
-		requests = { forwarded = 3, timed_out = 1 }, messages = { to_service = 4, to_user = 5 }, resources = {} };
+		requests = { forwarded = 3, timed_out = 1 }, messages = { to_service = 4, to_user = 5 }, keys = 7, moves = 2,
+		resources = {} };
 	function proxy.route(...)
 		table.insert(proxy.routed, { n = select("#", ...), ... });
 		local v = table.remove(proxy.verdicts, 1) or { "drop", "unscripted", false };
@@ -67,6 +69,9 @@ function fake_native.new(opts)
 	function proxy:status()
 		if self.status_raises then error("status failed" .. fake_native.TRACEBACK, 0); end
 		return self.status_table;
+	end
+	function proxy:affinity_rules()
+		return opts.affinity_rules or {};
 	end
 	function native.open(options)
 		table.insert(native.opened, options);

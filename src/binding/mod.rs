@@ -23,7 +23,7 @@ use std::time::Instant;
 /// What the shim and this library must agree on (the exports, `route`'s arguments and
 /// verdicts, the outbox items). A `module:reload` after an upgrade loads the new shim but
 /// keeps the library loaded at start: the shim refuses a library of another interface.
-pub const INTERFACE: i64 = 2;
+pub const INTERFACE: i64 = 3;
 
 /// One component host's state, shared by its proxy objects and `route` closures.
 pub(crate) struct Shared {
@@ -66,6 +66,10 @@ pub(crate) struct Stanza<'a> {
     eligible: bool,
     condition: Option<&'a [u8]>,
     lang: Option<&'a [u8]>,
+    /// The `client_proxy_affinity` rule the payload matched (1-based, as Lua counts) and
+    /// its attribute's value.
+    affinity_rule: Option<f64>,
+    affinity: Option<&'a [u8]>,
 }
 
 impl Shared {
@@ -99,10 +103,24 @@ impl Shared {
                 // A condition that is not UTF-8 is no condition this proxy knows.
                 condition: stanza.condition.and_then(|c| std::str::from_utf8(c).ok()),
                 lang: lang.as_deref(),
-                // The shim passes no affinity key yet.
                 affinity: None,
             };
-            lock(&self.proxy).route(head, now)
+            let mut proxy = lock(&self.proxy);
+            let value = stanza.affinity.map(route::text);
+            let key = match (stanza.affinity_rule, &value) {
+                // A rule that is not a positive integer is a rule there is not.
+                (Some(rule), Some(value)) if rule >= 1.0 && rule.fract() == 0.0 => {
+                    proxy.affinity_rules().key(rule as usize - 1, value)
+                }
+                _ => None,
+            };
+            proxy.route(
+                Head {
+                    affinity: key.as_deref(),
+                    ..head
+                },
+                now,
+            )
         }));
         decided.map_err(|_| "the native core panicked while routing a stanza")
     }
@@ -175,6 +193,19 @@ impl LuaUserData for LuaProxy {
                 .set_local_domains(domains.iter().map(String::as_str));
             Ok(())
         });
+        // affinity_rules() -> { { namespace=, element=, attribute= }, ... }, in order
+        methods.add_method("affinity_rules", |lua, this, ()| {
+            let proxy = this.proxy()?;
+            let list = lua.create_table()?;
+            for rule in proxy.affinity_rules().iter() {
+                let row = lua.create_table()?;
+                row.raw_set("namespace", rule.namespace.as_str())?;
+                row.raw_set("element", rule.element.as_str())?;
+                row.raw_set("attribute", rule.attribute.as_str())?;
+                list.raw_push(row)?;
+            }
+            Ok(list)
+        });
         // status() -> snapshot table (INTERNALS.md)
         methods.add_method("status", |lua, this, ()| {
             let status = this.proxy()?.status();
@@ -192,8 +223,8 @@ fn open(lua: &Lua, opts: LuaTable) -> LuaResult<LuaProxy> {
         })
     })?;
     let config = Config::new(&host, &options::options_from(&opts)?).map_err(LuaError::external)?;
-    let subscribers = options::list_option(&opts, "subscribers")?.unwrap_or_default();
-    let local_domains = options::list_option(&opts, "local_domains")?;
+    let subscribers = options::list_option(&opts, "subscribers", "bare JID")?.unwrap_or_default();
+    let local_domains = options::list_option(&opts, "local_domains", "domain")?;
     let shared = lock(&PROXIES)
         .entry(host.clone())
         .or_insert_with(|| Arc::new(Shared::new(Proxy::new(config.clone()))))

@@ -64,8 +64,12 @@ fn period_option(t: &LuaTable, option: &'static str) -> LuaResult<Option<f64>> {
 }
 
 /// A list of strings (an array table; a single string is a list of one, as Prosody's
-/// get_option_array reads it).
-pub(super) fn list_option(t: &LuaTable, option: &'static str) -> LuaResult<Option<Vec<String>>> {
+/// get_option_array reads it); `item` says what each entry is, for the error.
+pub(super) fn list_option(
+    t: &LuaTable,
+    option: &'static str,
+    item: &str,
+) -> LuaResult<Option<Vec<String>>> {
     match t.raw_get::<LuaValue>(option)? {
         LuaValue::Nil => Ok(None),
         LuaValue::String(s) => match s.to_str() {
@@ -77,16 +81,12 @@ pub(super) fn list_option(t: &LuaTable, option: &'static str) -> LuaResult<Optio
             for value in list.sequence_values::<LuaValue>() {
                 match value? {
                     LuaValue::String(s) if s.to_str().is_ok() => out.push(s.to_str()?.to_owned()),
-                    other => return Err(option_error(option, &other, "a domain or a bare JID")),
+                    other => return Err(option_error(option, &other, item)),
                 }
             }
             Ok(Some(out))
         }
-        other => Err(option_error(
-            option,
-            &other,
-            "a list of domains and bare JIDs",
-        )),
+        other => Err(option_error(option, &other, &format!("a list of {item}s"))),
     }
 }
 
@@ -112,20 +112,6 @@ fn switch_option(t: &LuaTable, option: &'static str) -> LuaResult<Option<bool>> 
         .ok_or_else(|| option_error(option, &value, "true or false"))
 }
 
-/// An option the core knows but the shim does not feed yet (affinity keys are not read
-/// from requests in this version): refused by name rather than silently inert.
-fn not_yet(t: &LuaTable, option: &'static str) -> LuaResult<Option<Vec<String>>> {
-    match t.raw_get::<LuaValue>(option)? {
-        LuaValue::Nil => Ok(None),
-        _ => Err(LuaError::external(config::ConfigError {
-            option,
-            reason: "is not available in this version yet (requests are not read for their \
-                     affinity keys): remove it"
-                .into(),
-        })),
-    }
-}
-
 /// The options table of `open`, each value checked for its type (errors name the option).
 pub(super) fn options_from(t: &LuaTable) -> LuaResult<Options> {
     Ok(Options {
@@ -142,8 +128,12 @@ pub(super) fn options_from(t: &LuaTable) -> LuaResult<Options> {
         eject_for: period_option(t, "client_proxy_eject_for")?,
         max_pending_per_user: number_option(t, "client_proxy_max_pending_per_user")?,
         max_pending_per_domain: number_option(t, "client_proxy_max_pending_per_domain")?,
-        allow: list_option(t, "client_proxy_allow")?,
-        affinity: not_yet(t, "client_proxy_affinity")?,
+        allow: list_option(t, "client_proxy_allow", "domain or bare JID")?,
+        affinity: list_option(
+            t,
+            "client_proxy_affinity",
+            "rule {namespace}element@attribute",
+        )?,
         affinity_idle: period_option(t, "client_proxy_affinity_idle")?,
     })
 }

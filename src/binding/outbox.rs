@@ -100,6 +100,8 @@ pub(super) fn status_to_lua(lua: &Lua, s: Status) -> LuaResult<LuaTable> {
     };
     t.raw_set("requests", counts(&s.requests)?)?;
     t.raw_set("messages", counts(&s.messages)?)?;
+    t.raw_set("keys", s.keys)?;
+    t.raw_set("moves", s.moves)?;
     let list = lua.create_table_with_capacity(s.resources.len(), 0)?;
     for r in s.resources {
         let row = lua.create_table()?;
@@ -108,6 +110,7 @@ pub(super) fn status_to_lua(lua: &Lua, s: Status) -> LuaResult<LuaTable> {
         row.raw_set("pool", r.pool)?;
         row.raw_set("pending", r.pending)?;
         row.raw_set("ejected_until", r.ejected_until)?;
+        row.raw_set("keys", r.keys)?;
         list.raw_push(row)?;
     }
     t.raw_set("resources", list)?;

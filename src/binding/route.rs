@@ -62,7 +62,7 @@ const UP_PUSH: c_int = 7;
 const UPVALUES: c_int = 7;
 
 /// `route`'s arguments: `route(name, type, from, to, id, now, priority, eligible,
-/// condition, lang)`.
+/// condition, lang, affinity_rule, affinity)`.
 const ARG_NAME: c_int = 1;
 const ARG_TYPE: c_int = 2;
 const ARG_FROM: c_int = 3;
@@ -73,6 +73,8 @@ const ARG_PRIORITY: c_int = 7;
 const ARG_ELIGIBLE: c_int = 8;
 const ARG_CONDITION: c_int = 9;
 const ARG_LANG: c_int = 10;
+const ARG_AFFINITY_RULE: c_int = 11;
+const ARG_AFFINITY: c_int = 12;
 
 /// `push_out`'s arguments: the `Out` (light userdata), the verdict's name, the host.
 const PUSH_OUT: c_int = 1;
@@ -288,11 +290,17 @@ unsafe fn read_stanza<'a>(state: *mut lua_State) -> Result<Stanza<'a>, &'static 
                 ARG_LANG,
                 "route: argument 10 (lang) must be a string or nil",
             )?,
+            affinity_rule: number_arg(state, ARG_AFFINITY_RULE)
+                .map_err(|()| "route: argument 11 (affinity rule) must be a number or nil")?,
+            affinity: text(
+                ARG_AFFINITY,
+                "route: argument 12 (affinity key) must be a string or nil",
+            )?,
         })
     }
 }
 
-/// `route(name, type, from, to, id, now, priority, eligible, condition, lang)` -> verdict
+/// `route(name, type, from, to, id, now, priority, eligible, condition, lang, affinity_rule, affinity)` -> verdict
 /// (docs/INTERNALS.md): decides, then has `push_out` make the verdict's values inside a
 /// protected call. Never raises.
 ///

@@ -10,7 +10,7 @@ mod presence;
 mod requests;
 
 use crate::address::{split_resource, user_and_domain};
-use crate::affinity::{Bound, KeyTable};
+use crate::affinity::{Bound, KeyTable, Rules};
 use crate::config::Config;
 use crate::jat::{TokenMap, Translator};
 use crate::pending::{Limits, Method, PendingTable, Request};
@@ -181,6 +181,12 @@ impl Proxy {
     /// Whether requests from this domain count toward `client_proxy_max_pending_per_domain`.
     fn caps_domain(&self, domain: &str) -> bool {
         !self.local_domains.contains(domain)
+    }
+
+    /// The rules of `client_proxy_affinity`, which the shim matches each request's payload
+    /// against (it has the stanza; the core never parses XML).
+    pub fn affinity_rules(&self) -> &Rules {
+        &self.config.affinity
     }
 
     /// Seeds the random choice, for reproducible tests.
