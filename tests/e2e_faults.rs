@@ -67,10 +67,13 @@ fn storm_policy(seed: u64, resource: &'static str) -> Policy {
 // silent, lose their TCP connection and go unavailable and come back (after a calm start),
 // and once all three go away together: every request is answered exactly once, by a
 // result or a documented error, within the timeout (plus the clock's second and slack).
+// Affinity is on (Jitsi's rule): half the requests are for one of 40 rooms, so keys are
+// assigned, kept, lost with their resource and taken along by retries meanwhile.
 #[tokio::test]
 async fn fault_storm_every_request_answered_exactly_once() {
     let _serial = SERIAL.write().await;
     const TIMEOUT: u64 = 3;
+    const ROOMS: u64 = 40;
     let requesters = env_num("FAULT_REQUESTERS", 20) as usize;
     let per = env_num("FAULT_REQUESTS", 500) as usize;
     let window = env_num("FAULT_WINDOW", 8) as usize;
@@ -83,10 +86,13 @@ async fn fault_storm_every_request_answered_exactly_once() {
     );
     let total = requesters * per;
     eprintln!(
-        "fault storm: FAULT_SEED={seed}, {requesters} requesters x {per} requests (window {window}, 30 % sets), client_proxy_timeout = {TIMEOUT}, resources a, b, c"
+        "fault storm: FAULT_SEED={seed}, {requesters} requesters x {per} requests (window {window}, 30 % sets, half for one of {ROOMS} rooms), client_proxy_timeout = {TIMEOUT}, resources a, b, c"
     );
     let begun = Instant::now();
-    let prosody = server(&[&format!("client_proxy_timeout = {TIMEOUT}")]);
+    let prosody = server(&[
+        &format!("client_proxy_timeout = {TIMEOUT}"),
+        "client_proxy_affinity = { \"{http://jitsi.org/protocol/focus}conference@room\" }",
+    ]);
 
     const NAMES: [&str; 3] = ["a", "b", "c"];
     let mut relays = Vec::new();
@@ -125,6 +131,7 @@ async fn fault_storm_every_request_answered_exactly_once() {
             give_up: Duration::from_secs(TIMEOUT + 15),
             linger: Duration::from_secs(TIMEOUT + 2),
             progress: progress.clone(),
+            rooms: ROOMS,
         };
         loops.push(tokio::spawn(traffic(x, plan, move |i| format!("f{k}-{i}"))));
     }
@@ -331,6 +338,14 @@ async fn fault_storm_every_request_answered_exactly_once() {
     for r in &resources {
         assert!(r.is_running(), "resource {} task ended", r.resource);
     }
+    // The rooms were keys: every one remembered, some moved by the faults.
+    let listing = shell(&prosody, &format!("client_proxy:resources({PROXY:?})")).await;
+    let keys = format!(", {ROOMS} affinity keys (");
+    assert!(
+        listing.stdout.contains(&keys) && !listing.stdout.contains("(0 moved)"),
+        "affinity keys after the storm: {}",
+        listing.stdout
+    );
     prosody.assert_no_tracebacks();
 }
 
@@ -501,6 +516,7 @@ async fn reload_mid_traffic_loses_nothing() {
         give_up: Duration::from_secs(TIMEOUT + 10),
         linger: Duration::from_secs(TIMEOUT + 2),
         progress: progress.clone(),
+        rooms: 0,
     };
     let mut loops = Vec::new();
     for k in 0..3usize {

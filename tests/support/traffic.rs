@@ -24,6 +24,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio::time::{sleep, timeout, Instant};
 use tokio_xmpp::jid::FullJid;
+use tokio_xmpp::minidom::Element;
 use tokio_xmpp::parsers::iq::Iq;
 use tokio_xmpp::parsers::presence::{Presence, Type as PresenceType};
 use tokio_xmpp::Stanza;
@@ -481,6 +482,31 @@ pub fn request(id: &str, set: bool) -> Iq {
     }
 }
 
+/// Jitsi Meet's focus namespace (`<conference room='...'/>`, the affinity key).
+pub const FOCUS_NS: &str = "http://jitsi.org/protocol/focus";
+
+/// Like [`request`], for room `room{room}`: the test payload inside a conference element,
+/// `<conference xmlns=FOCUS_NS room='room<room>@conference.localhost'><query n=id/></conference>`.
+pub fn keyed_request(id: &str, set: bool, room: u64) -> Iq {
+    let payload = Element::builder("conference", FOCUS_NS)
+        .attr(
+            tokio_xmpp::minidom::rxml::xml_ncname!("room").to_owned(),
+            format!("room{room}@conference.localhost"),
+        )
+        .append(test_payload(id))
+        .build();
+    if set {
+        Iq::Set {
+            from: None,
+            to: Some(jid(PROXY)),
+            id: id.to_string(),
+            payload,
+        }
+    } else {
+        get(PROXY, id, payload)
+    }
+}
+
 /// What one answer was.
 #[derive(Clone, Debug)]
 pub enum What {
@@ -500,7 +526,11 @@ pub fn classify(iq: &Iq, id: &str) -> What {
         Iq::Result {
             payload: Some(p), ..
         } if p.is("echo", ECHO_NS) => {
-            let n = p.get_child("query", ECHO_NS).and_then(|q| q.attr("n"));
+            let query = p.get_child("query", ECHO_NS).or_else(|| {
+                p.get_child("conference", FOCUS_NS)
+                    .and_then(|c| c.get_child("query", ECHO_NS))
+            });
+            let n = query.and_then(|q| q.attr("n"));
             match (n, p.attr("resource")) {
                 (Some(n), Some(res)) if n == id => What::Result(res.to_string()),
                 _ => What::Odd(format!("result for another request: {}", iq_xml(iq))),
@@ -553,6 +583,9 @@ pub struct Plan {
     pub linger: Duration,
     /// Counts first answers (for the driver's progress).
     pub progress: Arc<AtomicUsize>,
+    /// Jitsi rooms: with n > 0, half the requests are for one of n rooms (an affinity key,
+    /// [`keyed_request`]).
+    pub rooms: u64,
 }
 
 /// Sends requests with ids from `make_id` as planned and records every answer.
@@ -601,7 +634,12 @@ pub async fn traffic(mut x: Xmpp, plan: Plan, make_id: impl Fn(usize) -> String)
         while more(&report) && outstanding < plan.window && Instant::now() >= paused_until {
             let id = make_id(report.sent.len());
             let set = rng.chance(plan.sets);
-            x.send(request(&id, set)).await;
+            let room = (plan.rooms > 0 && rng.chance(0.5)).then(|| rng.below(plan.rooms));
+            x.send(match room {
+                Some(room) => keyed_request(&id, set, room),
+                None => request(&id, set),
+            })
+            .await;
             last_send = Instant::now();
             index.insert(id.clone(), report.sent.len());
             report.sent.push(Sent {
