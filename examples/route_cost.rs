@@ -20,7 +20,8 @@
 //! without a key (the cost must stay within 10%), and the bytes allocated per key.
 //!
 //! Environment: `ROUTE_COST_PAIRS` (pairs per sample, default 100000),
-//! `ROUTE_COST_SAMPLES` (samples per cell, default 7).
+//! `ROUTE_COST_SAMPLES` (samples per cell, default 7), `ROUTE_COST_AFFINITY_ONLY` (set:
+//! only the affinity figures, e.g. under `perf record`).
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::black_box;
@@ -445,6 +446,11 @@ fn main() {
     let pairs = env_number("ROUTE_COST_PAIRS", 100_000).max(1);
     let samples = env_number("ROUTE_COST_SAMPLES", 7).max(1);
     let ids: Vec<String> = (0..pairs).map(|i| format!("b{i}")).collect();
+    if std::env::var_os("ROUTE_COST_AFFINITY_ONLY").is_some() {
+        let (plain, keyed, _, cached, _) = affinity(&ids, samples);
+        println!("affinity only: {plain:.0} ns without a key, {keyed:.0} with ({:+.1}%), 1000 keys {cached:.0}", (keyed / plain - 1.0) * 100.0);
+        return;
+    }
 
     println!(
         "Core route cost (Rust, no Lua): ns per forward+deliver pair, median of {samples} samples of {pairs} pairs"
