@@ -10,14 +10,17 @@ local compat = module:require "compat";
 local hosts = module:shared("/*/client_proxy/shell_hosts");
 
 local function describe(print_line, status, now)
-	print_line(("%s -> %s: %d eligible, %d pending%s"):format(status.host, status.target,
-		status.eligible, status.pending, status.revoked and ", subscription revoked" or ""));
+	local hibernating = (status.hibernating or 0) > 0 and (", %d hibernating"):format(status.hibernating) or "";
+	print_line(("%s -> %s: %d eligible%s, %d pending%s"):format(status.host, status.target,
+		status.eligible, hibernating, status.pending, status.revoked and ", subscription revoked" or ""));
 	for _, r in ipairs(status.resources) do
 		local ejected = "";
 		if r.ejected_until and now then -- in the core's clock (native.now): shown on the wall clock
 			ejected = os.date("  ejected until %H:%M:%S", os.time() + math.floor(r.ejected_until - now + 0.5));
 		end
-		print_line(("  %-30s priority %4d  %-10s  %d pending%s"):format(r.name, r.priority, r.pool, r.pending, ejected));
+		-- stream management: the session waits to be resumed, out of rotation
+		local asleep = r.hibernating and "  hibernating" or "";
+		print_line(("  %-30s priority %4d  %-10s  %d pending%s%s"):format(r.name, r.priority, r.pool, r.pending, ejected, asleep));
 	end
 	return #status.resources;
 end
