@@ -188,8 +188,9 @@ impl Proxy {
         };
         let declined = error.is_some_and(|c| DECLINES.contains(&c));
         // A hibernating resource sends nothing: an error from it is mod_smacks' bounce of
-        // what it queued, as the hibernation ends without a resumption (Prosody 0.12 sends
-        // it from the full JID, 13 from the bare one, which is no reply at all).
+        // what it never acknowledged, as the hibernation ends without a resumption
+        // (recipient-unavailable from its full JID, 0.12 and 13, before its unavailable
+        // presence).
         let bounced = error.is_some() && self.resources.is_hibernating(resource);
         // A result from a resource that left the request asleep still answers it (a get
         // moved elsewhere while its stream hibernated: the first answer wins). Not an

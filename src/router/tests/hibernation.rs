@@ -234,7 +234,8 @@ fn hibernation_ending_answers_a_waiting_set_once_bounce_first() {
 
 #[test]
 fn hibernation_ending_answers_a_waiting_set_once_presence_only() {
-    // Prosody 13: the bounce comes from the bare JID (no reply), then the presence.
+    // The client had acknowledged the set (nothing to bounce), or an error comes from the
+    // bare JID (no reply at all): the unavailable presence answers it.
     let (mut p, _, s) = a_holds_a_get_and_a_set();
     p.hibernating("a", 0.0);
     let v = p.route(

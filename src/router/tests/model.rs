@@ -34,7 +34,7 @@ enum Op {
     /// Its hibernating stream was resumed.
     Resume(usize),
     /// mod_smacks bounces a stanza it queued for it: recipient-unavailable from its
-    /// full JID (Prosody 0.12).
+    /// full JID.
     Bounce {
         res: usize,
         who: usize,
