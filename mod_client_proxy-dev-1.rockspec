@@ -45,6 +45,7 @@ build = {
 			["mod_client_proxy.resources"] = "lua/resources.lib.lua",
 			["mod_client_proxy.affinity"] = "lua/affinity.lib.lua",
 			["mod_client_proxy.shell"] = "lua/shell.lib.lua",
+			["mod_client_proxy.hibernation"] = "lua/hibernation.lib.lua",
 		},
 		lib = { ["client_proxy"] = "target/rock/client_proxy.so" },
 	},

@@ -21,6 +21,7 @@ local outbox = module:require "outbox";
 local resources = module:require "resources";
 local affinity = module:require "affinity";
 local add_shell_host = module:require "shell";
+local watch_hibernation = module:require "hibernation";
 
 local host = module.host;
 local hold, release, send_error = outbox.hold, outbox.release, outbox.send_error;
@@ -142,6 +143,8 @@ module:hook_global("stats-update", update_metrics);
 module:hook_global("server-stopping", function () outbox.send(proxy, "stopping"); end);
 module:hook_global("host-activated", set_local_domains);
 module:hook_global("host-deactivated", set_local_domains);
+-- Stream management on the target's host, when it is a host of this server.
+watch_hibernation(status.target, function (method, resource) outbox.send(proxy, method, resource); end);
 
 -- Ask for the target's presence once the server has started (its host may not be active
 -- at load). A subscribe it already approved makes Prosody send its current presences.

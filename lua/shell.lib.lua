@@ -11,15 +11,18 @@ local hosts = module:shared("/*/client_proxy/shell_hosts");
 
 local function describe(print_line, status, now)
 	local keys = status.keys > 0 and (", %d affinity keys (%d moved)"):format(status.keys, status.moves) or "";
-	print_line(("%s -> %s: %d eligible, %d pending%s%s"):format(status.host, status.target,
-		status.eligible, status.pending, keys, status.revoked and ", subscription revoked" or ""));
+	local hibernating = (status.hibernating or 0) > 0 and (", %d hibernating"):format(status.hibernating) or "";
+	print_line(("%s -> %s: %d eligible%s, %d pending%s%s"):format(status.host, status.target,
+		status.eligible, hibernating, status.pending, keys, status.revoked and ", subscription revoked" or ""));
 	for _, r in ipairs(status.resources) do
 		local ejected = "";
 		if r.ejected_until and now then -- in the core's clock (native.now): shown on the wall clock
 			ejected = os.date("  ejected until %H:%M:%S", os.time() + math.floor(r.ejected_until - now + 0.5));
 		end
 		local keys = status.keys > 0 and (", %d keys"):format(r.keys) or "";
-		print_line(("  %-30s priority %4d  %-10s  %d pending%s%s"):format(r.name, r.priority, r.pool, r.pending, keys, ejected));
+		-- stream management: the session waits to be resumed, out of rotation
+		local asleep = r.hibernating and "  hibernating" or "";
+		print_line(("  %-30s priority %4d  %-10s  %d pending%s%s%s"):format(r.name, r.priority, r.pool, r.pending, keys, ejected, asleep));
 	end
 	return #status.resources;
 end

@@ -312,6 +312,27 @@ describe("the core's other calls", function ()
 		assert.are.equal(1, count_logs(m, "error", "stopping failed"));
 	end);
 
+	it("the target's stream hibernating and resumed: proxy:hibernating/resumed(resource), their outbox applied", function ()
+		local events = {};
+		local hosts = { ["example.org"] = { type = "local", events = events }, [HOST] = { type = "component" } };
+		local m, _, proxy = loaded({ prosody = { start_time = 1, version = "0.12.3", hosts = hosts } });
+		local function fire(event, data)
+			for _, h in ipairs(m.hooks) do
+				if h.host == "example.org" and h.event == event then h.handler(data); end
+			end
+		end
+		proxy.outbox.hibernating = { { kind = "resend", held = 1, to = TARGET .. "/b", from = JAT, type = "get", id = "g" } };
+		fire("smacks-hibernation-start", { origin = { username = "service", host = "example.org", resource = "a" } });
+		assert.are.same({ "hibernating", "a" }, proxy.calls[#proxy.calls]);
+		assert.is_string(fake.logged(m, "warn", "Request 1 to resend is no longer held")); -- applied as any resend
+		fire("smacks-hibernation-end", { origin = {}, resumed = { username = "service", host = "example.org", resource = "a" } });
+		assert.are.same({ "resumed", "a" }, proxy.calls[#proxy.calls]);
+		proxy.outbox.resumed = "raise";
+		fire("smacks-hibernation-end", { origin = {}, resumed = { username = "service", host = "example.org", resource = "a" } });
+		assert.are.equal(1, count_logs(m, "error", "resumed failed"));
+		assert_no_traceback(m);
+	end);
+
 	it("the outbox is drained at load: what a reconfigured core owes", function ()
 		local m = load({ script = function (_, proxy)
 			proxy.outbox.drain = { { kind = "error", to = USER, from = HOST, id = "old", type = "cancel", condition = "recipient-unavailable" } };

@@ -345,6 +345,24 @@ describe("the outbox", function ()
 		assert.are.same({ 1, 1, 1 }, { ejected, p:status().ejected, p:status().ejections });
 	end);
 
+	it("hibernating(resource[, now]) and resumed(resource): outboxes (resend, log, status); the status shows it", function ()
+		local p, host = open();
+		online(p, host, "a");
+		local fwd = get(p, host, "g");
+		online(p, host, "b");
+		p:drain();
+		local items = p:hibernating(fwd[2]:match("/(.*)$"), 1);
+		assert.are.same({ fwd[5], "get", "g" }, { of_kind(items, "resend")[1].held, of_kind(items, "resend")[1].type, of_kind(items, "resend")[1].id });
+		assert.are.equal("string", type(of_kind(items, "log")[1].text));
+		local s = p:status();
+		assert.are.same({ 1, 1 }, { s.eligible, s.hibernating });
+		assert.are.same({ true, false }, { s.resources[1].hibernating, s.resources[2].hibernating });
+		assert.are.same({}, p:hibernating("a")); -- now nil: the core's clock; already hibernating
+		assert.are.equal(1, #of_kind(p:resumed("a"), "log"));
+		assert.are.same({}, p:resumed("nobody"));
+		assert.matches("hibernating: now must be a finite number", raised(p.hibernating, p, "a", 0 / 0), 1, true);
+	end);
+
 	it("subscribers and presence items; stopping() tells every subscriber", function ()
 		local p, host = open();
 		online(p, host, "a");
@@ -369,8 +387,8 @@ describe("status()", function ()
 			(function () local k = {}; for name in pairs(s.requests) do k[#k + 1] = name; end table.sort(k); return k; end)());
 		assert.are.equal(1, s.requests.forwarded);
 		assert.are.same({ to_service = 0, to_user = 0 }, s.messages);
-		assert.are.same({ { name = "a", priority = 0, pool = "active", pending = 1, keys = 0 } }, s.resources);
-		assert.are.same({ 0, 0 }, { s.keys, s.moves });
+		assert.are.same({ { name = "a", priority = 0, pool = "active", pending = 1, hibernating = false, keys = 0 } }, s.resources);
+		assert.are.same({ 0, 0, 0 }, { s.hibernating, s.keys, s.moves });
 	end);
 
 	it("resources sorted by name (the shell lists them as they come)", function ()

@@ -4,16 +4,18 @@
 
 local fake = require "helpers.fake_module";
 
-local STATUS = { host = "proxy.example", target = "service@example.org", pending = 1, eligible = 1, revoked = false,
+local STATUS = { host = "proxy.example", target = "service@example.org", pending = 1, eligible = 1, hibernating = 1, revoked = false,
 	keys = 0, moves = 0,
 	resources = { -- sorted by name, as the core gives them
 		{ name = "focus1", priority = 5, pool = "active", pending = 1, keys = 0 },
+		{ name = "focus2", priority = 0, pool = "active", pending = 0, hibernating = true, keys = 0 },
 		{ name = "old", priority = -1, pool = "draining", pending = 0, ejected_until = 1090, keys = 0 },
 		{ name = "phone", priority = 10, pool = "ineligible", pending = 0, keys = 0 },
 	} };
 local LISTING = {
-	"proxy.example -> service@example.org: 1 eligible, 1 pending",
+	"proxy.example -> service@example.org: 1 eligible, 1 hibernating, 1 pending",
 	"  focus1                         priority    5  active      1 pending",
+	"  focus2                         priority    0  active      0 pending  hibernating",
 	"  old                            priority   -1  draining    0 pending  ejected until " .. os.date("%H:%M:%S", os.time() + 90),
 	"  phone                          priority   10  ineligible  0 pending",
 };
@@ -55,13 +57,13 @@ describe("client_proxy:resources", function ()
 		local add2 = shell({ shared = shared, host = "other.example" });
 		add2("other.example", function () error("the core failed\nstack traceback:\n\t[C]: in ?", 0); end);
 		local command = m:shared("/*/admin_shell/env").client_proxy.resources;
-		assert.are.same({ true, "3 resource(s)", LISTING }, { call(command, "proxy.example") });
+		assert.are.same({ true, "4 resource(s)", LISTING }, { call(command, "proxy.example") });
 
 		local ok, _, lines = call(command);
 		assert.is_true(ok);
-		assert.are.equal(5, #lines);
+		assert.are.equal(6, #lines);
 		-- the first line of the error only (mlua's carry a traceback)
-		assert.are.equal("other.example: the native core failed: the core failed", lines[1] == LISTING[1] and lines[5] or lines[1]);
+		assert.are.equal("other.example: the native core failed: the core failed", lines[1] == LISTING[1] and lines[6] or lines[1]);
 
 		assert.are.same({ false, "No client_proxy component nowhere.example", {} }, { call(command, "nowhere.example") });
 		remove();
@@ -79,7 +81,7 @@ describe("client_proxy:resources", function ()
 		local item = m.global_items[1].item;
 		assert.are.same({ "shell-command", "client_proxy", "resources", { { name = "host", type = "string" } } },
 			{ m.global_items[1].key, item.section, item.name, item.args });
-		assert.are.same({ true, "3 resource(s)", LISTING }, { call(item.handler, "proxy.example") });
+		assert.are.same({ true, "4 resource(s)", LISTING }, { call(item.handler, "proxy.example") });
 		assert.is_nil(m:shared("/*/admin_shell/env").client_proxy);
 	end);
 end);

@@ -44,6 +44,10 @@ pub struct Resource {
     pub pending: u32,
     /// Out of rotation until this time (it kept failing), if ejected.
     pub ejected_until: Option<f64>,
+    /// Its stream is hibernating (stream management: the connection dropped and the
+    /// session waits to be resumed): out of rotation, even as the last one, until it
+    /// resumes or goes offline.
+    pub hibernating: bool,
     /// Requests in a row it let time out or declined.
     failures: u32,
     /// Ejections since it last answered: each one lasts twice as long as the one before.
@@ -102,6 +106,7 @@ impl Default for ResourceSet {
 fn tier_of(r: &Resource) -> Option<usize> {
     match r.pool {
         Pool::Ineligible => None,
+        _ if r.hibernating => None,
         _ if r.ejected_until.is_some() => Some(EJECTED),
         Pool::Active => Some(0),
         Pool::Draining => Some(1),
@@ -161,6 +166,7 @@ impl ResourceSet {
                     pool,
                     pending: 0,
                     ejected_until: None,
+                    hibernating: false,
                     failures: 0,
                     ejections: 0,
                     stamp: 0,
@@ -218,7 +224,7 @@ impl ResourceSet {
     }
 
     /// Number of online resources that may get requests (ejected ones included: they
-    /// still get them when nothing better is online).
+    /// still get them when nothing better is online; hibernating ones not).
     pub fn eligible(&self) -> usize {
         self.tiers.iter().map(Vec::len).sum()
     }
@@ -273,6 +279,45 @@ impl ResourceSet {
         resource.ejected_until = Some(until);
         self.attach(resource);
         Some(until)
+    }
+
+    /// Its stream hibernates (`true`) or was resumed (`false`): out of every tier while it
+    /// hibernates, so that it gets nothing new, not even as the last resort; its count of
+    /// failures and its ejection (if any) are kept. True when that changed anything (the
+    /// resource is online and was not in that state already).
+    pub fn set_hibernating(&mut self, name: &str, hibernating: bool) -> bool {
+        if self
+            .all
+            .get(name)
+            .is_none_or(|r| r.hibernating == hibernating)
+        {
+            return false;
+        }
+        let Some(mut resource) = self.detach(name) else {
+            return false;
+        };
+        resource.hibernating = hibernating;
+        self.attach(resource);
+        true
+    }
+
+    /// Whether this resource is online and its stream hibernates.
+    pub fn is_hibernating(&self, name: &str) -> bool {
+        self.all.get(name).is_some_and(|r| r.hibernating)
+    }
+
+    /// Requests this resource holds now (0 when it is not online).
+    pub fn pending_of(&self, name: &str) -> u32 {
+        self.all.get(name).map_or(0, |r| r.pending)
+    }
+
+    /// Number of online resources that would be eligible but whose stream hibernates
+    /// (O(n): for the status and a request nobody can take).
+    pub fn hibernating(&self) -> usize {
+        self.all
+            .values()
+            .filter(|r| r.hibernating && r.pool != Pool::Ineligible)
+            .count()
     }
 
     /// Puts resources whose ejection ended back into rotation; returns their names.
@@ -609,5 +654,31 @@ mod tests {
             "least loaded of the draining"
         );
         assert_eq!(s.iter().find(|r| &*r.name == "a").unwrap().pending, 1);
+    }
+
+    #[test]
+    fn hibernating_resources_are_in_no_tier_and_keep_their_state() {
+        let mut s = set(Strategy::LeastPending, &["a", "b"]);
+        s.hold("a");
+        assert!(s.set_hibernating("a", true));
+        assert!(!s.set_hibernating("a", true), "already");
+        assert!(!s.set_hibernating("zz", true), "not online");
+        assert!(s.is_hibernating("a") && !s.in_rotation("a"));
+        assert_eq!(
+            (s.eligible(), s.hibernating(), s.pending_of("a")),
+            (1, 1, 1)
+        );
+        assert!(picks(&mut s, "u", 20).iter().all(|r| r == "b"));
+        s.remove("b");
+        assert_eq!(
+            s.choose(&mut rng(), "u", &[]),
+            None,
+            "not even as the last one"
+        );
+        s.upsert("a", 5, true);
+        assert!(s.is_hibernating("a"), "a presence does not wake it");
+        assert!(s.set_hibernating("a", false));
+        assert_eq!(s.choose(&mut rng(), "u", &[]).as_deref(), Some("a"));
+        assert_eq!(s.iter().next().unwrap().priority, 5);
     }
 }

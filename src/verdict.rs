@@ -27,6 +27,13 @@ pub const NO_RESOURCE: StanzaError = err(
     "service-unavailable",
     "No implementing resource is online",
 );
+/// Every eligible resource's stream hibernates (stream management): none can answer until
+/// one resumes, which is usually a matter of seconds, hence `wait`.
+pub const ALL_HIBERNATING: StanzaError = err(
+    "wait",
+    "service-unavailable",
+    "The implementing client is reconnecting (its stream hibernates): try again shortly",
+);
 /// No eligible resource to take a user's message.
 pub const NO_RESOURCE_FOR_MESSAGE: StanzaError = err(
     "cancel",

@@ -328,6 +328,7 @@ async fn debian_package_unpacked_into_a_throwaway_root() {
         "resources.lib.lua",
         "affinity.lib.lua",
         "shell.lib.lua",
+        "hibernation.lib.lua",
         "client_proxy.so",
     ] {
         assert!(

@@ -11,7 +11,7 @@
 -- proxy.route (a closure over the proxy, as the real one: no proxy argument): returns
 -- proxy.verdicts in turn ({ "drop", "unscripted", false } when none is left), records its
 -- arguments in proxy.routed ({ n = count, ... }).
--- proxy:drain(), tick(now), stopping(): return proxy.outbox[method] once ("raise": raise
+-- proxy:drain(), tick(now), stopping(), hibernating(resource), resumed(resource): return proxy.outbox[method] once ("raise": raise
 -- "<method> failed" and a traceback, as mlua does); calls in proxy.calls ({ method, args... }).
 -- proxy:status() returns proxy.status_table, proxy:set_local_domains(list) keeps
 -- proxy.local_domains; both raise when proxy.status_raises. proxy:affinity_rules() returns
@@ -62,6 +62,7 @@ function fake_native.new(opts)
 		end
 	end
 	proxy.drain, proxy.tick, proxy.stopping = outbox_method("drain"), outbox_method("tick"), outbox_method("stopping");
+	proxy.hibernating, proxy.resumed = outbox_method("hibernating"), outbox_method("resumed");
 	function proxy:set_local_domains(list)
 		if self.status_raises then error("set_local_domains failed" .. fake_native.TRACEBACK, 0); end
 		self.local_domains = list;

@@ -187,6 +187,23 @@ impl LuaUserData for LuaProxy {
             let items = this.proxy()?.stopping();
             outbox::outbox_to_lua(lua, items)
         });
+        // hibernating(resource[, now]) -> { item, ... }: the resource's stream hibernates
+        // (stream management); now nil: the core's clock
+        methods.add_method(
+            "hibernating",
+            |lua, this, (resource, now): (LuaString, Option<f64>)| {
+                let now = finite("hibernating", now.unwrap_or_else(clock))?;
+                let resource = resource.to_string_lossy();
+                let items = this.proxy()?.hibernating(&resource, now);
+                outbox::outbox_to_lua(lua, items)
+            },
+        );
+        // resumed(resource) -> { item, ... }: its hibernating stream was resumed
+        methods.add_method("resumed", |lua, this, resource: LuaString| {
+            let resource = resource.to_string_lossy();
+            let items = this.proxy()?.resumed(&resource);
+            outbox::outbox_to_lua(lua, items)
+        });
         // set_local_domains({ domain, ... }): the hosts this server has now
         methods.add_method("set_local_domains", |_, this, domains: Vec<String>| {
             this.proxy()?

@@ -87,6 +87,7 @@ pub(super) fn status_to_lua(lua: &Lua, s: Status) -> LuaResult<LuaTable> {
     t.raw_set("outbound_pending", s.outbound_pending)?;
     t.raw_set("eligible", s.eligible)?;
     t.raw_set("ejected", s.ejected)?;
+    t.raw_set("hibernating", s.hibernating)?;
     t.raw_set("ejections", s.ejections)?;
     t.raw_set("revoked", s.revoked)?;
     t.raw_set("level", s.level.as_str())?;
@@ -111,6 +112,7 @@ pub(super) fn status_to_lua(lua: &Lua, s: Status) -> LuaResult<LuaTable> {
         row.raw_set("pending", r.pending)?;
         row.raw_set("ejected_until", r.ejected_until)?;
         row.raw_set("keys", r.keys)?;
+        row.raw_set("hibernating", r.hibernating)?;
         list.raw_push(row)?;
     }
     t.raw_set("resources", list)?;

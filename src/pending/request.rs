@@ -61,6 +61,10 @@ pub struct Request {
     held: u64,
     /// The resources it went to before `resource` (a retry), oldest first.
     earlier: Vec<Arc<str>>,
+    /// Bit i set: `earlier[i]` was left while its stream hibernated (stream management),
+    /// and its result still answers the request (the first answer wins). Only the first
+    /// 32 are marked: a request moved more often than that is not seen in practice.
+    asleep: u32,
     /// Deadline in ms: kept across a retry, so the timeout counts from arrival.
     deadline: u64,
     /// Counted toward its domain's cap.
@@ -86,6 +90,7 @@ impl Request {
             seq,
             held,
             earlier: Vec::new(),
+            asleep: 0,
             deadline,
             capped,
         }
@@ -153,9 +158,25 @@ impl Request {
         self.capped
     }
 
-    /// Now held by `resource`; the one it leaves joins `earlier`.
-    pub(super) fn move_to(&mut self, resource: Arc<str>) {
+    /// Whether `resource` held it before and left it while its stream hibernated: its
+    /// result still answers the request.
+    pub fn left_asleep(&self, resource: &str) -> bool {
+        self.asleep != 0
+            && self
+                .earlier
+                .iter()
+                .take(32)
+                .enumerate()
+                .any(|(i, r)| self.asleep & (1 << i) != 0 && &**r == resource)
+    }
+
+    /// Now held by `resource`; the one it leaves joins `earlier` (marked when it left
+    /// asleep: its result still counts).
+    pub(super) fn move_to(&mut self, resource: Arc<str>, asleep: bool) {
         let left = std::mem::replace(&mut self.resource, resource);
+        if asleep && self.earlier.len() < 32 {
+            self.asleep |= 1 << self.earlier.len();
+        }
         self.earlier.push(left);
     }
 }

@@ -7,7 +7,7 @@
 //! hash and the user's come from one pass over the requester's address.
 
 use super::deadlines::{millis, Deadlines};
-use super::request::{Request, Shape};
+use super::request::{Method, Request, Shape};
 use super::tally::Tally;
 use super::users::{user_and_device, Users};
 use crate::address::user_and_domain;
@@ -316,7 +316,21 @@ impl PendingTable {
     /// queue, which the table has not compacted since: nothing is inserted in between),
     /// and the resource it leaves joins `earlier`.
     pub fn retarget(&mut self, mut request: Request, resource: Arc<str>) {
-        request.move_to(resource);
+        request.move_to(resource, false);
+        self.put(request);
+    }
+
+    /// Like `retarget`, for a request whose resource hibernates (stream management): the
+    /// one it leaves may still answer it after it resumes, and its result is accepted too
+    /// (`take_reply` with `or_asleep`).
+    pub fn retarget_from_asleep(&mut self, mut request: Request, resource: Arc<str>) {
+        request.move_to(resource, true);
+        self.put(request);
+    }
+
+    /// Puts a request taken out of the table back as it was (nowhere else to move it): it
+    /// keeps its number and deadline, as in `retarget`.
+    pub fn put_back(&mut self, request: Request) {
         self.put(request);
     }
 
@@ -381,22 +395,26 @@ impl PendingTable {
         self.take_from(requester, id, None).ok()
     }
 
-    /// Takes the request a reply answers, if the reply comes from the right resource.
+    /// Takes the request a reply answers, if the reply comes from the right resource: the
+    /// one that holds it or, with `or_asleep`, one that left it while it hibernated
+    /// (`retarget_from_asleep`; the first answer wins).
     pub fn take_reply(
         &mut self,
         requester: &str,
         id: &str,
         from_resource: &str,
+        or_asleep: bool,
     ) -> Result<Request, Mismatch> {
-        self.take_from(requester, id, Some(from_resource))
+        self.take_from(requester, id, Some((from_resource, or_asleep)))
     }
 
-    /// Takes `requester`'s request `id`, if `resource` (when given) holds it.
+    /// Takes `requester`'s request `id`, if `resource` (when given) holds it, or left it
+    /// asleep when that is accepted too.
     fn take_from(
         &mut self,
         requester: &str,
         id: &str,
-        resource: Option<&str>,
+        resource: Option<(&str, bool)>,
     ) -> Result<Request, Mismatch> {
         let hash = key_hash(&self.hasher, requester, id);
         let requests = &self.requests;
@@ -406,9 +424,12 @@ impl PendingTable {
             return Err(Mismatch::Unknown);
         };
         let n = *found.get();
-        if resource
-            .is_some_and(|r| stored(requests, n).is_none_or(|s| &**s.request.resource() != r))
-        {
+        let accepted = |(r, or_asleep): (&str, bool)| {
+            stored(requests, n).is_some_and(|s| {
+                &**s.request.resource() == r || (or_asleep && s.request.left_asleep(r))
+            })
+        };
+        if resource.is_some_and(|r| !accepted(r)) {
             return Err(Mismatch::WrongResource);
         }
         found.remove();
@@ -425,6 +446,18 @@ impl PendingTable {
     /// Takes every request held by a resource that went away (O(n); rare).
     pub fn take_resource(&mut self, resource: &str) -> Vec<Request> {
         let numbers = self.numbers_where(|s| &**s.request.resource() == resource);
+        numbers
+            .into_iter()
+            .filter_map(|n| self.remove_slot(n))
+            .collect()
+    }
+
+    /// Takes the gets held by a resource (its stream hibernates: they go elsewhere, where
+    /// the sets it holds wait for it; O(n), rare).
+    pub fn take_gets(&mut self, resource: &str) -> Vec<Request> {
+        let numbers = self.numbers_where(|s| {
+            s.request.method() == Method::Get && &**s.request.resource() == resource
+        });
         numbers
             .into_iter()
             .filter_map(|n| self.remove_slot(n))

@@ -53,6 +53,8 @@ pub struct ResourceStatus {
     pub pending: u32,
     /// Out of rotation until then (the shim's clock), if ejected.
     pub ejected_until: Option<f64>,
+    /// Its stream hibernates (stream management): out of rotation until it resumes.
+    pub hibernating: bool,
     /// Affinity keys it has (`client_proxy_affinity`).
     pub keys: usize,
 }
@@ -72,6 +74,8 @@ pub struct Status {
     pub eligible: usize,
     /// Of those, the ones out of rotation because they kept failing.
     pub ejected: usize,
+    /// Resources that would be eligible but whose stream hibernates (stream management).
+    pub hibernating: usize,
     /// Ejections so far.
     pub ejections: u64,
     /// The target revoked the subscription (or its presence errored).
@@ -351,10 +355,13 @@ impl Proxy {
                 format!("{target} revoked the subscription or its presence failed: approve the subscription of {host}"),
             )
         } else if eligible == 0 {
-            (
-                Level::Warn,
-                format!("No eligible resource of {target} is online"),
-            )
+            let hibernating = self.resources.hibernating();
+            let text = if hibernating > 0 {
+                format!("No eligible resource of {target} is online ({hibernating} hibernating: waiting for it to resume)")
+            } else {
+                format!("No eligible resource of {target} is online")
+            };
+            (Level::Warn, text)
         } else {
             (
                 Level::Ok,
@@ -380,6 +387,7 @@ impl Proxy {
                 },
                 pending: r.pending,
                 ejected_until: r.ejected_until,
+                hibernating: r.hibernating,
                 keys: self.keys.keys_of(&r.name),
             })
             .collect();
@@ -391,6 +399,7 @@ impl Proxy {
             outbound_pending: self.outbound.len(),
             eligible: self.resources.eligible(),
             ejected: self.resources.ejected(),
+            hibernating: self.resources.hibernating(),
             ejections: c.ejections,
             revoked: self.revoked,
             level,

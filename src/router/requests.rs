@@ -6,8 +6,9 @@ use crate::address::user_and_domain;
 use crate::affinity::KeyRef;
 use crate::pending::{Method, Mismatch, Refusal, Request, Shape};
 use crate::verdict::{
-    Head, OutItem, Send, StanzaError, Verdict, ACCOUNT_FULL, DOMAIN_FULL, DUPLICATE_ID, INTERNAL,
-    NOT_ADDRESSED, NO_ID, NO_RESOURCE, REQUESTER_FULL, RESOURCE_GONE, TABLE_FULL, TIMED_OUT,
+    Head, OutItem, Send, StanzaError, Verdict, ACCOUNT_FULL, ALL_HIBERNATING, DOMAIN_FULL,
+    DUPLICATE_ID, INTERNAL, NOT_ADDRESSED, NO_ID, NO_RESOURCE, REQUESTER_FULL, RESOURCE_GONE,
+    TABLE_FULL, TIMED_OUT,
 };
 use std::sync::Arc;
 
@@ -64,7 +65,11 @@ impl Proxy {
         };
         let (user, domain) = user_and_domain(requester);
         let Some((resource, key)) = self.choose_for(user, affinity, now) else {
-            return Verdict::Error(NO_RESOURCE);
+            return Verdict::Error(if self.resources.hibernating() > 0 {
+                ALL_HIBERNATING
+            } else {
+                NO_RESOURCE
+            });
         };
         shape.affinity = key.map(KeyRef::to_bits);
         let to = self.target_jid(&resource);
@@ -154,9 +159,9 @@ impl Proxy {
             };
             return self.outbound_request(resource, jat, head.id, method, now);
         }
-        let declined = head.stanza_type == Some("error")
-            && head.condition.is_some_and(|c| DECLINES.contains(&c));
-        self.match_reply(jat, from_res, head.id, declined, now)
+        // An error's defined condition ("" when it has none).
+        let error = (head.stanza_type == Some("error")).then(|| head.condition.unwrap_or(""));
+        self.match_reply(jat, from_res, head.id, error, now)
     }
 
     /// A reply that answers nothing: dropped and counted.
@@ -165,12 +170,14 @@ impl Proxy {
         Verdict::drop(reason)
     }
 
+    /// A reply from a target resource: `error` is the condition of an error ("" for none),
+    /// None for a result.
     fn match_reply(
         &mut self,
         jat: &str,
         from_res: Option<&str>,
         id: Option<&str>,
-        declined: bool,
+        error: Option<&str>,
         now: f64,
     ) -> Verdict {
         let (Some(resource), Some(id)) = (from_res, id) else {
@@ -179,11 +186,33 @@ impl Proxy {
         let Some(requester) = self.jat.requester_of(jat, now) else {
             return self.unsolicited("reply to an address this proxy did not produce");
         };
-        match self.pending.take_reply(&requester, id, resource) {
+        let declined = error.is_some_and(|c| DECLINES.contains(&c));
+        // A hibernating resource sends nothing: an error from it is mod_smacks' bounce of
+        // what it never acknowledged, as the hibernation ends without a resumption
+        // (recipient-unavailable from its full JID, 0.12 and 13, before its unavailable
+        // presence).
+        let bounced = error.is_some() && self.resources.is_hibernating(resource);
+        // A result from a resource that left the request asleep still answers it (a get
+        // moved elsewhere while its stream hibernated: the first answer wins). Not an
+        // error: the bounce is one, and the resource that holds it now decides.
+        let or_asleep = error.is_none();
+        match self.pending.take_reply(&requester, id, resource, or_asleep) {
+            Ok(request) if &**request.resource() != resource => {
+                // The one that holds it now will not be heard (its answer is dropped).
+                self.resources.release(request.resource());
+                self.deliver(request)
+            }
+            Ok(request) if bounced => {
+                // As if it had gone offline (the unavailable presence that follows finds
+                // nothing left): a get goes elsewhere, a set is answered recipient-unavailable.
+                self.resources.release(request.resource());
+                self.lose(vec![request], now);
+                Verdict::drop("bounced by stream management: the resource did not resume")
+            }
             Ok(request) if declined => {
                 self.resources.release(request.resource());
                 self.failed(request.resource(), now);
-                match self.retry_elsewhere(request, now) {
+                match self.retry_elsewhere(request, now, false) {
                     Ok(()) => Verdict::drop("declined: sent to another resource"),
                     Err(request) => self.deliver(request),
                 }
@@ -249,11 +278,12 @@ impl Proxy {
     }
 
     /// Sends a held request to an eligible resource that has not had it yet (a retry);
-    /// gives it back when there is none.
+    /// gives it back when there is none. `asleep`: its resource hibernates, and its result
+    /// still answers the request.
     // The request comes back by value when no resource is left (its key inline makes it
     // 144 bytes): a move on a rare path, where a box would be an allocation for nothing.
     #[allow(clippy::result_large_err)]
-    fn retry_elsewhere(&mut self, request: Request, now: f64) -> Result<(), Request> {
+    fn retry_elsewhere(&mut self, request: Request, now: f64, asleep: bool) -> Result<(), Request> {
         let mut had: Vec<&str> = request.earlier().iter().map(|r| &**r).collect();
         had.push(request.resource());
         // A request with an affinity key goes where the key is, if it has not been there
@@ -288,7 +318,11 @@ impl Proxy {
             lang: request.lang().map(str::to_owned),
         });
         self.resources.hold(&resource);
-        self.pending.retarget(request, resource);
+        if asleep {
+            self.pending.retarget_from_asleep(request, resource);
+        } else {
+            self.pending.retarget(request, resource);
+        }
         self.counters.retried += 1;
         Ok(())
     }
@@ -308,6 +342,49 @@ impl Proxy {
         }
     }
 
+    /// The stream of a target resource hibernates (XEP-0198 on this server: its
+    /// connection dropped and the session waits to be resumed). It leaves the rotation at
+    /// once, even as the last one (a request then gets `ALL_HIBERNATING` rather than a
+    /// wait of up to the hibernation time), without counting as a failure; its affinity
+    /// keys go elsewhere; the gets it holds go to another resource now (a get has no side
+    /// effects: its result, or the other one's, whichever comes first, answers); the sets
+    /// it holds wait for it (it may resume and answer). Returns the outbox.
+    pub fn hibernating(&mut self, resource: &str, now: f64) -> Vec<OutItem> {
+        if self.resources.set_hibernating(resource, true) {
+            self.keys.lost(resource);
+            let mut moved = 0;
+            for get in self.pending.take_gets(resource) {
+                match self.retry_elsewhere(get, now, true) {
+                    Ok(()) => {
+                        self.resources.release(resource);
+                        moved += 1;
+                    }
+                    Err(get) => self.pending.put_back(get),
+                }
+            }
+            let waiting = self.resources.pending_of(resource);
+            self.outbox.push(OutItem::Log(format!(
+                "{}/{resource} is hibernating (stream management): out of rotation until it resumes; {moved} get(s) sent to another resource, {waiting} request(s) wait for it",
+                self.config.target
+            )));
+            self.health_changed();
+        }
+        self.drain()
+    }
+
+    /// The hibernating stream of a target resource was resumed: back in rotation (an
+    /// ejection it had still runs). Returns the outbox.
+    pub fn resumed(&mut self, resource: &str) -> Vec<OutItem> {
+        if self.resources.set_hibernating(resource, false) {
+            self.outbox.push(OutItem::Log(format!(
+                "{}/{resource} resumed its stream: back in rotation",
+                self.config.target
+            )));
+            self.health_changed();
+        }
+        self.drain()
+    }
+
     /// Ejected resources whose time is up go back into rotation.
     pub(super) fn readmit(&mut self, now: f64) {
         for resource in self.resources.readmit(now) {
@@ -324,7 +401,7 @@ impl Proxy {
     pub(super) fn lose(&mut self, lost: Vec<Request>, now: f64) {
         for request in lost {
             if request.method() == Method::Get && request.earlier().is_empty() {
-                if let Err(request) = self.retry_elsewhere(request, now) {
+                if let Err(request) = self.retry_elsewhere(request, now, false) {
                     self.answer_lost(vec![request]);
                 }
             } else {

@@ -164,6 +164,9 @@ pub struct Xmpp {
     /// Sessions started after the login one (automatic reconnects). A new session has
     /// sent no presence yet.
     pub reconnects: usize,
+    /// Streams resumed after a disconnect (XEP-0198, when the server runs `smacks`): the
+    /// same session, its presence kept.
+    pub resumes: usize,
 }
 
 impl Xmpp {
@@ -205,6 +208,7 @@ impl Xmpp {
                     queue: VecDeque::new(),
                     disconnects: 0,
                     reconnects: 0,
+                    resumes: 0,
                 })
             }
             Ok(None) => Err(format!("login {full_jid} at {addr}: stream ended")),
@@ -262,6 +266,10 @@ impl Xmpp {
                 Err(_) => return None,
                 Ok(None) => panic!("{}: client stream ended", self.jid),
                 Ok(Some(Event::Stanza(s))) => return Some(s),
+                Ok(Some(Event::Online { resumed: true, .. })) => {
+                    self.resumes += 1;
+                    eprintln!("{}: resumed its stream (stream management)", self.jid);
+                }
                 Ok(Some(Event::Online { .. })) => {
                     self.reconnects += 1;
                     eprintln!("{}: reconnected (a new session)", self.jid);

@@ -136,6 +136,9 @@ struct Shared {
     others: Mutex<Vec<Stanza>>,
     approved: AtomicUsize,
     session: AtomicUsize,
+    /// The client's counts of new sessions and of resumed streams (stream management).
+    reconnects: AtomicUsize,
+    resumes: AtomicUsize,
 }
 
 enum Command {
@@ -319,6 +322,16 @@ impl Implementer {
         self.shared.session.load(Ordering::SeqCst)
     }
 
+    /// Streams resumed so far (XEP-0198: the server kept the session while it hibernated).
+    pub fn resumes(&self) -> usize {
+        self.shared.resumes.load(Ordering::SeqCst)
+    }
+
+    /// New sessions after a lost connection (the server had ended the old one), so far.
+    pub fn reconnects(&self) -> usize {
+        self.shared.reconnects.load(Ordering::SeqCst)
+    }
+
     /// How many subscription requests from the proxy it approved.
     pub fn approved(&self) -> usize {
         self.shared.approved.load(Ordering::SeqCst)
@@ -369,6 +382,8 @@ async fn serve(
             },
             // Short waits, so that a reconnect is noticed soon even when nothing arrives.
             stanza = xmpp.next_stanza(Duration::from_millis(250)) => {
+                shared.resumes.store(xmpp.resumes, Ordering::SeqCst);
+                shared.reconnects.store(xmpp.reconnects, Ordering::SeqCst);
                 if xmpp.reconnects != reconnects {
                     // tokio-xmpp reconnected (e.g. the server restarted): the new session
                     // needs presence again.

@@ -10,6 +10,8 @@
 //!   one `expect_error`.
 //! - [`implementer`]: an implementing resource answering with a [`implementer::Behaviour`],
 //!   and an [`implementer::Inbox`] of what else it received.
+//! - [`gate`]: a TCP relay that resets a client's connection and holds its reconnects
+//!   until reopened (stream management: the session hibernates, then resumes).
 //! - [`traffic`]: fault injection (TCP relay, resources with a reply policy) and the
 //!   traffic generator with its per-request tallies.
 //! - [`shell`]: `prosodyctl shell`, and waits on `client_proxy:resources(host)` output.
@@ -28,6 +30,7 @@
 
 pub mod client;
 pub mod federation;
+pub mod gate;
 pub mod implementer;
 pub mod metrics;
 pub mod server;

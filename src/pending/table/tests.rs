@@ -29,14 +29,23 @@ fn reply_accepted_once_from_the_right_resource() {
     t.insert("u@x/a", "1", "res1".into(), Method::Get, 0.0, false)
         .unwrap();
     assert_eq!(
-        t.take_reply("u@x/a", "1", "res2"),
+        t.take_reply("u@x/a", "1", "res2", false),
         Err(Mismatch::WrongResource)
     );
-    assert_eq!(t.take_reply("u@x/b", "1", "res1"), Err(Mismatch::Unknown));
-    assert_eq!(t.take_reply("u@x/a", "2", "res1"), Err(Mismatch::Unknown));
-    let r = t.take_reply("u@x/a", "1", "res1").unwrap();
+    assert_eq!(
+        t.take_reply("u@x/b", "1", "res1", false),
+        Err(Mismatch::Unknown)
+    );
+    assert_eq!(
+        t.take_reply("u@x/a", "2", "res1", false),
+        Err(Mismatch::Unknown)
+    );
+    let r = t.take_reply("u@x/a", "1", "res1", false).unwrap();
     assert_eq!((r.requester(), r.id()), ("u@x/a", "1"));
-    assert_eq!(t.take_reply("u@x/a", "1", "res1"), Err(Mismatch::Unknown));
+    assert_eq!(
+        t.take_reply("u@x/a", "1", "res1", false),
+        Err(Mismatch::Unknown)
+    );
     assert!(t.is_empty());
 }
 
@@ -63,7 +72,7 @@ fn limits_and_duplicates() {
         t.insert("z@x/a", "1", "r".into(), Method::Get, 0.0, false),
         Err(Refusal::TableFull)
     );
-    t.take_reply("u@x/a", "1", "r").unwrap();
+    t.take_reply("u@x/a", "1", "r", false).unwrap();
     assert_eq!(t.of_requester("u@x/a"), 1);
     t.insert("u@x/a", "3", "r".into(), Method::Get, 0.0, false)
         .unwrap();
@@ -150,7 +159,7 @@ fn deadlines_of_answered_requests_do_not_pile_up() {
         let id = i.to_string();
         t.insert("u@x/a", &id, "r".into(), Method::Get, 0.0, false)
             .unwrap();
-        let answered = t.take_reply("u@x/a", &id, "r").unwrap();
+        let answered = t.take_reply("u@x/a", &id, "r", false).unwrap();
         t.release(answered.held());
         let queued = t.deadlines.entries();
         assert_eq!(queued, t.deadlines.queued());
@@ -173,7 +182,7 @@ fn a_deadline_left_by_an_answered_request_does_not_expire_the_next_in_its_slot()
     let first = t
         .insert("u@x/a", "1", "r".into(), Method::Get, 0.0, false)
         .unwrap();
-    let answered = t.take_reply("u@x/a", "1", "r").unwrap();
+    let answered = t.take_reply("u@x/a", "1", "r", false).unwrap();
     t.release(answered.held());
     let next = t
         .insert("v@x/a", "1", "r".into(), Method::Get, 5.0, false)
@@ -282,7 +291,7 @@ fn hold_numbers_stay_few_and_come_back_once_released() {
         })
         .collect();
     assert_eq!(held, [1, 2, 3]);
-    let answered = t.take_reply("u@x/a", "2", "r").unwrap();
+    let answered = t.take_reply("u@x/a", "2", "r", false).unwrap();
     assert_eq!(answered.held(), 2);
     let next = t.insert("u@x/a", "4", "r".into(), Method::Get, 0.0, false);
     assert_eq!(next, Ok(4), "not before the shim let go of it");
@@ -301,7 +310,7 @@ fn a_number_released_while_in_use_or_twice_is_not_shared() {
     let answered = t
         .insert("u@x/a", "2", "r".into(), Method::Get, 0.0, false)
         .unwrap();
-    t.take_reply("u@x/a", "2", "r").unwrap();
+    t.take_reply("u@x/a", "2", "r", false).unwrap();
     t.release(answered);
     t.release(answered); // twice
     let numbers: Vec<u64> = ["3", "4"]
@@ -316,7 +325,10 @@ fn a_number_released_while_in_use_or_twice_is_not_shared() {
         "{live} {numbers:?}"
     );
     for id in ["1", "3", "4"] {
-        assert!(t.take_reply("u@x/a", id, "r").is_ok(), "request {id}");
+        assert!(
+            t.take_reply("u@x/a", id, "r", false).is_ok(),
+            "request {id}"
+        );
     }
 }
 
@@ -352,6 +364,68 @@ fn retarget_keeps_number_and_deadline() {
     let gone = t.expire(10.0).pop().unwrap();
     assert_eq!((gone.held(), &**gone.resource()), (seq, "r2"));
     assert_eq!(gone.earlier(), [Arc::<str>::from("r1")]);
+}
+
+#[test]
+fn a_hibernating_resources_gets_leave_its_sets_stay() {
+    let mut t = table();
+    t.insert("u@x/a", "g", "r1".into(), Method::Get, 0.0, false)
+        .unwrap();
+    t.insert("u@x/a", "s", "r1".into(), Method::Set, 0.0, false)
+        .unwrap();
+    t.insert("u@x/b", "g", "r2".into(), Method::Get, 0.0, false)
+        .unwrap();
+    let gets = t.take_gets("r1");
+    assert_eq!(gets.len(), 1);
+    assert_eq!(gets[0].id(), "g");
+    assert_eq!((t.of_resource("r1"), t.of_resource("r2")), (1, 1));
+    let get = gets.into_iter().next().unwrap();
+    let seq = get.held();
+    t.put_back(get);
+    assert_eq!(t.of_resource("r1"), 2, "back as it was");
+    assert!(t.expire(9.0).is_empty());
+    let due: Vec<u64> = t.expire(10.0).iter().map(Request::held).collect();
+    assert!(due.contains(&seq), "its deadline still finds it");
+}
+
+#[test]
+fn the_first_result_of_either_resource_answers_a_get_moved_off_a_sleeper() {
+    for first in ["r1", "r2"] {
+        let mut t = table();
+        t.insert("u@x/a", "1", "r1".into(), Method::Get, 0.0, false)
+            .unwrap();
+        let get = t.take_gets("r1").pop().unwrap();
+        t.retarget_from_asleep(get, "r2".into());
+        assert_eq!(
+            t.take_reply("u@x/a", "1", "r1", false),
+            Err(Mismatch::WrongResource),
+            "only when the caller accepts the sleeper's answer"
+        );
+        let r = t.take_reply("u@x/a", "1", first, true).unwrap();
+        assert_eq!(&**r.resource(), "r2", "still held by the new one");
+        assert!(r.left_asleep("r1") && !r.left_asleep("r2"));
+        t.release(r.held());
+        for other in ["r1", "r2"] {
+            assert_eq!(
+                t.take_reply("u@x/a", "1", other, true),
+                Err(Mismatch::Unknown),
+                "the other answer is dropped"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_resource_left_on_a_decline_does_not_answer_any_more() {
+    let mut t = table();
+    t.insert("u@x/a", "1", "r1".into(), Method::Get, 0.0, false)
+        .unwrap();
+    let get = t.take_reply("u@x/a", "1", "r1", false).unwrap();
+    t.retarget(get, "r2".into());
+    assert_eq!(
+        t.take_reply("u@x/a", "1", "r1", true),
+        Err(Mismatch::WrongResource)
+    );
 }
 
 #[test]
@@ -392,8 +466,11 @@ fn ids_with_nul_free_text_keep_requesters_apart() {
         .unwrap();
     t.insert("a@x", "b/c", "r".into(), Method::Get, 0.0, false)
         .unwrap();
-    assert_eq!(t.take_reply("a@x", "b/c", "r").unwrap().requester(), "a@x");
-    assert_eq!(t.take_reply("a@x/b", "c", "r").unwrap().id(), "c");
+    assert_eq!(
+        t.take_reply("a@x", "b/c", "r", false).unwrap().requester(),
+        "a@x"
+    );
+    assert_eq!(t.take_reply("a@x/b", "c", "r", false).unwrap().id(), "c");
 }
 
 #[test]
@@ -412,7 +489,7 @@ fn a_forgotten_request_counts_nowhere_and_a_withheld_number_waits() {
     let n = t
         .insert("u@x/a", "2", "r".into(), Method::Get, 0.0, false)
         .unwrap();
-    t.take_reply("u@x/a", "2", "r").unwrap();
+    t.take_reply("u@x/a", "2", "r", false).unwrap();
     t.release(n);
     assert!(t.withhold(n) && !t.withhold(n));
     let next = t

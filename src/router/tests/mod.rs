@@ -4,6 +4,7 @@
 
 mod affinity;
 mod arbitrary_input;
+mod hibernation;
 mod limits;
 mod loss;
 mod messages;

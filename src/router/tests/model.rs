@@ -29,6 +29,17 @@ enum Op {
     },
     Online(usize),
     Offline(usize),
+    /// Its stream hibernates (stream management).
+    Hibernate(usize),
+    /// Its hibernating stream was resumed.
+    Resume(usize),
+    /// mod_smacks bounces a stanza it queued for it: recipient-unavailable from its
+    /// full JID.
+    Bounce {
+        res: usize,
+        who: usize,
+        id: u8,
+    },
     Revoke,
     Tick(u8),
 }
@@ -41,6 +52,9 @@ fn op() -> impl Strategy<Value = Op> {
             .prop_map(|(res, who, id, error, undone)| Op::Reply { res, who, id, error, undone }),
         2 => (0..3usize).prop_map(Op::Online),
         2 => (0..3usize).prop_map(Op::Offline),
+        2 => (0..3usize).prop_map(Op::Hibernate),
+        2 => (0..3usize).prop_map(Op::Resume),
+        2 => (0..3usize, 0..3usize, 0..6u8).prop_map(|(res, who, id)| Op::Bounce { res, who, id }),
         1 => Just(Op::Revoke),
         2 => (0..8u8).prop_map(Op::Tick),
     ]
@@ -149,6 +163,23 @@ proptest! {
                     prop_assert!(dropped);
                     w.take(p.drain());
                 }
+                Op::Hibernate(res) => w.take(p.hibernating(RESOURCES[res], now)),
+                Op::Resume(res) => w.take(p.resumed(RESOURCES[res])),
+                Op::Bounce { res, who, id } => {
+                    let id = id.to_string();
+                    let from = format!("{T}/{}", RESOURCES[res]);
+                    let to = format!("{H}/{}", REQUESTERS[who]);
+                    let head = Head { name: "iq", stanza_type: Some("error"), from: Some(&from), to: Some(&to), id: Some(&id), priority: None, eligible: true, condition: Some("recipient-unavailable"), lang: None, affinity: None };
+                    match p.route(head, now) {
+                        Verdict::Send(s) => w.answer(&s.to, &id, s.release),
+                        Verdict::Drop { drain, .. } => {
+                            if drain {
+                                w.take(p.drain());
+                            }
+                        }
+                        other => prop_assert!(false, "bounce got {other:?}"),
+                    }
+                }
                 Op::Revoke => {
                     let head = Head { name: "presence", stanza_type: Some("unsubscribed"), from: Some(T), to: Some(H), id: None, priority: None, eligible: true, condition: None, lang: None, affinity: None };
                     p.route(head, now);
@@ -164,6 +195,8 @@ proptest! {
                 prop_assert!(p.pending.of_requester(r) <= 4);
             }
             prop_assert_eq!(p.pending.len(), w.open.len());
+            let counted: u32 = p.resources.iter().map(|r| r.pending).sum();
+            prop_assert_eq!(counted as usize, p.pending.len(), "the resources' counts");
         }
         w.take(p.tick(now + 5.0));
         prop_assert!(w.open.is_empty(), "never answered: {:?}", w.open);
