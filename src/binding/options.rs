@@ -145,6 +145,7 @@ pub(super) fn options_from(t: &LuaTable) -> LuaResult<Options> {
         allow: list_option(t, "client_proxy_allow")?,
         affinity: not_yet(t, "client_proxy_affinity")?,
         affinity_idle: period_option(t, "client_proxy_affinity_idle")?,
+        manage_roster: switch_option(t, "client_proxy_manage_roster")?,
     })
 }
 

@@ -76,6 +76,8 @@ pub struct Status {
     pub ejections: u64,
     /// The target revoked the subscription (or its presence errored).
     pub revoked: bool,
+    /// `client_proxy_manage_roster`: the shim keeps the subscription (roster.lib.lua).
+    pub manage_roster: bool,
     /// Health, as `module:set_status` takes it.
     pub level: Level,
     /// Health, for the operator.
@@ -387,6 +389,7 @@ impl Proxy {
             ejected: self.resources.ejected(),
             ejections: c.ejections,
             revoked: self.revoked,
+            manage_roster: self.config.manage_roster,
             level,
             text,
             requests: [
