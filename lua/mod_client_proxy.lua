@@ -20,6 +20,7 @@ local compat = module:require "compat";
 local outbox = module:require "outbox";
 local resources = module:require "resources";
 local add_shell_host = module:require "shell";
+local keep_subscription = module:require "roster";
 
 local host = module.host;
 local hold, release, send_error = outbox.hold, outbox.release, outbox.send_error;
@@ -136,8 +137,8 @@ module:hook_global("host-activated", set_local_domains);
 module:hook_global("host-deactivated", set_local_domains);
 
 -- Ask for the target's presence once the server has started (its host may not be active
--- at load). A subscribe it already approved makes Prosody send its current presences.
-compat.when_started(function () module:send(st.presence({ type = "subscribe", from = host, to = status.target })); end);
+-- at load); with client_proxy_manage_roster, keep the component on its roster (roster.lib.lua).
+keep_subscription(status.target, status.manage_roster == true);
 
 if not module.reloading then outbox.send(proxy, "drain"); end -- the status first; a reload drains in restore
 module:log("info", "Proxying %s to %s (native core %s, %s)", host, status.target, native.version, native_path);

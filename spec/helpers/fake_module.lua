@@ -9,10 +9,11 @@
 --   fake.fire(m, "server-stopping")  -- global (and host) event handlers
 --   fake.reload(m) -> m2             -- module.save, unload, load again, module.restore
 --
--- Recorded on m: hooks { event, handler, priority }, timers { delay, callback }, logs
--- { level, text }, sent (copies of the stanzas, as they were when sent), metrics (name ->
--- family; family.values[label] = value), storage (store -> { [user or ""] = data }),
--- store_calls, shared_tables, items (key -> list), global_items, status_calls.
+-- Recorded on m: hooks { event, handler, priority, host (the module's, or another's through
+-- module:context(host):hook) }, timers { delay, callback }, logs { level, text }, sent
+-- (copies of the stanzas, as they were when sent), metrics (name -> family;
+-- family.values[label] = value), storage (store -> { [user or ""] = data }), store_calls,
+-- shared_tables, items (key -> list), global_items, status_calls.
 
 local st = require "util.stanza";
 local jid_split = require "util.jid".split;
@@ -189,7 +190,7 @@ function fake.new(opts)
 	end
 	function m:hook(event, handler, priority)
 		assert(type(handler) == "function", "hook: handler");
-		table.insert(self.hooks, { event = event, handler = handler, priority = priority });
+		table.insert(self.hooks, { event = event, handler = handler, priority = priority, host = self.host });
 	end
 	function m:hook_global(event, handler, priority)
 		assert(type(handler) == "function", "hook_global: handler");
