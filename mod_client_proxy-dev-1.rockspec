@@ -43,6 +43,7 @@ build = {
 			["mod_client_proxy.compat"] = "lua/compat.lib.lua",
 			["mod_client_proxy.outbox"] = "lua/outbox.lib.lua",
 			["mod_client_proxy.resources"] = "lua/resources.lib.lua",
+			["mod_client_proxy.roster"] = "lua/roster.lib.lua",
 			["mod_client_proxy.shell"] = "lua/shell.lib.lua",
 		},
 		lib = { ["client_proxy"] = "target/rock/client_proxy.so" },

@@ -326,6 +326,7 @@ async fn debian_package_unpacked_into_a_throwaway_root() {
         "compat.lib.lua",
         "outbox.lib.lua",
         "resources.lib.lua",
+        "roster.lib.lua",
         "shell.lib.lua",
         "client_proxy.so",
     ] {
