@@ -4,6 +4,7 @@
 //! on a fresh server with no roster command, also when the implementing client answers
 //! every subscription request `unsubscribed` as Smack 4.2+ (and so Jicofo) does; and with
 //! the option off, the module changes no roster (the client's answer decides, as before).
+//! A target on another server is asked again until it approves.
 //!
 //! H = proxy.localhost (the component), T = service@localhost (the implementing client's
 //! account). Every test starts its own Prosody (fresh data: nothing prepares a roster) and
@@ -17,6 +18,7 @@ mod support;
 use std::time::Duration;
 
 use support::client::*;
+use support::federation::*;
 use support::implementer::*;
 use support::setup::*;
 use support::Prosody;
@@ -184,4 +186,42 @@ async fn manage_roster_off_changes_no_roster() {
         "the module spoke of a roster"
     );
     prosody.assert_no_tracebacks();
+}
+
+/// A target on another server that is down when the component first asks: the component
+/// asks again (10 s after the first, doubling) until approved, so requests route once that
+/// server and the implementing client are up, with no reload. (With
+/// `client_proxy_manage_roster = false` nothing routes: the one subscribe at start is lost.)
+#[tokio::test]
+async fn remote_target_is_asked_again_until_approved() {
+    let mut fed = federation_b_later(&[]);
+    let mut r = fed.login(&format!("user@{FAR}/abc")).await;
+    r.presence(None).await;
+    fed.b.start();
+    let mut a = Implementer::new(&fed.b.addr(), TARGET_USER, PASSWORD, "a", FAR_PROXY);
+    a.start().await;
+    let started = Instant::now();
+    let mut n = 0;
+    loop {
+        n += 1;
+        let id = format!("late-{n}");
+        let answer = r
+            .request(get(FAR_PROXY, &id, test_payload(&id)), FAR_ANSWER)
+            .await;
+        if answer.as_ref().and_then(answered_by).as_deref() == Some("a") {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(40),
+            "not routed within 40 s of the target's server start; last answer: {:?}",
+            answer.as_ref().map(iq_xml)
+        );
+        sleep(Duration::from_millis(500)).await;
+    }
+    eprintln!(
+        "routed {:?} after the target's server started",
+        started.elapsed()
+    );
+    assert_eq!(a.approved(), 1, "approved once; no request after that");
+    fed.assert_no_tracebacks();
 }
