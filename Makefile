@@ -160,7 +160,7 @@ install:
 		else rm -f "$$tmp"; echo "install: could not install $$dir/$$2" >&2; exit 1; fi; \
 	}; \
 	put lua/mod_client_proxy.lua mod_client_proxy.lua; \
-	for lib in native compat outbox resources affinity shell hibernation; do put "lua/$$lib.lib.lua" "$$lib.lib.lua"; done; \
+	for lib in native compat outbox resources affinity roster shell hibernation; do put "lua/$$lib.lib.lua" "$$lib.lib.lua"; done; \
 	put '$(STRIPPED)' client_proxy.so
 	@echo "Restart Prosody to load a new client_proxy.so (a module reload keeps the old library)."
 
@@ -407,7 +407,7 @@ deb: dist
 	mod="$$root/usr/lib/prosody/modules/mod_client_proxy"; doc="$$root/usr/share/doc/$(DEB_PACKAGE)"; \
 	install -d -m 0755 "$$mod" "$$doc"; \
 	install -m 0644 "$$src/lua/mod_client_proxy.lua" "$$mod/"; \
-	for l in native compat outbox resources affinity shell hibernation; do install -m 0644 "$$src/lua/$$l.lib.lua" "$$mod/"; done; \
+	for l in native compat outbox resources affinity roster shell hibernation; do install -m 0644 "$$src/lua/$$l.lib.lua" "$$mod/"; done; \
 	install -m 0644 "$$lib" "$$mod/client_proxy.so"; \
 	gzip -9n < "$$src/CHANGELOG.md" > "$$doc/changelog.gz"; \
 	gzip -9n < "$$pkg/changelog" > "$$doc/changelog.Debian.gz"; \

@@ -10,7 +10,7 @@
 -- scratch directory with a copy of the tarball, target/dist/src-5.x/). Building
 -- needs cargo, make and the Lua headers (e.g. liblua5.4-dev); the binary rocks need none.
 -- The installed layout is the one of mod_client_proxy-dev-1.rockspec: share/lua/5.x/
--- mod_client_proxy.lua and mod_client_proxy/{native,compat,outbox,resources,shell}.lua,
+-- mod_client_proxy.lua and mod_client_proxy/{native,compat,outbox,resources,roster,shell}.lua,
 -- and the stripped library lib/lua/5.x/client_proxy.so.
 rockspec_format = "3.0"
 package = "mod_client_proxy"
@@ -48,6 +48,7 @@ build = {
 			["mod_client_proxy.outbox"] = "lua/outbox.lib.lua",
 			["mod_client_proxy.resources"] = "lua/resources.lib.lua",
 			["mod_client_proxy.affinity"] = "lua/affinity.lib.lua",
+			["mod_client_proxy.roster"] = "lua/roster.lib.lua",
 			["mod_client_proxy.shell"] = "lua/shell.lib.lua",
 			["mod_client_proxy.hibernation"] = "lua/hibernation.lib.lua",
 		},

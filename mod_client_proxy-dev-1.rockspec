@@ -44,6 +44,7 @@ build = {
 			["mod_client_proxy.outbox"] = "lua/outbox.lib.lua",
 			["mod_client_proxy.resources"] = "lua/resources.lib.lua",
 			["mod_client_proxy.affinity"] = "lua/affinity.lib.lua",
+			["mod_client_proxy.roster"] = "lua/roster.lib.lua",
 			["mod_client_proxy.shell"] = "lua/shell.lib.lua",
 			["mod_client_proxy.hibernation"] = "lua/hibernation.lib.lua",
 		},

@@ -2,8 +2,6 @@
 -- ordinary client account (the "implementing client"). The native core (client_proxy.so)
 -- decides; this shim applies its verdicts and does the I/O (the boundary: docs/INTERNALS.md).
 
-local st = require "util.stanza";
-
 if module:get_host_type() ~= "component" then
 	error("mod_client_proxy must be loaded as a component, e.g. Component \"proxy.example\" \"client_proxy\"", 0);
 end
@@ -22,6 +20,7 @@ local resources = module:require "resources";
 local affinity = module:require "affinity";
 local add_shell_host = module:require "shell";
 local watch_hibernation = module:require "hibernation";
+local keep_subscription = module:require "roster";
 
 local host = module.host;
 local hold, release, send_error = outbox.hold, outbox.release, outbox.send_error;
@@ -147,8 +146,8 @@ module:hook_global("host-deactivated", set_local_domains);
 watch_hibernation(status.target, function (method, resource) outbox.send(proxy, method, resource); end);
 
 -- Ask for the target's presence once the server has started (its host may not be active
--- at load). A subscribe it already approved makes Prosody send its current presences.
-compat.when_started(function () module:send(st.presence({ type = "subscribe", from = host, to = status.target })); end);
+-- at load); with client_proxy_manage_roster, keep the component on its roster (roster.lib.lua).
+keep_subscription(status.target, status.manage_roster == true);
 
 if not module.reloading then outbox.send(proxy, "drain"); end -- the status first; a reload drains in restore
 module:log("info", "Proxying %s to %s (native core %s, %s)", host, status.target, native.version, native_path);

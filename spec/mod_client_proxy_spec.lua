@@ -156,6 +156,17 @@ describe("loading", function ()
 		local m = load();
 		assert.are.same({ type = "subscribe", from = HOST, to = TARGET }, m.sent[1].attr);
 	end);
+
+	it("gives roster.lib.lua the core's checked client_proxy_manage_roster (the status's manage_roster)", function ()
+		-- on, for a target on no host of this server: asked again 10 s later (roster_lib_spec.lua)
+		local m, ok, err = load({ script = function (_, proxy) proxy.status_table.manage_roster = true; end });
+		assert.is_true(ok, err);
+		assert.are.same({ 1, 10 }, { #m.sent, m.timers[2] and m.timers[2].delay });
+		-- off (or a status without it): the one subscribe, no timer but the tick
+		m, ok, err = load({ script = function (_, proxy) proxy.status_table.manage_roster = false; end });
+		assert.is_true(ok, err);
+		assert.are.same({ 1, 1 }, { #m.sent, #m.timers });
+	end);
 end);
 
 describe("a stanza", function ()

@@ -130,7 +130,8 @@ describe("open", function ()
 			{ "subscribers", { subscribers = 5 } }, { "subscribers", { subscribers = { true } } },
 			{ "local_domains", { local_domains = 5 } }, { "local_domains", { local_domains = { true } } },
 		};
-		for _, switch in ipairs({ "client_proxy_messages", "client_proxy_outbound", "client_proxy_presence" }) do
+		for _, switch in ipairs({ "client_proxy_messages", "client_proxy_outbound", "client_proxy_presence",
+				"client_proxy_manage_roster" }) do
 			table.insert(cases, { switch, { [switch] = "maybe" } });
 			table.insert(cases, { switch, { [switch] = {} } });
 		end
@@ -383,6 +384,10 @@ describe("status()", function ()
 		local s = p:status();
 		assert.are.same({ host, T, 1, 0, 1, 0, 0, false, "core", "string" }, { s.host, s.target, s.pending,
 			s.outbound_pending, s.eligible, s.ejected, s.ejections, s.revoked, s.level, type(s.text) });
+		assert.is_true(s.manage_roster, "client_proxy_manage_roster: on unless set");
+		for _, v in ipairs({ false, "no", "off", 0 }) do
+			assert.is_false(open({ client_proxy_manage_roster = v }):status().manage_roster, tostring(v));
+		end
 		assert.are.same({ "delivered", "forwarded", "lost", "outbound", "refused", "retried", "timed_out", "unsolicited" },
 			(function () local k = {}; for name in pairs(s.requests) do k[#k + 1] = name; end table.sort(k); return k; end)());
 		assert.are.equal(1, s.requests.forwarded);

@@ -24,6 +24,9 @@ pub struct Config {
     pub outbound: bool,
     /// Let users subscribe to the service's availability (`client_proxy_presence`).
     pub presence: bool,
+    /// Keep the component on a local target's roster, and keep asking a remote one for
+    /// the subscription (`client_proxy_manage_roster`; the shim does both).
+    pub manage_roster: bool,
     /// Seconds before an unanswered request gets remote-server-timeout.
     pub timeout: f64,
     /// Most requests outstanding at once.
@@ -219,6 +222,7 @@ pub const OPTIONS: &[OptionSpec] = &[
         "client_proxy_affinity_idle",
         Kind::Period(DEFAULT_AFFINITY_IDLE),
     ),
+    spec("client_proxy_manage_roster", Kind::Switch(true)),
 ];
 
 /// The options as the operator wrote them (None: not set), by name. The binding fills it
@@ -257,6 +261,8 @@ pub struct Options {
     pub affinity: Option<Vec<String>>,
     /// `client_proxy_affinity_idle`, in seconds.
     pub affinity_idle: Option<f64>,
+    /// `client_proxy_manage_roster`.
+    pub manage_roster: Option<bool>,
 }
 
 impl Config {
@@ -370,6 +376,7 @@ impl Config {
             messages: options.messages.unwrap_or(true),
             outbound: options.outbound.unwrap_or(true),
             presence: options.presence.unwrap_or(true),
+            manage_roster: options.manage_roster.unwrap_or(true),
             timeout,
             max_pending: max_pending as usize,
             max_pending_per_requester: max_per.min(u32::MAX as u64) as u32,
@@ -468,7 +475,7 @@ mod tests {
         assert_eq!(c.strategy, Strategy::Random);
         assert_eq!(c.timeout, 60.0);
         assert_eq!((c.max_pending, c.max_pending_per_requester), (100_000, 64));
-        assert!(c.messages && c.outbound && c.presence);
+        assert!(c.messages && c.outbound && c.presence && c.manage_roster);
         assert_eq!(
             (c.max_pending_per_user, c.max_pending_per_domain, c.allow),
             (256, 1000, None)
@@ -565,6 +572,7 @@ mod tests {
             o.max_pending_per_requester = Some(3.0);
             o.strategy = Some("least_pending".into());
             o.messages = Some(false);
+            o.manage_roster = Some(false);
         })
         .unwrap();
         assert_eq!(
@@ -572,6 +580,6 @@ mod tests {
             (Mode::Base64, 2.5, 10, 3)
         );
         assert_eq!(c.strategy, Strategy::LeastPending);
-        assert!(!c.messages && c.outbound && c.presence);
+        assert!(!c.messages && c.outbound && c.presence && !c.manage_roster);
     }
 }

@@ -368,10 +368,12 @@ async fn overlong_requester_gets_opaque_token() {
 }
 
 // f. Fresh data, the target has never approved: it logs in only after the server started,
-// gets the subscription request, approves, and requests route to it within seconds.
+// gets the subscription request, approves, and requests route to it within seconds. With
+// the module's roster keeping off: the client's approval is what this is about (with it
+// on, Prosody answers the subscription itself: e2e_roster).
 #[tokio::test]
 async fn fresh_server_subscription_approved_at_runtime() {
-    let prosody = server(&[]);
+    let prosody = server(&["client_proxy_manage_roster = false"]);
     let mut r = requester(&prosody, "abc").await;
     // Routing cannot work yet: nobody is online.
     let iq = r

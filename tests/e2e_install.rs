@@ -327,6 +327,7 @@ async fn debian_package_unpacked_into_a_throwaway_root() {
         "outbox.lib.lua",
         "resources.lib.lua",
         "affinity.lib.lua",
+        "roster.lib.lua",
         "shell.lib.lua",
         "hibernation.lib.lua",
         "client_proxy.so",

@@ -9,10 +9,11 @@
 --   fake.fire(m, "server-stopping")  -- global (and host) event handlers
 --   fake.reload(m) -> m2             -- module.save, unload, load again, module.restore
 --
--- Recorded on m: hooks { event, handler, priority, host (module:context's) }, timers { delay, callback }, logs
--- { level, text }, sent (copies of the stanzas, as they were when sent), metrics (name ->
--- family; family.values[label] = value), storage (store -> { [user or ""] = data }),
--- store_calls, shared_tables, items (key -> list), global_items, status_calls.
+-- Recorded on m: hooks { event, handler, priority, host (the module's, or another's through
+-- module:context(host):hook) }, timers { delay, callback }, logs { level, text }, sent
+-- (copies of the stanzas, as they were when sent), metrics (name -> family;
+-- family.values[label] = value), storage (store -> { [user or ""] = data }), store_calls,
+-- shared_tables, items (key -> list), global_items, status_calls.
 
 local st = require "util.stanza";
 local jid_split = require "util.jid".split;

@@ -135,6 +135,7 @@ pub(super) fn options_from(t: &LuaTable) -> LuaResult<Options> {
             "rule {namespace}element@attribute",
         )?,
         affinity_idle: period_option(t, "client_proxy_affinity_idle")?,
+        manage_roster: switch_option(t, "client_proxy_manage_roster")?,
     })
 }
 

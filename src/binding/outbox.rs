@@ -90,6 +90,7 @@ pub(super) fn status_to_lua(lua: &Lua, s: Status) -> LuaResult<LuaTable> {
     t.raw_set("hibernating", s.hibernating)?;
     t.raw_set("ejections", s.ejections)?;
     t.raw_set("revoked", s.revoked)?;
+    t.raw_set("manage_roster", s.manage_roster)?;
     t.raw_set("level", s.level.as_str())?;
     t.raw_set("text", s.text)?;
     let counts = |pairs: &[(&'static str, u64)]| -> LuaResult<LuaTable> {

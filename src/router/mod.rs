@@ -80,6 +80,8 @@ pub struct Status {
     pub ejections: u64,
     /// The target revoked the subscription (or its presence errored).
     pub revoked: bool,
+    /// `client_proxy_manage_roster`: the shim keeps the subscription (roster.lib.lua).
+    pub manage_roster: bool,
     /// Health, as `module:set_status` takes it.
     pub level: Level,
     /// Health, for the operator.
@@ -402,6 +404,7 @@ impl Proxy {
             hibernating: self.resources.hibernating(),
             ejections: c.ejections,
             revoked: self.revoked,
+            manage_roster: self.config.manage_roster,
             level,
             text,
             requests: [

@@ -49,6 +49,21 @@ pub const USERS: usize = 6;
 /// Starts B, then A with the component [`FAR_PROXY`] -> [`TARGET`] (plus `extra` option
 /// lines), both with s2s and resolvers that find each other.
 pub fn federation(extra: &[&str]) -> Federation {
+    let mut fed = configure(extra);
+    fed.b.start();
+    fed.a.start();
+    fed
+}
+
+/// Like [`federation`], but starts only A: B (the target's server) is down when the
+/// component first asks for the subscription; start it with `fed.b.start()`.
+pub fn federation_b_later(extra: &[&str]) -> Federation {
+    let mut fed = configure(extra);
+    fed.a.start();
+    fed
+}
+
+fn configure(extra: &[&str]) -> Federation {
     let a_site = Site {
         domain: FAR.to_string(),
         interface: FAR_IP.to_string(),
@@ -58,8 +73,8 @@ pub fn federation(extra: &[&str]) -> Federation {
         s2s: Some(free_port_at(HOME_IP)),
         ..Site::default()
     };
-    let mut a = Prosody::at_site(&a_site, &[ComponentSpec::new(FAR_PROXY, TARGET, extra)]);
-    let mut b = Prosody::at_site(&b_site, &[]);
+    let a = Prosody::at_site(&a_site, &[ComponentSpec::new(FAR_PROXY, TARGET, extra)]);
+    let b = Prosody::at_site(&b_site, &[]);
     resolve_peer(&a, &b_site);
     resolve_peer(&b, &a_site);
     for server in [&a, &b] {
@@ -73,8 +88,6 @@ pub fn federation(extra: &[&str]) -> Federation {
         b.register(&format!("remote{n}"), PASSWORD);
     }
     b.register(TARGET_USER, PASSWORD);
-    b.start();
-    a.start();
     Federation { a, b }
 }
 

@@ -1,11 +1,12 @@
 //! An implementing client for tests: one resource of the target account, running as a
-//! tokio task. It approves the proxy's subscription, answers proxied requests with the
+//! tokio task. It approves the proxy's subscription (or, [`Implementer::refuses_subscriptions`],
+//! answers every subscription request `unsubscribed`, as Smack 4.2+ and so Jicofo do), answers proxied requests with the
 //! configured [`Behaviour`], and records every exchange so tests can look at the exact
 //! stanzas it saw. An [`Inbox`] waits for what else it received (messages, answers to its
 //! own requests); [`LateAnswers`] answers a silent one's requests late.
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -135,6 +136,9 @@ struct Shared {
     exchanges: Mutex<Vec<Exchange>>,
     others: Mutex<Vec<Stanza>>,
     approved: AtomicUsize,
+    /// Answer every subscription request `unsubscribed` (Smack 4.2+, Jicofo).
+    refuse: AtomicBool,
+    refused: AtomicUsize,
     session: AtomicUsize,
     /// The client's counts of new sessions and of resumed streams (stream management).
     reconnects: AtomicUsize,
@@ -211,6 +215,14 @@ impl Implementer {
             .commands
             .send(Command::Announce)
             .expect("implementer task gone");
+    }
+
+    /// Answers every subscription request with `unsubscribed`, from anyone, the proxy
+    /// included (as Smack 4.2+ does by default, and so Jicofo), instead of approving the
+    /// proxy's. Takes effect at once, also while running.
+    pub fn refuses_subscriptions(self) -> Self {
+        self.shared.refuse.store(true, Ordering::SeqCst);
+        self
     }
 
     /// Sets the behaviour (takes effect at once, also while running).
@@ -337,7 +349,13 @@ impl Implementer {
         self.shared.approved.load(Ordering::SeqCst)
     }
 
-    /// Stanzas it received that were not proxied requests or the proxy's subscribe.
+    /// How many subscription requests it answered `unsubscribed`
+    /// ([`Implementer::refuses_subscriptions`]).
+    pub fn refused(&self) -> usize {
+        self.shared.refused.load(Ordering::SeqCst)
+    }
+
+    /// Stanzas it received that were not proxied requests or subscription requests it answered.
     pub fn others(&self) -> Vec<Stanza> {
         self.shared.others.lock().unwrap().drain(..).collect()
     }
@@ -446,6 +464,16 @@ async fn handle(
             });
             if let Some(reply) = reply {
                 xmpp.send(reply).await;
+            }
+        }
+        Stanza::Presence(p)
+            if p.type_ == PresenceType::Subscribe && shared.refuse.load(Ordering::SeqCst) =>
+        {
+            // As Smack 4.2+: every subscription request refused.
+            if let Some(from) = p.from.clone() {
+                xmpp.send(Presence::new(PresenceType::Unsubscribed).with_to(from))
+                    .await;
+                shared.refused.fetch_add(1, Ordering::SeqCst);
             }
         }
         Stanza::Presence(p)
