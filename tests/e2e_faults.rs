@@ -71,6 +71,19 @@ fn storm_policy(seed: u64, resource: &'static str) -> Policy {
 // assigned, kept, lost with their resource and taken along by retries meanwhile.
 #[tokio::test]
 async fn fault_storm_every_request_answered_exactly_once() {
+    storm(false).await;
+}
+
+// 1b. The same storm with stream management on the users' host (`smacks`, as Jitsi's auth
+// host): a cut connection makes the resource's session hibernate (out of rotation, its
+// gets moved, its sets waiting) until the client resumes the stream, so hibernation,
+// resumption and retries mix with the keys and the unavailable presences.
+#[tokio::test]
+async fn fault_storm_with_stream_management_every_request_answered_exactly_once() {
+    storm(true).await;
+}
+
+async fn storm(smacks: bool) {
     let _serial = SERIAL.write().await;
     const TIMEOUT: u64 = 3;
     const ROOMS: u64 = 40;
@@ -86,13 +99,22 @@ async fn fault_storm_every_request_answered_exactly_once() {
     );
     let total = requesters * per;
     eprintln!(
-        "fault storm: FAULT_SEED={seed}, {requesters} requesters x {per} requests (window {window}, 30 % sets, half for one of {ROOMS} rooms), client_proxy_timeout = {TIMEOUT}, resources a, b, c"
+        "fault storm (stream management: {smacks}): FAULT_SEED={seed}, {requesters} requesters x {per} requests (window {window}, 30 % sets, half for one of {ROOMS} rooms), client_proxy_timeout = {TIMEOUT}, resources a, b, c"
     );
     let begun = Instant::now();
-    let prosody = server(&[
+    let extra = [
         &format!("client_proxy_timeout = {TIMEOUT}"),
         "client_proxy_affinity = { \"{http://jitsi.org/protocol/focus}conference@room\" }",
-    ]);
+    ];
+    let prosody = if smacks {
+        server_with(
+            &extra,
+            &["smacks"],
+            &["smacks_hibernation_time = 30".to_string()],
+        )
+    } else {
+        server(&extra)
+    };
 
     const NAMES: [&str; 3] = ["a", "b", "c"];
     let mut relays = Vec::new();
@@ -337,6 +359,19 @@ async fn fault_storm_every_request_answered_exactly_once() {
     assert!(cuts.iter().sum::<usize>() > 0 && unavailable.iter().sum::<usize>() > 0);
     for r in &resources {
         assert!(r.is_running(), "resource {} task ended", r.resource);
+    }
+    if smacks {
+        // The cuts were hibernations (operator lines at info), and the streams resumed.
+        let slept = prosody
+            .log_lines("is hibernating (stream management)")
+            .len();
+        let resumed = prosody
+            .log_lines("resumed its stream: back in rotation")
+            .len();
+        assert!(
+            slept > 0 && resumed > 0,
+            "no hibernation seen: {slept} hibernated, {resumed} resumed"
+        );
     }
     // The rooms were keys: every one remembered, some moved by the faults.
     let listing = shell(&prosody, &format!("client_proxy:resources({PROXY:?})")).await;

@@ -205,7 +205,7 @@ impl FaultResource {
     }
 
     /// Tell the resource that its connection was cut (see [`Relay::cut`]): it counts as
-    /// offline until it has reconnected and sent presence again.
+    /// offline until it has reconnected and sent presence again, or resumed its stream.
     pub fn mark_cut(&self) {
         *self.shared.online_since.lock().unwrap() = None;
     }
@@ -304,6 +304,7 @@ async fn serve(
     let (later_tx, mut later) = mpsc::unbounded_channel::<(usize, Iq)>();
     let mut want_available = true;
     let mut reconnects = 0;
+    let mut resumes = 0;
     loop {
         tokio::select! {
             command = commands.recv() => match command {
@@ -338,6 +339,13 @@ async fn serve(
                     if want_available
                         && send_safe(&mut xmpp, &shared, Presence::available().into()).await
                     {
+                        *shared.online_since.lock().unwrap() = Some(Instant::now());
+                    }
+                }
+                if xmpp.resumes != resumes {
+                    // The stream resumed (XEP-0198): the same session, its presence kept.
+                    resumes = xmpp.resumes;
+                    if want_available {
                         *shared.online_since.lock().unwrap() = Some(Instant::now());
                     }
                 }
