@@ -374,22 +374,13 @@ fn raw_server(extra: &[&str], globals: &[String]) -> (Prosody, u16) {
     (prosody, component_port)
 }
 
-/// A raw implementing resource `service@localhost/<resource>`: initial presence, and the
-/// proxy's subscription approved.
+/// A raw implementing resource `service@localhost/<resource>`: initial presence, online at
+/// the proxy (the module put the proxy on the target's roster: no subscription request
+/// reaches the client, README "Presence of the implementing client").
 async fn raw_implementer(prosody: &Prosody, resource: &str) -> Raw {
     let mut imp = Raw::c2s(&prosody.addr(), TARGET_USER, resource).await;
     imp.send("<presence/>").await;
-    let sub = imp
-        .wait_for(ANSWER, |e| {
-            e.name() == "presence"
-                && e.attr("type") == Some("subscribe")
-                && e.attr("from") == Some(PROXY)
-        })
-        .await
-        .expect("the proxy's subscription request");
-    let _ = sub;
-    imp.send(&format!("<presence to='{PROXY}' type='subscribed'/>"))
-        .await;
+    wait_online(prosody, &[resource]).await;
     imp
 }
 
