@@ -13,12 +13,13 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+
+use super::traffic::reset;
 
 /// Whether connections pass, and how many times the gate closed (a connection lives in
 /// one such epoch).
@@ -150,11 +151,4 @@ impl Drop for Gate {
     fn drop(&mut self) {
         self.accept.abort();
     }
-}
-
-/// Closes a socket with SO_LINGER 0: the peer gets a reset instead of an orderly close.
-#[allow(deprecated)] // linger 0 does not block on drop: the reset is sent at once
-fn reset(stream: TcpStream) {
-    let _ = stream.set_linger(Some(Duration::ZERO));
-    drop(stream);
 }

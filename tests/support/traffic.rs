@@ -109,7 +109,7 @@ impl Drop for Relay {
 
 /// Closes a socket with SO_LINGER 0: the peer gets a reset instead of an orderly close.
 #[allow(deprecated)] // linger 0 does not block on drop: the reset is sent at once
-fn reset(stream: TcpStream) {
+pub fn reset(stream: TcpStream) {
     let _ = stream.set_linger(Some(Duration::ZERO));
     drop(stream);
 }
