@@ -314,17 +314,11 @@ impl PendingTable {
     /// Puts a request taken out of the table back, now held by another resource; it keeps
     /// its number (its slot, which waited for it) and deadline (its place in the deadline
     /// queue, which the table has not compacted since: nothing is inserted in between),
-    /// and the resource it leaves joins `earlier`.
-    pub fn retarget(&mut self, mut request: Request, resource: Arc<str>) {
-        request.move_to(resource, false);
-        self.put(request);
-    }
-
-    /// Like `retarget`, for a request whose resource hibernates (stream management): the
-    /// one it leaves may still answer it after it resumes, and its result is accepted too
-    /// (`take_reply` with `or_asleep`).
-    pub fn retarget_from_asleep(&mut self, mut request: Request, resource: Arc<str>) {
-        request.move_to(resource, true);
+    /// and the resource it leaves joins `earlier`. `asleep`: that resource's stream
+    /// hibernates (stream management): it may still answer after it resumes, and its
+    /// result is accepted too (`take_reply` with `or_asleep`).
+    pub fn retarget(&mut self, mut request: Request, resource: Arc<str>, asleep: bool) {
+        request.move_to(resource, asleep);
         self.put(request);
     }
 
@@ -397,7 +391,7 @@ impl PendingTable {
 
     /// Takes the request a reply answers, if the reply comes from the right resource: the
     /// one that holds it or, with `or_asleep`, one that left it while it hibernated
-    /// (`retarget_from_asleep`; the first answer wins).
+    /// (`retarget` with `asleep`; the first answer wins).
     pub fn take_reply(
         &mut self,
         requester: &str,

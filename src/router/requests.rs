@@ -318,11 +318,7 @@ impl Proxy {
             lang: request.lang().map(str::to_owned),
         });
         self.resources.hold(&resource);
-        if asleep {
-            self.pending.retarget_from_asleep(request, resource);
-        } else {
-            self.pending.retarget(request, resource);
-        }
+        self.pending.retarget(request, resource, asleep);
         self.counters.retried += 1;
         Ok(())
     }

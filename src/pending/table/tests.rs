@@ -219,7 +219,7 @@ fn deadlines_follow_their_requests_through_reused_numbers_and_retries() {
             let (requester, id) = open.swap_remove((state >> 40) as usize % open.len());
             let request = t.take(&requester, &id).unwrap();
             if roll == 9 {
-                t.retarget(request, "r2".into());
+                t.retarget(request, "r2".into(), false);
                 open.push((requester, id));
             } else {
                 t.release(request.held());
@@ -357,7 +357,7 @@ fn retarget_keeps_number_and_deadline() {
         .unwrap();
     let lost = t.take_resource("r1").pop().unwrap();
     assert!(lost.earlier().is_empty());
-    t.retarget(lost, "r2".into());
+    t.retarget(lost, "r2".into(), false);
     assert_eq!(t.of_resource("r2"), 1);
     assert_eq!(t.of_requester("u@x/a"), 1);
     assert!(t.expire(9.0).is_empty());
@@ -395,7 +395,7 @@ fn the_first_result_of_either_resource_answers_a_get_moved_off_a_sleeper() {
         t.insert("u@x/a", "1", "r1".into(), Method::Get, 0.0, false)
             .unwrap();
         let get = t.take_gets("r1").pop().unwrap();
-        t.retarget_from_asleep(get, "r2".into());
+        t.retarget(get, "r2".into(), true);
         assert_eq!(
             t.take_reply("u@x/a", "1", "r1", false),
             Err(Mismatch::WrongResource),
@@ -421,7 +421,7 @@ fn a_resource_left_on_a_decline_does_not_answer_any_more() {
     t.insert("u@x/a", "1", "r1".into(), Method::Get, 0.0, false)
         .unwrap();
     let get = t.take_reply("u@x/a", "1", "r1", false).unwrap();
-    t.retarget(get, "r2".into());
+    t.retarget(get, "r2".into(), false);
     assert_eq!(
         t.take_reply("u@x/a", "1", "r1", true),
         Err(Mismatch::WrongResource)
