@@ -351,8 +351,8 @@ fn affinity_proxy(keys: &[String]) -> Proxy {
 
 /// Like `run_pairs`; request `i` carries key `keys[i % len]` when given (for every
 /// request when `ids` is shorter than `keys`: `ids[0]` with each key).
-/// The clock moves by `step` seconds per request (a key is moved in the order of use when
-/// a second or more passed since it last was: a step of 1 moves every key used).
+/// The clock moves by `step` seconds per request (a step of 1: each request changes its
+/// key's second of last use, as in a deployment whose rooms ask less than once a second).
 fn run_keyed(
     proxy: &mut Proxy,
     ids: &[String],
@@ -384,9 +384,8 @@ fn run_keyed(
 }
 
 /// ns per pair without keys, with keys (100,000 assigned) at a clock that stands still
-/// (no key moves in the order of use: a busy room) and at one that moves a second per
-/// request (every key moves: the worst case), medians over `samples` interleaved
-/// samples; and bytes allocated per key.
+/// and at one that moves a second per request (every request changes its key's last
+/// use), medians over `samples` interleaved samples; and bytes allocated per key.
 fn affinity(ids: &[String], samples: usize) -> (f64, f64, f64, f64, f64) {
     // Keys are assigned in one order and asked for in another (a fixed shuffle), so that
     // each request finds its key where the last one did not leave the cache warm. The
@@ -414,12 +413,12 @@ fn affinity(ids: &[String], samples: usize) -> (f64, f64, f64, f64, f64) {
     run_keyed(&mut keyed, ids, Some(&keys), &mut still, 0.0);
     run_keyed(&mut plain, ids, None, &mut still, 0.0);
     run_keyed(&mut small, ids, Some(few), &mut still, 0.0);
-    let (mut with, mut relinked, mut without, mut cached) =
+    let (mut with, mut moving_clock, mut without, mut cached) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for _ in 0..samples {
         without.push(run_keyed(&mut plain, ids, None, &mut still, 0.0));
         with.push(run_keyed(&mut keyed, ids, Some(&keys), &mut still, 0.0));
-        relinked.push(run_keyed(&mut keyed, ids, Some(&keys), &mut moving, 1.0));
+        moving_clock.push(run_keyed(&mut keyed, ids, Some(&keys), &mut moving, 1.0));
         cached.push(run_keyed(&mut small, ids, Some(few), &mut still, 0.0));
     }
     assert_eq!(keyed.status().keys, AFFINITY_KEYS);
@@ -436,7 +435,7 @@ fn affinity(ids: &[String], samples: usize) -> (f64, f64, f64, f64, f64) {
     (
         median(without),
         median(with),
-        median(relinked),
+        median(moving_clock),
         median(cached),
         live as f64 / AFFINITY_KEYS as f64,
     )
@@ -525,19 +524,19 @@ fn main() {
          e.g. \"user0@example.org/r\" id \"p0\": {sample_len} bytes of requester+id; includes the hash tables' spare capacity)"
     );
 
-    let (plain, keyed, relinked, cached, per_key) = affinity(&ids, samples);
+    let (plain, keyed, moving_clock, cached, per_key) = affinity(&ids, samples);
     let ratio = keyed / plain - 1.0;
     let flat = ratio <= AFFINITY_TOLERANCE;
     println!(
         "\nAffinity: {AFFINITY_RESOURCES} resources, {AFFINITY_KEYS} keys assigned (e.g. {:?}), median of {samples} samples:\n\
          {plain:.0} ns per pair without a key, {keyed:.0} ns with a key (each a different one of the {AFFINITY_KEYS}): {:+.1}% -> within 10%: {}\n\
-         every key also moved in the order of use (a second or more since its last request): {relinked:.0} ns ({:+.1}%)\n\
+         the clock moving a second per request (each key's last use changes): {moving_clock:.0} ns ({:+.1}%)\n\
          {SMALL_KEYS} keys (the table in the cache: the cost of a key apart from memory latency): {cached:.0} ns ({:+.1}%)\n\
          Memory: {per_key:.0} bytes allocated per key ({AFFINITY_KEYS} keys of {} bytes; {:.1} MB for all)",
         room(0),
         ratio * 100.0,
         if flat { "YES" } else { "NO" },
-        (relinked / plain - 1.0) * 100.0,
+        (moving_clock / plain - 1.0) * 100.0,
         (cached / plain - 1.0) * 100.0,
         room(0).len(),
         per_key * AFFINITY_KEYS as f64 / (1 << 20) as f64

@@ -10,17 +10,13 @@
 //! dies with it), and each is assigned anew at its next request. A resource that comes
 //! online takes no existing key (hashing would move a share of the rooms, whose state
 //! their resource keeps in memory). Keys are forgotten after `idle` seconds without a
-//! request, and the least recently used goes first when the table is full: a list in
-//! order of use, which a request moves its key to the end of, so that no request or
-//! tick scans the table. A key is moved at most once per `RELINK` seconds (a move
-//! touches its two neighbours, two cache misses in a large table): the order is exact to
-//! within that, and a key expires at most that late.
+//! request, and the least recently used go first when the table is full. The table keeps
+//! a hash and a second of last use per key and no order of use: a request touches one
+//! entry, and expiry and the bound sweep the table now and then instead.
 
-use hashbrown::HashTable;
+use crate::siphash::SipKey;
 use rustc_hash::FxHashMap;
 use std::borrow::Cow;
-use std::collections::hash_map::RandomState;
-use std::hash::BuildHasher;
 use std::num::NonZeroU64;
 use std::sync::Arc;
 
@@ -123,37 +119,17 @@ impl Rule {
 }
 
 /// Longest key kept, in bytes: a room is a JID (at most 3071 bytes); a longer value is
-/// routed without affinity rather than let one request take the room of thousands.
+/// routed without affinity rather than hashed at every request.
 pub const MAX_KEY: usize = 3071;
 
-/// Bytes a key costs besides its text, as the bound counts it: its slot (96, a short key's
-/// text included), its share of the index and of the slots' spare capacity (up to half
-/// again), and the allocator's overhead for a long key's text. On the safe side of what
-/// `examples/route_cost.rs` measures.
-pub const KEY_OVERHEAD: usize = 160;
+/// How many keys the table keeps at most (a Jitsi deployment's rooms, many times over):
+/// past that, the least recently used go first.
+pub const MAX_KEYS: usize = 100_000;
 
-/// How many keys the table keeps at most: past either bound, the least recently used
-/// key is forgotten first.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Bound {
-    /// Most keys.
-    pub keys: usize,
-    /// Most bytes, counted as each key's length plus `KEY_OVERHEAD`: long keys cannot
-    /// take more memory than short ones would.
-    pub bytes: usize,
-}
-
-impl Bound {
-    /// 100,000 keys (a Jitsi deployment's rooms, many times over), in 20 MB at most
-    /// (room names of up to ~45 bytes reach the key bound first).
-    pub const DEFAULT: Bound = Bound {
-        keys: 100_000,
-        bytes: 20 << 20,
-    };
-}
-
-/// A handle on a key in the table, which a request keeps so that its retry moves the
-/// key along without the key's text (it goes stale when the key is forgotten).
+/// A key as the table knows it: its 64-bit hash, randomized per table. The table keeps
+/// no key's text, so two keys whose hashes agree would be one key (two rooms on one
+/// resource: harmless, and with 100,000 keys about once in 10^10 new keys). A request
+/// keeps it so that a retry moves the key along.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct KeyRef(NonZeroU64);
 
@@ -167,162 +143,80 @@ impl KeyRef {
     pub fn from_bits(bits: NonZeroU64) -> KeyRef {
         KeyRef(bits)
     }
-
-    fn new(slot: u32, generation: u32) -> KeyRef {
-        // The generation is never 0.
-        KeyRef(
-            NonZeroU64::new((u64::from(generation) << 32) | u64::from(slot))
-                .unwrap_or(NonZeroU64::MIN),
-        )
-    }
-
-    fn slot(self) -> usize {
-        (self.0.get() & u64::from(u32::MAX)) as usize
-    }
-
-    fn generation(self) -> u32 {
-        (self.0.get() >> 32) as u32
-    }
 }
 
-/// Seconds a key's place in the order of use may lag behind its last request.
-pub const RELINK: f64 = 1.0;
-
-/// Bytes of a key kept in its slot (a longer one is boxed): a room JID usually fits, so
-/// that the lookup compares it in the slot it has just loaded instead of following a
-/// pointer (in a table of 100,000 keys, a cache miss).
-const SHORT_KEY: usize = 46;
-
-/// A key's text: in the slot when short, boxed when long; empty in a free slot.
-enum KeyText {
-    Short { len: u8, bytes: [u8; SHORT_KEY] },
-    Long(Box<str>),
-}
-
-impl KeyText {
-    const EMPTY: KeyText = KeyText::Short {
-        len: 0,
-        bytes: [0; SHORT_KEY],
-    };
-
-    fn new(key: &str) -> KeyText {
-        if key.len() <= SHORT_KEY {
-            let mut bytes = [0; SHORT_KEY];
-            bytes[..key.len()].copy_from_slice(key.as_bytes());
-            KeyText::Short {
-                len: key.len() as u8,
-                bytes,
-            }
-        } else {
-            KeyText::Long(key.into())
-        }
-    }
-
-    fn as_bytes(&self) -> &[u8] {
-        match self {
-            KeyText::Short { len, bytes } => &bytes[..*len as usize],
-            KeyText::Long(text) => text.as_bytes(),
-        }
-    }
-
-    fn len(&self) -> usize {
-        self.as_bytes().len()
-    }
-
-    fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-}
-
-/// No slot, no holder.
-const NIL: u32 = u32::MAX;
-
-/// One key: its text, where it is in the order of use, and who has it.
-struct Slot {
-    /// Empty while the slot is free.
-    key: KeyText,
+/// One key: 16 bytes, four to a cache line, so that a lookup in a table of 100,000 keys
+/// (2 MB) touches one line, which `KeyTable::prefetch` can start loading early.
+#[derive(Clone, Copy, Default)]
+struct Entry {
+    /// The key's hash; 0 while the entry is free.
     hash: u64,
-    /// Last request, in the router's seconds.
-    last: f64,
-    /// When it was last moved to the end of the order of use.
-    linked: f64,
-    /// Neighbours in the order of use (NIL at the ends); `next` links the free slots.
-    prev: u32,
-    next: u32,
-    /// The holder it was given to and that holder's epoch then (it has the key while
-    /// the epochs agree); NIL: never assigned.
-    holder: u32,
+    /// Last request, in whole seconds of the router's clock.
+    last: u32,
+    /// The life of the resource it was given to (it has the key while that life lasts);
+    /// 0: never assigned.
     epoch: u32,
-    /// Bumped when the slot is freed: a `KeyRef` of an earlier key no longer matches.
-    generation: u32,
 }
 
-/// A resource that has (or had) keys.
+/// A resource that has keys, in one life (from its first key until it is lost).
 struct Holder {
-    /// None while the entry is free.
-    name: Option<Arc<str>>,
+    name: Arc<str>,
     /// Keys it has now.
     keys: u32,
-    /// Unique to this life of the entry: 0 when free, never reused.
-    epoch: u32,
 }
 
-/// Which resource has each affinity key. Per request: one hash of the key, one probe, a
-/// relink in the order of use; O(1) amortised for insert, loss of a resource and expiry.
+/// Which resource has each affinity key: an open-addressing table of 16-byte entries
+/// (linear probing, at most 4/5 full) with no list and no pointer to follow. A lookup is
+/// one hash and, in a large table, one cache miss; the loss of a resource is O(1) (its
+/// life ends, and its keys' epochs no longer name a holder). Expiry and the bound sweep
+/// the table: a tick sweeps only when the oldest key is due, and a full table forgets its
+/// least recently used 1/64 at once, so that no request pays for order of use.
 pub struct KeyTable {
-    /// Slot numbers by the key's hash. Keys come from users: randomized SipHash.
-    index: HashTable<u32>,
-    hasher: RandomState,
-    slots: Vec<Slot>,
-    /// First free slot (linked through `next`).
-    free: u32,
-    /// Least and most recently used keys.
-    head: u32,
-    tail: u32,
+    /// Entries by hash; a power of two long (or empty).
+    entries: Box<[Entry]>,
     len: usize,
-    /// Bytes as the bound counts them.
-    bytes: usize,
-    holders: Vec<Holder>,
-    free_holders: Vec<u32>,
-    /// Names only the implementing account's sessions make: a fast hash.
+    /// Keys come from users: SipHash under a secret key.
+    hasher: SipKey,
+    /// Holders by their life's epoch.
+    lives: FxHashMap<u32, Holder>,
+    /// Epochs by holder name. Names only the implementing account's sessions make: a
+    /// fast hash.
     by_name: FxHashMap<Arc<str>, u32>,
     last_epoch: u32,
+    /// No key was last used before this second (a bound, exact after a sweep).
+    oldest: u32,
     moves: u64,
     evicted: u64,
     idle: f64,
-    bound: Bound,
+    max_keys: usize,
 }
 
-/// What the table knows of a key of a request: its handle, and the resource that has it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Found {
-    /// The key's handle, for `assign` and for the request to keep.
-    pub key: KeyRef,
-    /// The resource that has the key, if any (None: new, or its resource was lost).
-    pub holder: Option<Arc<str>>,
+/// A time in whole seconds as an entry keeps it (saturating: a clock before 0 is 0).
+fn second(now: f64) -> u32 {
+    now as u32
+}
+
+/// A key is due when more than `idle` whole seconds passed since its last request.
+fn due(last: u32, idle: f64, now: u32) -> bool {
+    f64::from(now.saturating_sub(last)) > idle
 }
 
 impl KeyTable {
-    /// An empty table forgetting keys after `idle` seconds without a request, within
-    /// `bound`.
-    pub fn new(idle: f64, bound: Bound) -> KeyTable {
+    /// An empty table forgetting keys after `idle` seconds without a request, with at
+    /// most `max_keys` keys.
+    pub fn new(idle: f64, max_keys: usize) -> KeyTable {
         KeyTable {
-            index: HashTable::new(),
-            hasher: RandomState::new(),
-            slots: Vec::new(),
-            free: NIL,
-            head: NIL,
-            tail: NIL,
+            entries: Box::new([]),
             len: 0,
-            bytes: 0,
-            holders: Vec::new(),
-            free_holders: Vec::new(),
+            hasher: SipKey::random(),
+            lives: FxHashMap::default(),
             by_name: FxHashMap::default(),
             last_epoch: 0,
+            oldest: u32::MAX,
             moves: 0,
             evicted: 0,
             idle,
-            bound,
+            max_keys: max_keys.max(1),
         }
     }
 
@@ -333,118 +227,111 @@ impl KeyTable {
 
     /// Forgets every key (the rules changed: the old keys mean something else).
     pub fn clear(&mut self) {
-        let (idle, bound, moves, evicted) = (self.idle, self.bound, self.moves, self.evicted);
-        *self = KeyTable::new(idle, bound);
+        let (idle, max_keys, moves, evicted) = (self.idle, self.max_keys, self.moves, self.evicted);
+        *self = KeyTable::new(idle, max_keys);
         self.moves = moves;
         self.evicted = evicted;
     }
 
-    /// The key of a request at `now`: found (and marked used) or added unassigned; with
-    /// the resource that has it. None for a key the table does not keep (empty, or longer
-    /// than `MAX_KEY`): such a request is routed as if it had none.
-    pub fn entry(&mut self, key: &str, now: f64) -> Option<Found> {
-        if key.is_empty() || key.len() > MAX_KEY {
+    /// The key for a request's key text; None for a text the table does not keep (empty,
+    /// or longer than `MAX_KEY`): such a request is routed as if it had none.
+    pub fn key(&self, text: &str) -> Option<KeyRef> {
+        if text.is_empty() || text.len() > MAX_KEY {
             return None;
         }
-        let hash = self.hasher.hash_one(key);
-        let found = {
-            let slots = &self.slots;
-            self.index
-                .find(hash, |&i| {
-                    let s = &slots[i as usize];
-                    s.hash == hash && s.key.as_bytes() == key.as_bytes()
-                })
-                .copied()
-        };
-        let i = match found {
-            Some(i) => {
-                let s = &mut self.slots[i as usize];
-                s.last = now;
-                // A clock that went back relinks too, so the order stays sane.
-                if !(now - s.linked < RELINK && now >= s.linked) {
-                    s.linked = now;
-                    self.unlink(i);
-                    self.push_back(i);
-                }
-                i
-            }
-            None => self.insert(key, hash, now),
-        };
-        let s = &self.slots[i as usize];
-        Some(Found {
-            key: KeyRef::new(i, s.generation),
-            holder: self.holder_of(s).cloned(),
-        })
+        let hash = self.hasher.hash(text.as_bytes());
+        Some(KeyRef(NonZeroU64::new(hash).unwrap_or(NonZeroU64::MIN)))
     }
 
-    /// The resource that has the key, if the handle is still the key's and a resource
-    /// has it (a retry's question: does the key already live elsewhere?).
+    /// Starts loading the cache line where `key` would be, so that `entry` finds it there:
+    /// the router calls it before work that does not need the key.
+    pub fn prefetch(&self, key: KeyRef) {
+        if let Some(e) = self.entries.get(self.home(key.0.get())) {
+            // A load whose value nothing waits for: the CPU goes on while it misses.
+            std::hint::black_box(e.hash);
+        }
+    }
+
+    /// The resource that has `key`, which was requested at `now`: the key is found
+    /// (and marked used) or added unassigned.
+    pub fn entry(&mut self, key: KeyRef, now: f64) -> Option<&Arc<str>> {
+        let now = second(now);
+        let i = match self.find(key.0.get()) {
+            Ok(i) => i,
+            Err(_) => {
+                self.make_room();
+                let Err(i) = self.find(key.0.get()) else {
+                    unreachable!("make_room adds no key")
+                };
+                self.entries[i].hash = key.0.get();
+                self.len += 1;
+                i
+            }
+        };
+        let e = &mut self.entries[i];
+        e.last = now;
+        self.oldest = self.oldest.min(now);
+        let epoch = e.epoch;
+        self.holder_of(epoch)
+    }
+
+    /// The resource that has the key, if any (a retry's question: does the key already
+    /// live elsewhere?).
     pub fn holder(&self, key: KeyRef) -> Option<&Arc<str>> {
-        self.holder_of(self.slot(key)?)
+        let i = self.find(key.0.get()).ok()?;
+        self.holder_of(self.entries[i].epoch)
     }
 
     /// The key now belongs to `resource`, the router's choice: a new key's first
     /// resource, or a move (its resource was lost, or a retry took its request
-    /// elsewhere). Nothing when the handle is stale (the key was forgotten meanwhile).
+    /// elsewhere). Nothing when the key was forgotten meanwhile.
     pub fn assign(&mut self, key: KeyRef, resource: &Arc<str>) {
-        let Some(slot) = self.slot(key) else {
+        let Ok(i) = self.find(key.0.get()) else {
             return;
         };
-        let (old_holder, old_epoch) = (slot.holder, slot.epoch);
-        if let Some(h) = self.holders.get(old_holder as usize) {
-            if h.epoch == old_epoch {
-                if h.name.as_deref() == Some(&**resource) {
-                    return;
-                }
-                self.holders[old_holder as usize].keys -= 1;
+        let old = self.entries[i].epoch;
+        if let Some(holder) = self.lives.get_mut(&old) {
+            if *holder.name == **resource {
+                return;
             }
+            holder.keys -= 1;
         }
-        if old_holder != NIL {
+        if old != 0 {
             self.moves += 1;
         }
-        let h = self.holder_for(resource);
-        let holder = &mut self.holders[h as usize];
-        holder.keys += 1;
-        let epoch = holder.epoch;
-        let slot = &mut self.slots[key.slot()];
-        slot.holder = h;
-        slot.epoch = epoch;
+        let epoch = self.epoch_of(resource);
+        if let Some(holder) = self.lives.get_mut(&epoch) {
+            holder.keys += 1;
+        }
+        self.entries[i].epoch = epoch;
     }
 
     /// `resource` went offline, was ejected or is no longer eligible: none of its keys is
-    /// its any more (each is assigned anew at its next request). O(1): its epoch ends.
+    /// its any more (each is assigned anew at its next request). O(1): its life ends.
     /// Returns how many keys it had.
     pub fn lost(&mut self, resource: &str) -> usize {
-        let Some(h) = self.by_name.remove(resource) else {
+        let Some(epoch) = self.by_name.remove(resource) else {
             return 0;
         };
-        let holder = &mut self.holders[h as usize];
-        let keys = holder.keys as usize;
-        *holder = Holder {
-            name: None,
-            keys: 0,
-            epoch: 0,
-        };
-        self.free_holders.push(h);
-        keys
+        self.lives.remove(&epoch).map_or(0, |h| h.keys as usize)
     }
 
     /// Every resource is lost (the target revoked the subscription, or a new target).
     pub fn lost_all(&mut self) {
-        self.holders.clear();
-        self.free_holders.clear();
+        self.lives.clear();
         self.by_name.clear();
     }
 
-    /// Forgets the keys without a request for `idle` seconds at `now`, least recently
-    /// used first; returns how many. Stops at the first key still in use.
+    /// Forgets the keys without a request for more than `idle` seconds (whole seconds
+    /// of the clock) at `now`; returns how many. Sweeps the table only when its oldest key
+    /// is due.
     pub fn expire(&mut self, now: f64) -> usize {
-        let mut expired = 0;
-        while self.head != NIL && self.slots[self.head as usize].last + self.idle <= now {
-            self.remove(self.head);
-            expired += 1;
+        let now = second(now);
+        if self.len == 0 || !due(self.oldest, self.idle, now) {
+            return 0;
         }
-        expired
+        let idle = self.idle;
+        self.sweep(|e| due(e.last, idle, now), usize::MAX)
     }
 
     /// Keys kept.
@@ -461,13 +348,14 @@ impl KeyTable {
     pub fn keys_of(&self, resource: &str) -> usize {
         self.by_name
             .get(resource)
-            .map_or(0, |&h| self.holders[h as usize].keys as usize)
+            .and_then(|epoch| self.lives.get(epoch))
+            .map_or(0, |h| h.keys as usize)
     }
 
     /// Keys that no resource has: their resource was lost, or no resource could take them
     /// yet. Each is assigned at its next request.
     pub fn unassigned(&self) -> usize {
-        self.len - self.holders.iter().map(|h| h.keys as usize).sum::<usize>()
+        self.len - self.lives.values().map(|h| h.keys as usize).sum::<usize>()
     }
 
     /// Keys given a resource other than their first (their resource was lost, or a retry
@@ -481,220 +369,216 @@ impl KeyTable {
         self.evicted
     }
 
-    /// The key's slot, if the handle is still its.
-    fn slot(&self, key: KeyRef) -> Option<&Slot> {
-        self.slots
-            .get(key.slot())
-            .filter(|s| s.generation == key.generation() && !s.key.is_empty())
+    fn mask(&self) -> usize {
+        self.entries.len().wrapping_sub(1)
     }
 
-    fn holder_of(&self, slot: &Slot) -> Option<&Arc<str>> {
-        let h = self.holders.get(slot.holder as usize)?;
-        (h.epoch == slot.epoch).then_some(h.name.as_ref()?)
+    fn home(&self, hash: u64) -> usize {
+        hash as usize & self.mask()
     }
 
-    /// The holder entry of an online resource, made at its first key.
-    fn holder_for(&mut self, resource: &Arc<str>) -> u32 {
-        if let Some(&h) = self.by_name.get(&**resource) {
-            return h;
+    /// Where `hash` is (Ok), or the free entry where it would go (Err); Err(0) in a table
+    /// with no entries.
+    fn find(&self, hash: u64) -> Result<usize, usize> {
+        if self.entries.is_empty() {
+            return Err(0);
         }
-        self.last_epoch += 1;
-        let holder = Holder {
-            name: Some(resource.clone()),
-            keys: 0,
-            epoch: self.last_epoch,
-        };
-        let h = match self.free_holders.pop() {
-            Some(h) => {
-                self.holders[h as usize] = holder;
-                h
+        let mask = self.mask();
+        let mut i = self.home(hash);
+        loop {
+            match self.entries[i].hash {
+                0 => return Err(i),
+                h if h == hash => return Ok(i),
+                _ => i = (i + 1) & mask,
             }
-            None => {
-                self.holders.push(holder);
-                (self.holders.len() - 1) as u32
-            }
-        };
-        self.by_name.insert(resource.clone(), h);
-        h
+        }
     }
 
-    /// Adds an unassigned key, first making room by forgetting the least recently used.
-    fn insert(&mut self, key: &str, hash: u64, now: f64) -> u32 {
-        let cost = key.len() + KEY_OVERHEAD;
-        while self.head != NIL
-            && (self.len >= self.bound.keys || self.bytes + cost > self.bound.bytes)
-        {
-            self.remove(self.head);
-            self.evicted += 1;
+    fn holder_of(&self, epoch: u32) -> Option<&Arc<str>> {
+        self.lives.get(&epoch).map(|h| &h.name)
+    }
+
+    /// The epoch of an online resource's life, begun at its first key.
+    fn epoch_of(&mut self, resource: &Arc<str>) -> u32 {
+        if let Some(&epoch) = self.by_name.get(&**resource) {
+            return epoch;
         }
-        let slot = Slot {
-            key: KeyText::new(key),
-            hash,
-            last: now,
-            linked: now,
-            prev: NIL,
-            next: NIL,
-            holder: NIL,
-            epoch: 0,
-            generation: 1,
-        };
-        let i = if self.free != NIL {
-            let i = self.free;
-            let s = &mut self.slots[i as usize];
-            self.free = s.next;
-            *s = Slot {
-                generation: s.generation,
-                ..slot
+        // Never 0, never reused while a key may still carry it (4 billion lives).
+        self.last_epoch = self.last_epoch.checked_add(1).unwrap_or(1);
+        let epoch = self.last_epoch;
+        self.lives.insert(
+            epoch,
+            Holder {
+                name: resource.clone(),
+                keys: 0,
+            },
+        );
+        self.by_name.insert(resource.clone(), epoch);
+        epoch
+    }
+
+    /// Room for one more key: forgets the least recently used 1/64 of the bound when the
+    /// table is full, and doubles the entries past 4/5 full.
+    fn make_room(&mut self) {
+        if self.len >= self.max_keys {
+            let batch = (self.max_keys / 64).max(1);
+            let mut lasts: Vec<u32> = self.live().map(|e| e.last).collect();
+            let (_, &mut threshold, _) = lasts.select_nth_unstable(batch - 1);
+            let below = lasts.iter().filter(|&&l| l < threshold).count();
+            drop(lasts);
+            // Every key older than the threshold, and as many of its second as the batch
+            // still takes.
+            let mut ties = batch - below;
+            let removed = self.sweep(
+                |e| {
+                    e.last < threshold
+                        || (e.last == threshold && ties > 0 && {
+                            ties -= 1;
+                            true
+                        })
+                },
+                batch,
+            );
+            self.evicted += removed as u64;
+        }
+        if (self.len + 1) * 5 > self.entries.len() * 4 {
+            self.grow();
+        }
+    }
+
+    fn live(&self) -> impl Iterator<Item = &Entry> {
+        self.entries.iter().filter(|e| e.hash != 0)
+    }
+
+    /// Twice the entries (at least 16), each key in its new place.
+    fn grow(&mut self) {
+        let size = (self.entries.len() * 2).max(16);
+        let old = std::mem::replace(&mut self.entries, vec![Entry::default(); size].into());
+        for e in old.iter().filter(|e| e.hash != 0) {
+            let Err(i) = self.find(e.hash) else {
+                unreachable!("each hash once")
             };
-            i
-        } else {
-            self.slots.push(slot);
-            (self.slots.len() - 1) as u32
-        };
-        let slots = &self.slots;
-        self.index
-            .insert_unique(hash, i, |&j| slots[j as usize].hash);
-        self.push_back(i);
-        self.len += 1;
-        self.bytes += cost;
-        i
+            self.entries[i] = *e;
+        }
     }
 
-    /// Forgets the key in slot `i`.
-    fn remove(&mut self, i: u32) {
-        self.unlink(i);
-        let s = &self.slots[i as usize];
-        if let Ok(entry) = self.index.find_entry(s.hash, |&j| j == i) {
-            entry.remove();
-        }
-        if let Some(h) = self.holders.get_mut(s.holder as usize) {
-            if h.epoch == s.epoch {
-                h.keys -= 1;
+    /// Forgets the keys `forget` picks (at most `limit`), in one pass; counts them and
+    /// sets `oldest` to the oldest key left.
+    fn sweep(&mut self, mut forget: impl FnMut(&Entry) -> bool, limit: usize) -> usize {
+        let mut removed = 0;
+        let mut i = 0;
+        while i < self.entries.len() {
+            let e = self.entries[i];
+            if e.hash != 0 && removed < limit && forget(&e) {
+                self.remove(i);
+                removed += 1;
+                // Another key may have moved into entry i: look at it again.
+            } else {
+                i += 1;
             }
+        }
+        self.oldest = self.live().map(|e| e.last).min().unwrap_or(u32::MAX);
+        removed
+    }
+
+    /// Frees entry `i`, moving back the keys after it that belong before it (a lookup stops
+    /// at the first free entry).
+    fn remove(&mut self, i: usize) {
+        let epoch = self.entries[i].epoch;
+        if let Some(holder) = self.lives.get_mut(&epoch) {
+            holder.keys -= 1;
         }
         self.len -= 1;
-        self.bytes -= s.key.len() + KEY_OVERHEAD;
-        let free = self.free;
-        let s = &mut self.slots[i as usize];
-        s.key = KeyText::EMPTY;
-        s.generation = s.generation.wrapping_add(1).max(1);
-        s.holder = NIL;
-        s.next = free;
-        self.free = i;
+        let mask = self.mask();
+        let (mut free, mut j) = (i, i);
+        loop {
+            j = (j + 1) & mask;
+            let e = self.entries[j];
+            if e.hash == 0 {
+                break;
+            }
+            // Distance from its home to j, and from free to j: it may fill the free entry
+            // when that is no nearer than its home.
+            let home = self.home(e.hash);
+            if (j.wrapping_sub(home) & mask) >= (j.wrapping_sub(free) & mask) {
+                self.entries[free] = e;
+                free = j;
+            }
+        }
+        self.entries[free] = Entry::default();
     }
 
-    /// Takes slot `i` out of the order of use.
-    fn unlink(&mut self, i: u32) {
-        let (prev, next) = {
-            let s = &self.slots[i as usize];
-            (s.prev, s.next)
-        };
-        match prev {
-            NIL => self.head = next,
-            p => self.slots[p as usize].next = next,
-        }
-        match next {
-            NIL => self.tail = prev,
-            n => self.slots[n as usize].prev = prev,
-        }
-    }
-
-    /// Puts slot `i` at the end of the order of use (the most recently used).
-    fn push_back(&mut self, i: u32) {
-        let tail = self.tail;
-        {
-            let s = &mut self.slots[i as usize];
-            s.prev = tail;
-            s.next = NIL;
-        }
-        match tail {
-            NIL => self.head = i,
-            t => self.slots[t as usize].next = i,
-        }
-        self.tail = i;
-    }
-
-    /// Checks every count against the slots (tests only: a full scan).
+    /// Checks every count against the entries (tests only: a full scan).
     #[cfg(test)]
     pub(crate) fn check(&self) {
-        let mut order = 0;
-        let mut i = self.head;
-        let mut prev = NIL;
-        while i != NIL {
-            let s = &self.slots[i as usize];
-            assert_eq!(s.prev, prev);
-            assert!(!s.key.is_empty());
-            order += 1;
-            prev = i;
-            i = s.next;
-        }
-        assert_eq!(prev, self.tail);
-        assert_eq!(order, self.len);
-        assert_eq!(self.index.len(), self.len);
-        let mut per_holder = vec![0u32; self.holders.len()];
-        let mut bytes = 0;
-        for s in self.slots.iter().filter(|s| !s.key.is_empty()) {
-            bytes += s.key.len() + KEY_OVERHEAD;
-            if self.holder_of(s).is_some() {
-                per_holder[s.holder as usize] += 1;
+        assert_eq!(self.live().count(), self.len);
+        assert!(self.len <= self.max_keys && self.len * 5 <= self.entries.len() * 4);
+        let mut per_life: std::collections::HashMap<u32, u32> = Default::default();
+        for (i, e) in self.entries.iter().enumerate().filter(|(_, e)| e.hash != 0) {
+            assert_eq!(self.find(e.hash), Ok(i), "entry {i} is found where it is");
+            assert!(e.last >= self.oldest);
+            if self.lives.contains_key(&e.epoch) {
+                *per_life.entry(e.epoch).or_default() += 1;
             }
         }
-        assert_eq!(bytes, self.bytes);
-        for (h, holder) in self.holders.iter().enumerate() {
-            assert_eq!(holder.keys, per_holder[h], "keys of holder {h}");
-            if let Some(name) = &holder.name {
-                assert_eq!(self.by_name.get(name), Some(&(h as u32)));
-            }
+        for (epoch, holder) in &self.lives {
+            assert_eq!(holder.keys, per_life.get(epoch).copied().unwrap_or(0));
+            assert_eq!(self.by_name.get(&holder.name), Some(epoch));
         }
-        assert_eq!(
-            self.by_name.len(),
-            self.holders.iter().filter(|h| h.name.is_some()).count()
-        );
-        assert!(
-            self.len <= self.bound.keys
-                && self.bytes <= self.bound.bytes.max(MAX_KEY + KEY_OVERHEAD)
-        );
+        assert_eq!(self.by_name.len(), self.lives.len());
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_slot_is_96_bytes_and_long_keys_are_boxed() {
-        assert_eq!(std::mem::size_of::<Slot>(), 96);
-        let long = "x".repeat(SHORT_KEY + 1);
-        let mut t = table();
-        for key in [&long[..SHORT_KEY], &long[..]] {
-            request(&mut t, key, "a", 0.0);
-            assert!(t.entry(key, 0.0).unwrap().holder.is_some());
-        }
-        assert_eq!(t.len(), 2, "a short key is not a long one's prefix");
-        t.check();
-    }
     use proptest::prelude::*;
     use std::collections::HashMap;
+
+    #[test]
+    fn an_entry_is_16_bytes_and_100000_keys_take_2_mb() {
+        assert_eq!(std::mem::size_of::<Entry>(), 16);
+        let mut t = KeyTable::new(1e9, MAX_KEYS);
+        for i in 0..MAX_KEYS {
+            request(
+                &mut t,
+                &format!("room{i}@conference.meet.example.org"),
+                "a",
+                0.0,
+            );
+        }
+        assert_eq!(
+            (t.len(), t.keys_of("a"), t.evicted()),
+            (MAX_KEYS, MAX_KEYS, 0)
+        );
+        assert_eq!(t.entries.len() * std::mem::size_of::<Entry>(), 2 << 20);
+        t.check();
+    }
 
     fn name(s: &str) -> Arc<str> {
         s.into()
     }
 
     fn table() -> KeyTable {
-        KeyTable::new(100.0, Bound::DEFAULT)
+        KeyTable::new(100.0, MAX_KEYS)
     }
 
     /// Finds or adds `key`; gives it to `choice` unless some resource has it; returns
     /// the resource it has now.
     fn request(t: &mut KeyTable, key: &str, choice: &str, now: f64) -> Arc<str> {
-        let found = t.entry(key, now).expect("a key");
-        match found.holder {
-            Some(holder) => holder,
+        let key = t.key(key).expect("a key");
+        match t.entry(key, now) {
+            Some(holder) => holder.clone(),
             None => {
-                t.assign(found.key, &name(choice));
+                t.assign(key, &name(choice));
                 name(choice)
             }
         }
+    }
+
+    fn holder_of(t: &mut KeyTable, key: &str, now: f64) -> Option<Arc<str>> {
+        let key = t.key(key).expect("a key");
+        t.entry(key, now).cloned()
     }
 
     #[test]
@@ -752,8 +636,15 @@ mod tests {
             (t.keys_of("a"), t.keys_of("b"), t.len(), t.moves()),
             (1, 1, 2, 0)
         );
-        assert!(t.entry("", 0.0).is_none() && t.entry(&"x".repeat(MAX_KEY + 1), 0.0).is_none());
-        assert!(t.entry(&"x".repeat(MAX_KEY), 0.0).is_some());
+        assert!(t.key("").is_none() && t.key(&"x".repeat(MAX_KEY + 1)).is_none());
+        assert!(t.key(&"x".repeat(MAX_KEY)).is_some());
+        assert_eq!(t.key("room1"), t.key("room1"));
+        assert_ne!(t.key("room1"), t.key("room2"));
+        assert_ne!(
+            t.key("room1"),
+            table().key("room1"),
+            "each table has its own secret hash key"
+        );
         t.check();
     }
 
@@ -787,74 +678,74 @@ mod tests {
     #[test]
     fn a_retry_moves_the_key() {
         let mut t = table();
-        let found = t.entry("room", 0.0).unwrap();
-        t.assign(found.key, &name("a"));
-        t.assign(found.key, &name("b"));
-        assert_eq!(t.holder(found.key).map(|h| &**h), Some("b"));
+        let key = t.key("room").unwrap();
+        assert_eq!(t.entry(key, 0.0), None);
+        t.assign(key, &name("a"));
+        t.assign(key, &name("b"));
+        assert_eq!(t.holder(key).map(|h| &**h), Some("b"));
         assert_eq!((t.keys_of("a"), t.keys_of("b"), t.moves()), (0, 1, 1));
-        t.assign(found.key, &name("b"));
+        t.assign(key, &name("b"));
         assert_eq!(t.moves(), 1, "to where it is already: no move");
         t.check();
     }
 
     #[test]
-    fn idle_keys_expire_and_stale_handles_do_nothing() {
+    fn idle_keys_expire_and_forgotten_keys_are_left_alone() {
         let mut t = table();
-        let old = t.entry("old", 0.0).unwrap().key;
+        let old = t.key("old").unwrap();
+        t.entry(old, 0.5);
         t.assign(old, &name("a"));
         request(&mut t, "used", "a", 0.0);
         request(&mut t, "used", "a", 60.0);
-        assert_eq!(t.expire(99.0), 0);
-        assert_eq!(t.expire(100.0), 1, "100 s without a request");
+        assert_eq!(t.expire(100.9), 0, "100 whole seconds: not more than idle");
+        assert_eq!(t.expire(101.0), 1, "more than 100 s without a request");
         assert_eq!((t.len(), t.keys_of("a")), (1, 1));
-        // The freed slot's next key is another key: the old handle no longer reaches it.
-        let new = t.entry("new", 100.0).unwrap().key;
-        assert_eq!(new.slot(), old.slot());
+        // A forgotten key has no holder, and a late retry does not bring it back.
         assert_eq!(t.holder(old), None);
         t.assign(old, &name("b"));
-        assert_eq!((t.keys_of("b"), t.holder(new)), (0, None));
-        assert_eq!(t.expire(160.0), 1);
-        assert_eq!(t.expire(1000.0), 1);
+        assert_eq!((t.len(), t.keys_of("b")), (1, 0));
+        assert_eq!(t.expire(160.0), 0);
+        assert_eq!(t.expire(161.0), 1);
         assert!(t.is_empty());
+        assert_eq!(t.expire(1e6), 0, "nothing left to sweep");
+        // A clock that goes back makes no key older.
+        request(&mut t, "k", "a", 500.0);
+        assert_eq!((t.expire(10.0), t.expire(-5.0), t.len()), (0, 0, 1));
         t.check();
     }
 
     #[test]
     fn the_bound_forgets_the_least_recently_used_first() {
-        let mut t = KeyTable::new(
-            1e9,
-            Bound {
-                keys: 3,
-                bytes: usize::MAX,
-            },
-        );
-        for (i, key) in ["k0", "k1", "k2"].iter().enumerate() {
-            request(&mut t, key, "a", i as f64);
+        let mut t = KeyTable::new(1e9, 64);
+        for i in 0..64 {
+            request(&mut t, &format!("k{i}"), "a", f64::from(i));
         }
-        request(&mut t, "k0", "a", 3.0);
-        request(&mut t, "k3", "a", 4.0);
-        assert!(
-            t.entry("k1", 5.0).unwrap().holder.is_none(),
+        request(&mut t, "k0", "a", 64.0);
+        request(&mut t, "k64", "a", 65.0);
+        assert_eq!(
+            holder_of(&mut t, "k1", 66.0),
+            None,
             "k1, idle longest, was forgotten"
         );
         assert_eq!(
             (t.len(), t.evicted()),
-            (3, 2),
+            (64, 2),
             "k1 came back as new, which forgot k2"
         );
-        assert!(t.entry("k0", 6.0).unwrap().holder.is_some());
+        assert!(holder_of(&mut t, "k0", 67.0).is_some());
+        assert!(holder_of(&mut t, "k3", 68.0).is_some());
         t.check();
-        let mut t = KeyTable::new(
-            1e9,
-            Bound {
-                keys: 100,
-                bytes: 3 * (KEY_OVERHEAD + 2),
-            },
-        );
-        for key in ["k0", "k1", "k2", "k3"] {
-            request(&mut t, key, "a", 0.0);
+        // A full table of 128 forgets 2 at once: the 2 least recently used.
+        let mut t = KeyTable::new(1e9, 128);
+        for i in 0..128 {
+            request(&mut t, &format!("k{i}"), "a", f64::from(i));
         }
-        assert_eq!(t.len(), 3, "the byte bound");
+        request(&mut t, "k0", "a", 200.0);
+        request(&mut t, "new", "a", 201.0);
+        assert_eq!((t.len(), t.evicted()), (127, 2));
+        for (key, kept) in [("k0", true), ("k3", true), ("k1", false), ("k2", false)] {
+            assert_eq!(holder_of(&mut t, key, 202.0).is_some(), kept, "{key}");
+        }
         t.check();
     }
 
@@ -869,8 +760,8 @@ mod tests {
 
     fn op() -> impl Strategy<Value = Op> {
         prop_oneof![
-            8 => (0..12u8, 0..4u8).prop_map(|(key, choice)| Op::Request { key, choice }),
-            2 => (0..12u8, 0..4u8).prop_map(|(key, to)| Op::Move { key, to }),
+            8 => (0..24u8, 0..4u8).prop_map(|(key, choice)| Op::Request { key, choice }),
+            2 => (0..24u8, 0..4u8).prop_map(|(key, to)| Op::Move { key, to }),
             2 => (0..4u8).prop_map(Op::Lost),
             1 => Just(Op::LostAll),
             2 => (0..40u8).prop_map(Op::Tick),
@@ -879,34 +770,30 @@ mod tests {
 
     proptest! {
         /// The table against a model: a map of key -> (resource, last use), the bound
-        /// forgetting the least recently used.
+        /// forgetting the least recently used. Each operation takes a second, so that no
+        /// two keys were last used in one second (the table keeps whole seconds).
         #[test]
-        fn the_table_agrees_with_a_model(ops in proptest::collection::vec(op(), 1..200)) {
-            let mut t = KeyTable::new(30.0, Bound { keys: 8, bytes: usize::MAX });
-            // key -> (resource, last use, place in the order of use, when it got it)
-            let mut model: HashMap<String, (Option<String>, f64, u64, f64)> = HashMap::new();
-            let (mut now, mut use_count) = (0.0, 0u64);
+        fn the_table_agrees_with_a_model(ops in proptest::collection::vec(op(), 1..300)) {
+            let mut t = KeyTable::new(30.0, 16);
+            let mut model: HashMap<String, (Option<String>, f64)> = HashMap::new();
+            let mut now = 0.0;
             let resource = |r: u8| format!("r{r}");
             for op in ops {
+                now += 1.0;
                 match op {
                     Op::Request { key, choice } | Op::Move { key, to: choice } => {
                         let key = format!("k{key}");
                         let is_move = matches!(op, Op::Move { .. });
-                        use_count += 1;
-                        if !model.contains_key(&key) && model.len() == 8 {
-                            let oldest = model.iter().min_by_key(|(_, v)| v.2).map(|(k, _)| k.clone()).unwrap();
+                        if !model.contains_key(&key) && model.len() == 16 {
+                            let oldest = model.iter().min_by(|a, b| a.1.1.total_cmp(&b.1.1)).map(|(k, _)| k.clone()).unwrap();
                             model.remove(&oldest);
                         }
-                        let entry = model.entry(key.clone()).or_insert((None, now, use_count, now));
+                        let entry = model.entry(key.clone()).or_insert((None, now));
                         entry.1 = now;
-                        if now - entry.3 >= RELINK {
-                            entry.2 = use_count;
-                            entry.3 = now;
-                        }
-                        let found = t.entry(&key, now).unwrap();
-                        prop_assert_eq!(found.holder.as_deref(), entry.0.as_deref());
+                        let found = holder_of(&mut t, &key, now);
+                        prop_assert_eq!(found.as_deref(), entry.0.as_deref());
                         if entry.0.is_none() || is_move {
-                            t.assign(found.key, &resource(choice).into());
+                            t.assign(t.key(&key).unwrap(), &resource(choice).into());
                             entry.0 = Some(resource(choice));
                         }
                     }
@@ -924,16 +811,9 @@ mod tests {
                     }
                     Op::Tick(dt) => {
                         now += f64::from(dt);
-                        t.expire(now);
-                        // In the order of use, up to the first key still in use.
-                        let mut order: Vec<(u64, String, f64)> = model.iter().map(|(k, v)| (v.2, k.clone(), v.1)).collect();
-                        order.sort_by_key(|o| o.0);
-                        for (_, key, last) in order {
-                            if last + 30.0 > now {
-                                break;
-                            }
-                            model.remove(&key);
-                        }
+                        let before = model.len();
+                        model.retain(|_, v| now - v.1 <= 30.0);
+                        prop_assert_eq!(t.expire(now), before - model.len());
                     }
                 }
                 t.check();

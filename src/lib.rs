@@ -8,6 +8,7 @@ pub mod jat;
 pub mod pending;
 pub mod resources;
 pub mod router;
+pub mod siphash;
 pub mod verdict;
 
 mod binding;

@@ -10,7 +10,7 @@ mod presence;
 mod requests;
 
 use crate::address::{split_resource, user_and_domain};
-use crate::affinity::{Bound, KeyTable, Rules};
+use crate::affinity::{KeyTable, Rules, MAX_KEYS};
 use crate::config::Config;
 use crate::jat::{TokenMap, Translator};
 use crate::pending::{Limits, Method, PendingTable, Request};
@@ -162,7 +162,7 @@ impl Proxy {
         Proxy {
             resources: ResourceSet::new(config.strategy),
             pending: PendingTable::new(limits(&config)),
-            keys: KeyTable::new(config.affinity_idle, Bound::DEFAULT),
+            keys: KeyTable::new(config.affinity_idle, MAX_KEYS),
             outbound: Outbound::new(&config),
             subscriptions: Subscriptions::default(),
             jat: translator(&config),

@@ -27,12 +27,19 @@ impl Proxy {
         method: Method,
         now: f64,
     ) -> Verdict {
+        let key = match head.affinity {
+            Some(text) if !self.config.affinity.is_empty() => self.keys.key(text),
+            _ => None,
+        };
+        if let Some(key) = key {
+            self.keys.prefetch(key);
+        }
         let shape = Shape {
             method,
             lang: head.lang.map(|lang| self.lang(lang)),
             affinity: None,
         };
-        let verdict = self.try_forward(requester, head.id, head.affinity, shape, now);
+        let verdict = self.try_forward(requester, head.id, key, shape, now);
         match verdict {
             Verdict::Send(_) => self.counters.forwarded += 1,
             _ => self.counters.refused += 1,
@@ -56,7 +63,7 @@ impl Proxy {
         &mut self,
         requester: &str,
         id: Option<&str>,
-        affinity: Option<&str>,
+        affinity: Option<KeyRef>,
         mut shape: Shape,
         now: f64,
     ) -> Verdict {
@@ -109,27 +116,23 @@ impl Proxy {
     fn choose_for(
         &mut self,
         user: &str,
-        affinity: Option<&str>,
+        affinity: Option<KeyRef>,
         now: f64,
     ) -> Option<(Arc<str>, Option<KeyRef>)> {
-        let found = match affinity {
-            Some(key) if !self.config.affinity.is_empty() => self.keys.entry(key, now),
-            _ => None,
-        };
-        let Some(found) = found else {
+        let Some(key) = affinity else {
             let resource = self.resources.choose(&mut self.rng, user, &[])?;
             return Some((resource, None));
         };
-        if let Some(holder) = found.holder {
-            if self.resources.in_rotation(&holder) {
-                return Some((holder, Some(found.key)));
+        if let Some(holder) = self.keys.entry(key, now) {
+            if self.resources.in_rotation(holder) {
+                return Some((holder.clone(), Some(key)));
             }
         }
         let resource = self.resources.choose(&mut self.rng, user, &[])?;
         if self.resources.in_rotation(&resource) {
-            self.keys.assign(found.key, &resource);
+            self.keys.assign(key, &resource);
         }
-        Some((resource, Some(found.key)))
+        Some((resource, Some(key)))
     }
 
     /// An iq from a target resource: a request to a user (outbound) or a reply.
