@@ -146,7 +146,7 @@ impl KeyRef {
 }
 
 /// One key: 16 bytes, four to a cache line, so that a lookup in a table of 100,000 keys
-/// (2 MB) touches one line, which `KeyTable::prefetch` can start loading early.
+/// (2 MB) touches one line.
 #[derive(Clone, Copy, Default)]
 struct Entry {
     /// The key's hash; 0 while the entry is free.
@@ -241,15 +241,6 @@ impl KeyTable {
         }
         let hash = self.hasher.hash(text.as_bytes());
         Some(KeyRef(NonZeroU64::new(hash).unwrap_or(NonZeroU64::MIN)))
-    }
-
-    /// Starts loading the cache line where `key` would be, so that `entry` finds it there:
-    /// the router calls it before work that does not need the key.
-    pub fn prefetch(&self, key: KeyRef) {
-        if let Some(e) = self.entries.get(self.home(key.0.get())) {
-            // A load whose value nothing waits for: the CPU goes on while it misses.
-            std::hint::black_box(e.hash);
-        }
     }
 
     /// The resource that has `key`, which was requested at `now`: the key is found

@@ -31,9 +31,6 @@ impl Proxy {
             Some(text) if !self.config.affinity.is_empty() => self.keys.key(text),
             _ => None,
         };
-        if let Some(key) = key {
-            self.keys.prefetch(key);
-        }
         let shape = Shape {
             method,
             lang: head.lang.map(|lang| self.lang(lang)),
