@@ -128,7 +128,7 @@ pub const MAX_KEYS: usize = 100_000;
 
 /// A key as the table knows it: its 64-bit hash, randomized per table. The table keeps
 /// no key's text, so two keys whose hashes agree would be one key (two rooms on one
-/// resource: harmless, and with 100,000 keys about once in 10^10 new keys). A request
+/// resource: harmless, and with 100,000 keys about once in 10^14 new keys). A request
 /// keeps it so that a retry moves the key along.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct KeyRef(NonZeroU64);
