@@ -128,8 +128,8 @@ pub const MAX_KEYS: usize = 100_000;
 
 /// A key as the table knows it: its 64-bit hash, randomized per table. The table keeps
 /// no key's text, so two keys whose hashes agree would be one key (two rooms on one
-/// resource: harmless, and with 100,000 keys about once in 10^14 new keys). A request
-/// keeps it so that a retry moves the key along.
+/// resource: harmless, and rare enough to ignore). A request keeps it so that a retry
+/// moves the key along.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct KeyRef(NonZeroU64);
 
@@ -145,8 +145,8 @@ impl KeyRef {
     }
 }
 
-/// One key: 16 bytes, four to a cache line, so that a lookup in a table of 100,000 keys
-/// (2 MB) touches one line.
+/// One key: 16 bytes, four to a cache line, so that a lookup in a large table reads one
+/// line.
 #[derive(Clone, Copy, Default)]
 struct Entry {
     /// The key's hash; 0 while the entry is free.

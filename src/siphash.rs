@@ -1,6 +1,6 @@
 //! SipHash-1-3 of a byte string with a secret key, in one pass: the hash std's maps use
-//! for keys that users choose, without the `Hasher` interface's buffering, which costs a
-//! short string about as much again. The affinity table hashes a key at every request.
+//! for keys that users choose, without the `Hasher` interface's buffering, which a short
+//! key would pay for at every request (the affinity table hashes one per request).
 
 /// A secret SipHash key, drawn once per table.
 #[derive(Clone, Copy, Debug)]
